@@ -1,0 +1,70 @@
+"""Small helpers to write videos and image strips people look at."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscale of an (H, W, C) image, so tiny frames stay crisp."""
+    if factor <= 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def side_by_side(images: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Join equally tall (H, W, 3) uint8 images left to right with a white gap."""
+    height = images[0].shape[0]
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for index, image in enumerate(images):
+        if image.shape[0] != height:
+            raise ValueError(f"image {index} is {image.shape[0]} px tall, expected {height}")
+        if index:
+            parts.append(spacer)
+        parts.append(image)
+    return np.concatenate(parts, axis=1)
+
+
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's per-file encoder statistics off the terminal (errors still show)."""
+    av.logging.set_level(av.logging.ERROR)
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 20.0) -> Path:
+    """Write uint8 (H, W, 3) frames to an H.264 MP4, atomically (temp file + rename)."""
+    quiet_ffmpeg()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    container = av.open(str(tmp), mode="w")
+    stream = None
+    count = 0
+    try:
+        for frame in frames:
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            if stream is None:
+                # H.264 with yuv420p needs even sizes.
+                height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+                stream = container.add_stream("libx264", rate=int(round(fps)))
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.options = {"crf": "20", "preset": "veryfast"}
+            frame = frame[: stream.height, : stream.width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+            count += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    finally:
+        container.close()
+    if count == 0:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"no frames to write to {path}")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,236 @@
+"""Goal-image Meta-World v3 tasks as Gymnasium envs.
+
+One env wraps one Meta-World v3 task (reach, push, pick-place) and exposes what a
+latent planner sees: camera image(s) rendered from a fixed, upright free camera with
+the goal marker hidden, and a 4-D proprio state (hand xyz, gripper opening). The
+4-D action is Meta-World's own (end-effector dx, dy, dz, gripper) in [-1, 1].
+
+The simulator's success flag is reported in ``info["success"]`` but never ends an
+episode: the evaluation protocol runs the full step budget and judges the last step.
+
+Rendering goes through ``mujoco.Renderer`` with shadows and multisampling off, which
+is ~8x cheaper than Meta-World's default visual settings (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# EGL renders offscreen without a display; respect a user's explicit choice.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+# Our task names -> Meta-World v3 env names.
+TASKS: dict[str, str] = {
+    "reach": "reach-v3",
+    "push": "push-v3",
+    "pick-place": "pick-place-v3",
+}
+
+# Step budgets of the evaluation protocol (DESIGN.md).
+EPISODE_BUDGET: dict[str, int] = {"reach": 100, "push": 150, "pick-place": 200}
+
+STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
+ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
+
+# Seeds at or above this are reserved for evaluation (DESIGN.md protocol).
+EVAL_SEED_START = 100_000
+
+
+@dataclass(frozen=True)
+class CameraView:
+    """A free camera aimed at ``lookat`` (MuJoCo's azimuth/elevation in degrees)."""
+
+    lookat: tuple[float, float, float]
+    distance: float
+    azimuth: float
+    elevation: float
+
+
+# Named views of the Sawyer workspace (objects and goals lie in x in [-0.1, 0.1],
+# y in [0.6, 0.9], z in [0, 0.3]). Free cameras render upright, unlike Meta-World's
+# corner cameras.
+CAMERA_VIEWS: dict[str, CameraView] = {
+    # Oblique view from the far side of the table, facing the robot: the whole arm,
+    # the object and the goal region are in frame, and depth (y) and height (z) both
+    # move things in the image.
+    "oblique": CameraView(lookat=(0.0, 0.68, 0.16), distance=0.95, azimuth=-65.0, elevation=-28.0),
+    # Straight on from the far side of the table.
+    "front": CameraView(lookat=(0.0, 0.68, 0.16), distance=0.95, azimuth=-90.0, elevation=-30.0),
+    # Straight down on the workspace.
+    "top": CameraView(lookat=(0.0, 0.72, 0.0), distance=0.8, azimuth=-90.0, elevation=-89.0),
+}
+
+
+def _make_camera(view: CameraView) -> mujoco.MjvCamera:
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.lookat[:] = view.lookat
+    camera.distance = view.distance
+    camera.azimuth = view.azimuth
+    camera.elevation = view.elevation
+    return camera
+
+
+class MetaWorldGoalEnv(gym.Env):
+    """A Meta-World v3 task with image observations, for goal-image planning.
+
+    Observation: ``{"images": {camera: uint8 (H, W, 3)}, "state": float32 (4,)}``.
+    Action: float32 (4,) in [-1, 1]. ``reset(seed=s)`` places objects and goal from
+    ``s`` alone, so the same seed always gives the same scene.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(
+        self,
+        task: str = "reach",
+        image_size: int = 64,
+        cameras: tuple[str, ...] | list[str] = ("oblique",),
+        max_episode_steps: int | None = None,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # heavy import, kept local
+
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid tasks: {sorted(TASKS)}")
+        if not 16 <= int(image_size) <= 512:
+            raise ValueError(f"image_size must be in [16, 512], got {image_size}")
+        cameras = tuple(cameras)
+        if not cameras:
+            raise ValueError("at least one camera is required")
+        unknown = [c for c in cameras if c not in CAMERA_VIEWS]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; valid cameras: {sorted(CAMERA_VIEWS)}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+
+        self.task = task
+        self.image_size = int(image_size)
+        self.cameras = cameras
+        self.max_episode_steps = int(max_episode_steps or EPISODE_BUDGET[task])
+        self.render_mode = render_mode
+
+        sim = ALL_V3_ENVIRONMENTS[TASKS[task]]()
+        # What Meta-World's goal-observable constructor does, but with the scene drawn
+        # from the env's own seeded generator so reset(seed) is reproducible.
+        sim._partially_observable = False
+        del sim.sawyer_observation_space  # cached property: recompute with the goal visible
+        sim._set_task_called = True
+        sim._freeze_rand_vec = False
+        sim.seeded_rand_vec = True
+        self._sim = sim
+
+        model = sim.model
+        model.vis.quality.shadowsize = 0
+        model.vis.quality.offsamples = 0
+        self._renderer: mujoco.Renderer | None = None
+        self._scene_option = mujoco.MjvOption()
+        self._scene_option.sitegroup[:] = 0  # hides the goal marker and every other site
+        self._camera_objects = {name: _make_camera(CAMERA_VIEWS[name]) for name in cameras}
+
+        size = self.image_size
+        self.observation_space = spaces.Dict(
+            {
+                "images": spaces.Dict(
+                    {c: spaces.Box(0, 255, (size, size, 3), np.uint8) for c in cameras}
+                ),
+                "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.dt = float(sim.dt)
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
+
+        self._privileged_obs: np.ndarray | None = None
+        self._steps = 0
+        self._seed: int | None = None
+
+    # ------------------------------------------------------------------ gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is None:
+            # Draw a scene seed from the env's generator; gymnasium seeds that on the
+            # first reset, so an unseeded env is still reproducible through it.
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        self._seed = int(seed)
+        self._sim.seed(self._seed)
+        self._privileged_obs, _ = self._sim.reset()
+        self._steps = 0
+        return self._observation(), {"seed": self._seed, "success": False}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._privileged_obs is None:
+            raise RuntimeError("call reset() before step()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (4,):
+            raise ValueError(f"action must have shape (4,), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has non-finite values: {action}")
+        action = np.clip(action, -1.0, 1.0)
+        self._privileged_obs, reward, _, _, sim_info = self._sim.step(action)
+        self._steps += 1
+        info = {
+            "success": bool(sim_info["success"]),
+            "seed": self._seed,
+            "step": self._steps,
+        }
+        truncated = self._steps >= self.max_episode_steps
+        return self._observation(), float(reward), False, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        return self._render_camera(self.cameras[0])
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        super().close()
+
+    # ------------------------------------------------------------ our additions
+    @property
+    def privileged_obs(self) -> np.ndarray:
+        """Meta-World's full 39-D observation (object and goal poses) for scripted
+        experts. Never shown to a world model or planner."""
+        if self._privileged_obs is None:
+            raise RuntimeError("call reset() first")
+        return self._privileged_obs
+
+    @property
+    def episode_seed(self) -> int | None:
+        return self._seed
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def state(self) -> np.ndarray:
+        """Proprio state: hand xyz and gripper opening, float32 (4,)."""
+        return np.asarray(self.privileged_obs[:4], dtype=np.float32)
+
+    def images(self) -> dict[str, np.ndarray]:
+        return {camera: self._render_camera(camera) for camera in self.cameras}
+
+    def get_sim_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._sim.get_env_state()
+
+    def _observation(self) -> dict[str, Any]:
+        return {"images": self.images(), "state": self.state()}
+
+    def _render_camera(self, camera: str) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self._sim.model, self.image_size, self.image_size)
+        self._renderer.update_scene(
+            self._sim.data, camera=self._camera_objects[camera], scene_option=self._scene_option
+        )
+        return self._renderer.render().copy()

@@ -1,0 +1,275 @@
+"""Record goal-image task episodes into a LeRobot v3 dataset (through ``lerobot``).
+
+Keys follow LeRobot's conventions (DESIGN.md): ``observation.images.<camera>``
+(video), ``observation.state`` and ``action`` (float32 with per-dimension names),
+``next.success``, ``task``, plus ``episode_seed`` so every episode can be replayed.
+
+Episode seeds are ``seed_start, seed_start + 1, ...`` and must stay below
+``EVAL_SEED_START`` (100000): evaluation seeds never appear in training data. Seeds
+already in the dataset are skipped, so rerunning the same command resumes an
+interrupted recording, and raising ``episodes`` appends more.
+
+Ctrl-C or SIGTERM drops the half-recorded episode and finalises the dataset, which
+then loads with every episode saved so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from envs.experts import Exploration, ScriptedExpert
+from envs.media import quiet_ffmpeg
+from envs.metaworld_goal import ACTION_NAMES, EVAL_SEED_START, STATE_NAMES, MetaWorldGoalEnv
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEY_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+SUCCESS_KEY = "next.success"
+SEED_KEY = "episode_seed"
+ROBOT_TYPE = "sawyer"
+
+
+class DatasetMismatchError(ValueError):
+    """An existing dataset at the output root has other features than this recording."""
+
+
+def dataset_features(env: MetaWorldGoalEnv) -> dict[str, dict]:
+    """LeRobot feature spec for an env's observations and actions."""
+    size = env.image_size
+    features: dict[str, dict] = {
+        f"{IMAGE_KEY_PREFIX}{camera}": {
+            "dtype": "video",
+            "shape": (size, size, 3),
+            "names": ["height", "width", "channels"],
+        }
+        for camera in env.cameras
+    }
+    features[STATE_KEY] = {"dtype": "float32", "shape": (4,), "names": list(STATE_NAMES)}
+    features[ACTION_KEY] = {"dtype": "float32", "shape": (4,), "names": list(ACTION_NAMES)}
+    features[SUCCESS_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+    features[SEED_KEY] = {"dtype": "int64", "shape": (1,), "names": None}
+    return features
+
+
+def _feature_signature(features: dict[str, dict]) -> dict[str, tuple]:
+    """What must agree for two recordings to share a dataset (LeRobot adds its own
+    bookkeeping columns and video info; those are ignored)."""
+    from lerobot.utils.constants import DEFAULT_FEATURES
+
+    return {
+        key: (spec["dtype"], tuple(spec["shape"]), tuple(spec["names"] or ()))
+        for key, spec in features.items()
+        if key not in DEFAULT_FEATURES
+    }
+
+
+def check_features_match(existing: dict[str, dict], wanted: dict[str, dict], root: Path) -> None:
+    have, want = _feature_signature(existing), _feature_signature(wanted)
+    if have == want:
+        return
+    problems = []
+    for key in sorted(set(have) | set(want)):
+        if key not in have:
+            problems.append(f"  {key}: missing from the existing dataset")
+        elif key not in want:
+            problems.append(f"  {key}: in the existing dataset but not in this recording")
+        elif have[key] != want[key]:
+            problems.append(f"  {key}: existing {have[key]} vs this recording {want[key]}")
+    raise DatasetMismatchError(
+        f"the dataset at {root} has other features than this recording "
+        "(choose another output root, or the same env settings):\n" + "\n".join(problems)
+    )
+
+
+def existing_episode_seeds(repo_id: str, root: Path) -> set[int]:
+    """Seeds of the episodes already in a finalised dataset at ``root``."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
+    if dataset.meta.total_episodes == 0:
+        return set()
+    if SEED_KEY not in dataset.hf_dataset.column_names:
+        raise DatasetMismatchError(f"the dataset at {root} has no {SEED_KEY!r} column")
+    return {int(np.asarray(seed).reshape(-1)[0]) for seed in dataset.hf_dataset.unique(SEED_KEY)}
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so a killed recording still finalises its dataset."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class RecordingSummary:
+    root: Path
+    repo_id: str
+    recorded_seeds: list[int] = field(default_factory=list)
+    skipped_seeds: list[int] = field(default_factory=list)
+    frames: int = 0
+    successes: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    total_episodes: int = 0
+
+    @property
+    def episodes(self) -> int:
+        return len(self.recorded_seeds)
+
+
+def episode_exploration(base: Exploration, random_fraction: float, seed: int) -> Exploration:
+    """The exploration for one episode: a ``random_fraction`` of seeds (chosen by the
+    seed itself, so a resumed run makes the same choice) are purely random."""
+    if random_fraction > 0 and np.random.default_rng([seed, 0xE7]).random() < random_fraction:
+        return Exploration(random_episode=True)
+    return base
+
+
+def record_episodes(
+    make_env: Callable[[], MetaWorldGoalEnv],
+    root: str | Path,
+    repo_id: str,
+    episodes: int,
+    seed_start: int = 0,
+    exploration: Exploration | None = None,
+    random_fraction: float = 0.0,
+    video_codec: str = "h264",
+    on_episode: Callable[[int, list[dict[str, np.ndarray]]], None] | None = None,
+    progress: bool = True,
+) -> RecordingSummary:
+    """Record ``episodes`` episodes with seeds ``seed_start ...`` into ``root``.
+
+    ``video_codec`` is one LeRobot accepts (``h264``, ``hevc``, ``libsvtav1``); H.264 at
+    CRF 18 keeps small objects sharp in 64 px frames and encodes fast on a CPU.
+    ``on_episode(seed, frames)`` is called after each saved episode with its image
+    observations (used for preview videos). Returns what was recorded.
+    """
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+    import datasets
+    from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed_start < 0 or seed_start + episodes > EVAL_SEED_START:
+        raise ValueError(
+            f"training seeds must lie in [0, {EVAL_SEED_START}); seeds {seed_start}.."
+            f"{seed_start + episodes - 1} do not (seeds >= {EVAL_SEED_START} are for evaluation)"
+        )
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
+    quiet_ffmpeg()
+    datasets.disable_progress_bars()  # one bar per episode save otherwise
+    exploration = exploration or Exploration()
+    if video_codec == "h264":
+        encoder = RGBEncoderConfig(vcodec="h264", crf=18, preset="veryfast")
+    else:
+        encoder = RGBEncoderConfig(vcodec=video_codec)
+    root = Path(root)
+    env = make_env()
+    features = dataset_features(env)
+    summary = RecordingSummary(root=root, repo_id=repo_id)
+
+    if (root / "meta" / "info.json").exists():
+        try:
+            meta = LeRobotDatasetMetadata(repo_id, root=root)
+        except Exception as error:  # noqa: BLE001 - any failure here means unreadable
+            raise DatasetMismatchError(f"the dataset at {root} cannot be read: {error}") from error
+        check_features_match(meta.features, features, root)
+        if meta.fps != env.metadata["render_fps"]:
+            raise DatasetMismatchError(f"the dataset at {root} has fps {meta.fps}, this env {env.metadata['render_fps']}")
+        done = existing_episode_seeds(repo_id, root)
+        dataset = LeRobotDataset.resume(repo_id, root=root, video_backend="pyav", rgb_encoder=encoder)
+        log.info("resuming %s: %d episodes already recorded", root, len(done))
+    elif root.exists() and any(root.iterdir()):
+        raise DatasetMismatchError(
+            f"{root} exists and is not a LeRobot dataset (no meta/info.json); "
+            "choose an empty or new output root"
+        )
+    else:
+        done = set()
+        dataset = LeRobotDataset.create(
+            repo_id=repo_id,
+            fps=env.metadata["render_fps"],
+            features=features,
+            root=root,
+            robot_type=ROBOT_TYPE,
+            use_videos=True,
+            video_backend="pyav",
+            rgb_encoder=encoder,
+        )
+
+    seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
+    summary.skipped_seeds = sorted(done.intersection(range(seed_start, seed_start + episodes)))
+    start = time.perf_counter()
+    bar = tqdm(total=len(seeds), desc=f"collect {env.task}", unit="ep", disable=not progress)
+    try:
+        with _sigterm_as_interrupt():
+            for seed in seeds:
+                expert = ScriptedExpert(
+                    env.task, episode_exploration(exploration, random_fraction, seed), seed=seed
+                )
+                observation, _ = env.reset(seed=seed)
+                frames: list[dict[str, np.ndarray]] = []
+                try:
+                    truncated = False
+                    success = False
+                    while not truncated:
+                        action = expert.act(env.privileged_obs)
+                        frames.append(observation["images"])
+                        next_observation, _, _, truncated, info = env.step(action)
+                        success = info["success"]
+                        frame = {
+                            f"{IMAGE_KEY_PREFIX}{camera}": image
+                            for camera, image in observation["images"].items()
+                        }
+                        frame[STATE_KEY] = observation["state"]
+                        frame[ACTION_KEY] = action
+                        frame[SUCCESS_KEY] = np.array([success], dtype=bool)
+                        frame[SEED_KEY] = np.array([seed], dtype=np.int64)
+                        frame["task"] = env.task
+                        dataset.add_frame(frame)
+                        observation = next_observation
+                    dataset.save_episode()
+                except BaseException:
+                    dataset.clear_episode_buffer()
+                    raise
+                summary.recorded_seeds.append(seed)
+                summary.frames += len(frames)
+                summary.successes += int(success)
+                bar.update(1)
+                bar.set_postfix(success=f"{summary.successes}/{summary.episodes}")
+                if on_episode is not None:
+                    on_episode(seed, frames)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log.warning("interrupted: finalising %s with the episodes saved so far", root)
+    finally:
+        bar.close()
+        dataset.finalize()
+        env.close()
+        summary.seconds = time.perf_counter() - start
+        summary.total_episodes = len(done) + summary.episodes
+    return summary

@@ -1,0 +1,76 @@
+"""``jepa-robot collect``: record scripted-expert episodes and a preview video."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from envs.goals import make_goal_images
+from envs.media import side_by_side, upscale, write_video
+from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.recording import RecordingSummary, record_episodes
+from jepa_robot.config import CollectConfig, EnvConfig
+
+log = logging.getLogger(__name__)
+
+PREVIEW_PIXELS = 256  # preview frames are upscaled to about this size
+
+
+def make_env(config: EnvConfig) -> MetaWorldGoalEnv:
+    """Build the registered goal-image env an ``EnvConfig`` names."""
+    env = gym.make(
+        envs.ENV_IDS[config.task],
+        image_size=config.image_size,
+        cameras=tuple(config.cameras),
+        max_episode_steps=config.max_episode_steps,
+    )
+    return env.unwrapped  # our env truncates itself; gym.make adds only checker wrappers
+
+
+def collect(config: CollectConfig) -> RecordingSummary:
+    """Record ``config.episodes`` episodes into ``config.root``; write a preview video."""
+    preview: dict[int, list[dict[str, np.ndarray]]] = {}
+
+    def keep_for_preview(seed: int, frames: list[dict[str, np.ndarray]]) -> None:
+        if len(preview) < config.preview_episodes:
+            preview[seed] = frames
+
+    summary = record_episodes(
+        make_env=lambda: make_env(config.env),
+        root=config.root,
+        repo_id=config.repo_id,
+        episodes=config.episodes,
+        seed_start=config.seed_start,
+        exploration=config.exploration.to_exploration(),
+        random_fraction=config.exploration.random_fraction,
+        video_codec=config.video_codec,
+        on_episode=keep_for_preview,
+        progress=config.progress,
+    )
+    if preview:
+        path = Path(config.preview_path or f"{str(config.root).rstrip('/')}-preview.mp4")
+        write_preview(config.env, preview, path)
+        log.info("preview video: %s", path)
+    return summary
+
+
+def write_preview(env_config: EnvConfig, episodes: dict[int, list[dict[str, np.ndarray]]], path: Path) -> Path:
+    """Video of recorded episodes: each camera's observation, then the goal image the
+    evaluation protocol makes from the same seed."""
+    env = make_env(env_config)
+    factor = max(1, PREVIEW_PIXELS // env_config.image_size)
+    video_frames = []
+    try:
+        for seed, frames in episodes.items():
+            goal, _, _ = make_goal_images(env, seed)
+            goal_panel = [upscale(goal.goal[c], factor) for c in env_config.cameras]
+            for frame in frames:
+                panels = [upscale(frame[c], factor) for c in env_config.cameras]
+                video_frames.append(side_by_side(panels + goal_panel, gap=4))
+    finally:
+        env.close()
+    return write_video(path, video_frames, fps=20)

@@ -1,0 +1,155 @@
+"""Open any LeRobot v3 dataset and check it has what a world model needs.
+
+A world model needs frames (an image or video key), actions (a 1-D float key) and,
+optionally, proprio state. ``open_dataset`` loads through the ``lerobot`` library
+from a local root or a hub id, and turns every way this can go wrong into a
+``DatasetError`` that names the dataset and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from envs.recording import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing, unreadable, or lacks what a world model needs."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The keys and shapes a world model reads from a dataset."""
+
+    repo_id: str
+    root: Path
+    fps: int
+    episodes: int
+    frames: int
+    image_key: str
+    image_shape: tuple[int, int, int]
+    """(height, width, channels)."""
+    action_key: str
+    action_dim: int
+    state_key: str | None
+    state_dim: int | None
+    robot_type: str | None
+
+    def describe(self) -> str:
+        state = f"{self.state_key} ({self.state_dim}-D)" if self.state_key else "none"
+        return (
+            f"dataset   {self.repo_id} at {self.root}\n"
+            f"episodes  {self.episodes} ({self.frames} frames at {self.fps} fps, robot {self.robot_type})\n"
+            f"images    {self.image_key} {self.image_shape[0]}x{self.image_shape[1]}x{self.image_shape[2]}\n"
+            f"actions   {self.action_key} ({self.action_dim}-D)\n"
+            f"state     {state}"
+        )
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+
+
+def open_dataset(
+    source: str,
+    image_key: str | None = None,
+    action_key: str = ACTION_KEY,
+    state_key: str | None = STATE_KEY,
+    video_backend: str = "pyav",
+    **dataset_kwargs,
+):
+    """Open a LeRobot v3 dataset from a local directory or a hub repo id.
+
+    Returns ``(LeRobotDataset, DatasetSpec)``. ``dataset_kwargs`` go to
+    ``LeRobotDataset`` (for example ``delta_timestamps`` or ``episodes``).
+    Raises ``DatasetError`` naming the problem.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    if _is_local(source):
+        root = Path(source).expanduser().resolve()
+        info_path = root / "meta" / "info.json"
+        if not root.is_dir():
+            raise DatasetError(f"dataset directory {root} does not exist")
+        if not info_path.is_file():
+            raise DatasetError(f"{root} is not a LeRobot dataset: {info_path} is missing")
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise DatasetError(f"{info_path} is unreadable: {error}") from error
+        version = str(info.get("codebase_version", "?"))
+        if not version.startswith("v3"):
+            raise DatasetError(
+                f"{root} is a LeRobot {version} dataset; jepa-robot reads v3 datasets "
+                "(convert with lerobot's convert_dataset_v21_to_v30 script)"
+            )
+        repo_id = f"local/{root.name}"
+        try:
+            dataset = LeRobotDataset(repo_id, root=root, video_backend=video_backend, **dataset_kwargs)
+        except Exception as error:  # noqa: BLE001 - lerobot raises many kinds; name the dataset
+            raise DatasetError(f"cannot load the dataset at {root}: {type(error).__name__}: {error}") from error
+    else:
+        try:
+            dataset = LeRobotDataset(source, video_backend=video_backend, **dataset_kwargs)
+        except Exception as error:  # noqa: BLE001
+            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+            hint = " (HF_HUB_OFFLINE is set: only datasets already on disk can be opened)" if offline else ""
+            raise DatasetError(
+                f"{source!r} is neither a local dataset directory nor a loadable hub dataset{hint}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    spec = check_dataset(dataset, image_key=image_key, action_key=action_key, state_key=state_key)
+    return dataset, spec
+
+
+def check_dataset(dataset, image_key: str | None, action_key: str, state_key: str | None) -> DatasetSpec:
+    """Check a loaded ``LeRobotDataset`` for the keys a world model needs."""
+    meta = dataset.meta
+    features: dict[str, dict] = meta.features
+    where = f"dataset {meta.repo_id} at {meta.root}"
+    image_keys = [k for k, spec in features.items() if spec.get("dtype") in ("image", "video")]
+    if not image_keys:
+        raise DatasetError(f"{where} has no image or video key; a world model needs camera frames (features: {sorted(features)})")
+    if image_key is None:
+        preferred = [k for k in image_keys if k.startswith(IMAGE_KEY_PREFIX)]
+        image_key = (preferred or image_keys)[0]
+    elif image_key not in image_keys:
+        raise DatasetError(f"{where} has no image key {image_key!r}; image keys: {image_keys}")
+    shape = tuple(int(s) for s in features[image_key]["shape"])
+    if len(shape) != 3 or 3 not in (shape[0], shape[-1]):
+        raise DatasetError(f"{where}: {image_key} has shape {shape}, expected (height, width, 3)")
+    image_shape = shape if shape[-1] == 3 else (shape[1], shape[2], shape[0])
+
+    def vector_dim(key: str, role: str) -> int:
+        if key not in features:
+            raise DatasetError(f"{where} has no {role} key {key!r}; keys: {sorted(features)}")
+        spec = features[key]
+        if spec.get("dtype") not in ("float32", "float64") or len(spec.get("shape", ())) != 1:
+            raise DatasetError(
+                f"{where}: {role} key {key!r} must be a 1-D float vector, got dtype "
+                f"{spec.get('dtype')} shape {spec.get('shape')}"
+            )
+        return int(spec["shape"][0])
+
+    action_dim = vector_dim(action_key, "action")
+    state_dim = vector_dim(state_key, "state") if state_key is not None else None
+    if meta.total_episodes < 1:
+        raise DatasetError(f"{where} has no episodes")
+    return DatasetSpec(
+        repo_id=meta.repo_id,
+        root=Path(meta.root),
+        fps=int(meta.fps),
+        episodes=int(meta.total_episodes),
+        frames=int(meta.total_frames),
+        image_key=image_key,
+        image_shape=image_shape,  # type: ignore[arg-type]
+        action_key=action_key,
+        action_dim=action_dim,
+        state_key=state_key,
+        state_dim=state_dim,
+        robot_type=meta.robot_type,
+    )
