@@ -14,7 +14,9 @@ is ~8x cheaper than Meta-World's default visual settings (DESIGN.md).
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,19 @@ CAMERA_VIEWS: dict[str, CameraView] = {
 }
 
 
+# Envs with an open renderer. Their EGL contexts must be freed before MuJoCo's own
+# exit hook terminates the EGL display, else errors are printed at exit. atexit runs
+# hooks last-in first-out, so ours is registered after the first renderer exists
+# (which is when MuJoCo registers its hook).
+_OPEN_ENVS: "weakref.WeakSet[MetaWorldGoalEnv]" = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _close_renderers() -> None:
+    for env in list(_OPEN_ENVS):
+        env.close()
+
+
 def _make_camera(view: CameraView) -> mujoco.MjvCamera:
     camera = mujoco.MjvCamera()
     camera.type = mujoco.mjtCamera.mjCAMERA_FREE
@@ -93,7 +108,7 @@ class MetaWorldGoalEnv(gym.Env):
         task: str = "reach",
         image_size: int = 64,
         cameras: tuple[str, ...] | list[str] = ("oblique",),
-        max_episode_steps: int | None = None,
+        step_budget: int | None = None,
         render_mode: str | None = "rgb_array",
     ) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # heavy import, kept local
@@ -108,13 +123,15 @@ class MetaWorldGoalEnv(gym.Env):
         unknown = [c for c in cameras if c not in CAMERA_VIEWS]
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown}; valid cameras: {sorted(CAMERA_VIEWS)}")
+        if step_budget is not None and step_budget < 1:
+            raise ValueError(f"step_budget must be >= 1, got {step_budget}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
 
         self.task = task
         self.image_size = int(image_size)
         self.cameras = cameras
-        self.max_episode_steps = int(max_episode_steps or EPISODE_BUDGET[task])
+        self.step_budget = int(step_budget if step_budget is not None else EPISODE_BUDGET[task])
         self.render_mode = render_mode
 
         sim = ALL_V3_ENVIRONMENTS[TASKS[task]]()
@@ -183,7 +200,7 @@ class MetaWorldGoalEnv(gym.Env):
             "seed": self._seed,
             "step": self._steps,
         }
-        truncated = self._steps >= self.max_episode_steps
+        truncated = self._steps >= self.step_budget
         return self._observation(), float(reward), False, truncated, info
 
     def render(self) -> np.ndarray | None:
@@ -230,6 +247,11 @@ class MetaWorldGoalEnv(gym.Env):
     def _render_camera(self, camera: str) -> np.ndarray:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self._sim.model, self.image_size, self.image_size)
+            _OPEN_ENVS.add(self)
+            global _exit_hook_registered
+            if not _exit_hook_registered:
+                atexit.register(_close_renderers)
+                _exit_hook_registered = True
         self._renderer.update_scene(
             self._sim.data, camera=self._camera_objects[camera], scene_option=self._scene_option
         )

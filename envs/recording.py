@@ -161,8 +161,10 @@ def record_episodes(
 ) -> RecordingSummary:
     """Record ``episodes`` episodes with seeds ``seed_start ...`` into ``root``.
 
-    ``video_codec`` is one LeRobot accepts (``h264``, ``hevc``, ``libsvtav1``); H.264 at
-    CRF 18 keeps small objects sharp in 64 px frames and encodes fast on a CPU.
+    ``video_codec`` is one LeRobot accepts (``h264``, ``hevc``, ``libsvtav1``). The
+    default, H.264 at CRF 10 without chroma subsampling (yuv444p), encodes fast on a
+    CPU and keeps tiny frames close to the render (mean error ~2/255 at 32 px, against
+    ~6/255 for LeRobot's usual yuv420p): at 64 px a puck is only a few pixels wide.
     ``on_episode(seed, frames)`` is called after each saved episode with its image
     observations (used for preview videos). Returns what was recorded.
     """
@@ -184,7 +186,7 @@ def record_episodes(
     datasets.disable_progress_bars()  # one bar per episode save otherwise
     exploration = exploration or Exploration()
     if video_codec == "h264":
-        encoder = RGBEncoderConfig(vcodec="h264", crf=18, preset="veryfast")
+        encoder = RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
     else:
         encoder = RGBEncoderConfig(vcodec=video_codec)
     root = Path(root)

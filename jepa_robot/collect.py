@@ -26,7 +26,7 @@ def make_env(config: EnvConfig) -> MetaWorldGoalEnv:
         envs.ENV_IDS[config.task],
         image_size=config.image_size,
         cameras=tuple(config.cameras),
-        max_episode_steps=config.max_episode_steps,
+        step_budget=config.step_budget,
     )
     return env.unwrapped  # our env truncates itself; gym.make adds only checker wrappers
 

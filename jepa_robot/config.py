@@ -33,7 +33,7 @@ class EnvConfig:
     """Square image side in pixels (16-512); 64 suits the small embedded encoder."""
     cameras: list[str] = field(default_factory=lambda: ["oblique"])
     """Named camera views (``oblique``, ``front``, ``top``); the first is the primary one."""
-    max_episode_steps: int | None = None
+    step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
 
     def __post_init__(self) -> None:
@@ -44,8 +44,8 @@ class EnvConfig:
         bad = [c for c in self.cameras if c not in CAMERA_VIEWS]
         if bad or not self.cameras:
             raise ConfigError(f"env.cameras={self.cameras} must name views from {sorted(CAMERA_VIEWS)}")
-        if self.max_episode_steps is not None and self.max_episode_steps < 1:
-            raise ConfigError(f"env.max_episode_steps={self.max_episode_steps} must be >= 1")
+        if self.step_budget is not None and self.step_budget < 1:
+            raise ConfigError(f"env.step_budget={self.step_budget} must be >= 1")
 
 
 @dataclass

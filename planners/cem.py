@@ -1,0 +1,99 @@
+"""Cross-entropy method in the style of V-JEPA 2-AC's released planner.
+
+Each iteration samples Gaussian action sequences around a mean, keeps the
+lowest-energy ``elites`` and moves mean and std towards theirs with momentum.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from planners.base import (
+    BestSoFar,
+    Planner,
+    PlannerConfig,
+    PlanResult,
+    Rollout,
+    top_elites,
+)
+from planners.energy import Energy
+
+
+@dataclass
+class CEMConfig(PlannerConfig):
+    """CEM settings; defaults follow DINO-WM / LeWorldModel (300 samples, top 30)."""
+
+    elites: int = 30
+    """How many of the best samples refit the distribution."""
+    init_std: float = 1.0
+    """Initial standard deviation of every action dimension, in action units."""
+    min_std: float = 0.01
+    """Std floor, so the search never collapses to a point before the last iteration."""
+    mean_momentum: float = 0.1
+    """Weight kept on the old mean: ``mean = m * mean + (1 - m) * elite_mean``."""
+    std_momentum: float = 0.1
+    """Weight kept on the old std, as for the mean."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.elites <= self.samples:
+            raise ValueError(f"elites={self.elites} must be in [1, samples={self.samples}]")
+        if self.init_std <= 0 or self.min_std < 0:
+            raise ValueError("init_std must be > 0 and min_std >= 0")
+        for name in ("mean_momentum", "std_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+
+
+class CEMPlanner(Planner):
+    """Gaussian CEM with momentum and a std floor.
+
+    The current mean is always one of the candidates, so the returned plan (the
+    best candidate ever evaluated) is never worse than the mean the search settled
+    on. The next call warm-starts from the returned plan, shifted by one step.
+    """
+
+    config_class = CEMConfig
+    config: CEMConfig
+
+    def plan(
+        self,
+        rollout: Rollout,
+        goal: Tensor,
+        *,
+        num_envs: int | None = None,
+        energy: Energy | None = None,
+    ) -> PlanResult:
+        started = time.perf_counter()
+        config = self.config
+        energy = energy if energy is not None else self.energy
+        goals = self._goals_per_env(goal, num_envs)
+        num_envs = goals.shape[0]
+        like = self._action_like(goal)
+
+        mean = self._initial_plan(num_envs, like)  # [E, H, A]
+        std = torch.full_like(mean, config.init_std)
+        best = BestSoFar(num_envs, mean)
+        shape = (num_envs, config.samples, config.horizon, config.action_dim)
+
+        with torch.no_grad():  # sampling planners need no gradients through the model
+            for _ in self._iterations(like.device):
+                candidates = mean.unsqueeze(1) + std.unsqueeze(1) * self._randn(shape, like)
+                candidates[:, 0] = mean
+                candidates = self.bounds.project(candidates)  # [E, N, H, A]
+                energies = self._evaluate(rollout, energy, candidates, goals)  # [E, N]
+                best.update(candidates, energies)
+
+                elites, _ = top_elites(candidates, energies, config.elites)  # [E, K, H, A]
+                elite_std = elites.std(dim=1, unbiased=False)
+                mean = config.mean_momentum * mean + (1 - config.mean_momentum) * elites.mean(1)
+                std = config.std_momentum * std + (1 - config.std_momentum) * elite_std
+                std = std.clamp_min(config.min_std)
+
+        result = best.result(started)
+        self.previous_plan = result.actions
+        return result

@@ -1,0 +1,92 @@
+"""Energies: how far predicted latents are from a goal latent (lower is better).
+
+An energy is any callable ``(predicted [B, H, *latent], goal) -> [B]`` where
+``goal`` is ``[*latent]`` (shared by all B rows) or ``[B, *latent]`` (one per row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+Energy = Callable[[Tensor, Tensor], Tensor]
+"""``(predicted [B, H, *latent], goal [*latent] or [B, *latent]) -> energy [B]``."""
+
+STEP_MODES = ("final", "all")
+
+
+@dataclass(frozen=True)
+class GoalDistance:
+    """Distance to the goal on the final predicted step, or summed over all steps.
+
+    Subclasses choose the per-element distance; the mean is taken over the latent
+    elements, so the scale does not grow with the number of tokens.
+    """
+
+    steps: str = "final"
+    """``final``: only the last predicted step counts; ``all``: sum over steps."""
+    step_weights: tuple[float, ...] | None = None
+    """With ``steps="all"``, one weight per step (``H`` of them); ``None`` weighs all 1."""
+
+    def __post_init__(self) -> None:
+        if self.steps not in STEP_MODES:
+            raise ValueError(f"steps={self.steps!r}; valid: {list(STEP_MODES)}")
+        if self.step_weights is not None and self.steps != "all":
+            raise ValueError("step_weights only apply with steps='all'")
+
+    def elementwise(self, difference: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def per_step(self, predicted: Tensor, goal: Tensor) -> Tensor:
+        """Distance of every predicted step to the goal, ``[B, H]``."""
+        latent_dims = predicted.dim() - 2
+        if goal.dim() == latent_dims:  # shared goal: broadcasts over B and H
+            difference = predicted - goal
+        elif goal.dim() == latent_dims + 1 and goal.shape[0] == predicted.shape[0]:
+            difference = predicted - goal.unsqueeze(1)
+        else:
+            raise ValueError(
+                f"goal {tuple(goal.shape)} fits neither [*latent] nor [B, *latent] for "
+                f"predicted {tuple(predicted.shape)} = [B, H, *latent]"
+            )
+        return self.elementwise(difference).flatten(2).mean(-1)
+
+    def __call__(self, predicted: Tensor, goal: Tensor) -> Tensor:
+        distances = self.per_step(predicted, goal)
+        if self.steps == "final":
+            return distances[:, -1]
+        if self.step_weights is None:
+            return distances.sum(-1)
+        if len(self.step_weights) != distances.shape[1]:
+            raise ValueError(
+                f"{len(self.step_weights)} step_weights for a horizon of {distances.shape[1]}"
+            )
+        return (distances * distances.new_tensor(self.step_weights)).sum(-1)
+
+
+@dataclass(frozen=True)
+class L1Energy(GoalDistance):
+    """Mean absolute difference (V-JEPA 2-AC's planning energy)."""
+
+    def elementwise(self, difference: Tensor) -> Tensor:
+        return difference.abs()
+
+
+@dataclass(frozen=True)
+class L2Energy(GoalDistance):
+    """Mean squared difference (the JEPA-WMs study found L2 plans better than L1)."""
+
+    def elementwise(self, difference: Tensor) -> Tensor:
+        return difference.square()
+
+
+ENERGIES = {"l1": L1Energy, "l2": L2Energy}
+
+
+def make_energy(name: str, **options) -> GoalDistance:
+    """``make_energy("l1", steps="all")``; an unknown name lists the valid ones."""
+    if name not in ENERGIES:
+        raise ValueError(f"unknown energy {name!r}; valid: {sorted(ENERGIES)}")
+    return ENERGIES[name](**options)
