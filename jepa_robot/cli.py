@@ -49,6 +49,13 @@ def _inspect(config) -> int:
     return 0
 
 
+def _train(config) -> int:
+    from jepa_robot.training import describe, train
+
+    print(describe(train(config)))
+    return 0
+
+
 def _schema(name: str) -> Callable[[], type]:
     def load() -> type:
         from jepa_robot import config
@@ -60,6 +67,7 @@ def _schema(name: str) -> Callable[[], type]:
 
 COMMANDS: dict[str, Command] = {
     "collect": Command("record scripted-expert episodes into a LeRobot v3 dataset", _schema("CollectConfig"), _collect),
+    "train": Command("train an action-conditioned predictor on a LeRobot dataset", _schema("TrainConfig"), _train),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
 }
 

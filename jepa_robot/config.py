@@ -167,3 +167,124 @@ def to_schema(config: DictConfig | dict[str, Any], schema: type[T]) -> T:
 def _full_key(error: OmegaConfBaseException) -> str:
     key = getattr(error, "full_key", None)
     return f" (key: {key})" if key else ""
+
+
+@dataclass
+class EncoderConfig:
+    """The frozen encoder (``jepa_robot.encoders``)."""
+
+    name: str = "vjepa2_vitl"
+    """Registry name (vjepa2_vitl, vjepa2_vith, vjepa2_vitg, vjepa2_vitg_384), hub id, or a local directory."""
+    revision: str | None = None
+    """Hub revision (commit, tag or branch) for hub weights."""
+    pool_grid: int | None = None
+    """Average-pool the patch-token grid to pool_grid x pool_grid (fewer tokens, faster planning)."""
+    resize_ratio: float = 292 / 256
+    """Resize the short side to crop_size * resize_ratio before the centre crop (1.0: no crop)."""
+    batch_size: int = 64
+    """Frames per encoder forward pass."""
+
+    def __post_init__(self) -> None:
+        if self.resize_ratio < 1.0:
+            raise ConfigError(f"encoder.resize_ratio={self.resize_ratio} must be >= 1.0")
+        if self.batch_size < 1:
+            raise ConfigError(f"encoder.batch_size={self.batch_size} must be >= 1")
+
+
+@dataclass
+class PredictorSettings:
+    """Size of the action-conditioned predictor (``jepa_robot.predictor``)."""
+
+    hidden_dim: int = 384
+    depth: int = 6
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    predict_state: bool = True
+    """Also predict the next proprio state (used to roll states forward when planning)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.heads:
+            raise ConfigError(f"predictor.hidden_dim={self.hidden_dim} must be divisible by heads={self.heads}")
+        if self.depth < 1:
+            raise ConfigError(f"predictor.depth={self.depth} must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a warmup -> constant -> linear decay learning-rate schedule."""
+
+    lr: float = 4.25e-4
+    """Peak learning rate (V-JEPA 2-AC's)."""
+    warmup_start_lr: float = 7.5e-5
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2
+    """Fraction of the steps, at the end, over which the rate decays linearly to final_lr."""
+    final_lr: float = 1e-6
+    weight_decay: float = 0.04
+    grad_clip: float = 1.0
+    """Clip the gradient's global norm to this (0: no clipping)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.warmup_start_lr < 0 or self.final_lr < 0:
+            raise ConfigError("optim learning rates must be positive")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ConfigError(f"optim.decay_fraction={self.decay_fraction} must be in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    """``jepa-robot train``: train an action-conditioned predictor on a LeRobot dataset."""
+
+    dataset: str = MISSING
+    """Local dataset directory or hub repo id."""
+    image_key: str | None = None
+    action_key: str = "action"
+    state_key: str | None = "observation.state"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorSettings = field(default_factory=PredictorSettings)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    frameskip: int = 5
+    """Env steps per predictor step; the frameskip actions in between are concatenated."""
+    window: int = 4
+    """Frames per training window (window - 1 predicted transitions)."""
+    rollout_steps: int = 2
+    """Steps of the autoregressive rollout loss (0: teacher forcing only)."""
+    loss: str = "l1"
+    """l1 (V-JEPA 2-AC) or l2."""
+    state_loss_weight: float = 0.1
+    batch_size: int = 64
+    steps: int = 2000
+    val_fraction: float = 0.1
+    """Fraction of episodes held out for validation (split by episode, seeded)."""
+    val_every: int = 250
+    val_batches: int = 8
+    checkpoint_every: int = 500
+    out_dir: str = "runs/default"
+    """Run directory: checkpoint/, training_state.pt, metrics.csv, loss_curve.png."""
+    resume: bool = True
+    """Continue the run in out_dir if it has a training state (false: refuse to overwrite it)."""
+    cache_dir: str = "data/latents"
+    use_cache: bool = True
+    """Train from the latent cache (encode each frame once) or encode frames on the fly."""
+    device: str = "auto"
+    """auto (cuda if available), cpu, cuda, cuda:1 ..."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."""
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.frameskip >= 1, f"frameskip={self.frameskip} must be >= 1"),
+            (self.window >= 2, f"window={self.window} must be >= 2"),
+            (0 <= self.rollout_steps <= self.window - 1, f"rollout_steps={self.rollout_steps} must be in [0, window-1={self.window - 1}]"),
+            (self.loss in ("l1", "l2"), f"loss={self.loss!r} must be l1 or l2"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
+            (self.steps >= 1, f"steps={self.steps} must be >= 1"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)"),
+            (self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1"),
+            (self.precision in ("auto", "fp32", "bf16"), f"precision={self.precision!r} must be auto, fp32 or bf16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

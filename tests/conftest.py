@@ -33,3 +33,18 @@ def small_dataset(tmp_path_factory):
         progress=False,
     )
     return root, "test/reach", summary
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory):
+    """A randomly initialised tiny V-JEPA 2 (32 px crop, 8 px patches -> 16 tokens of 64 dims)."""
+    from jepa_robot.encoders import save_tiny_random_encoder
+
+    return save_tiny_random_encoder(
+        tmp_path_factory.mktemp("encoders") / "tiny",
+        seed=0,
+        crop_size=32,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )

@@ -1,0 +1,140 @@
+"""World-model checkpoints: a self-describing directory that loads with one call.
+
+```
+<checkpoint>/
+  config.json        predictor config, data layout (keys, frameskip), encoder reference,
+                     training settings and step: all that is needed to rebuild it
+  model.safetensors  predictor weights
+  stats.json         action and state normalisation (mean, std per dimension)
+```
+
+Written to a temporary sibling directory and renamed into place, so a reader never
+sees a half-written checkpoint, and a crash while saving leaves the previous one.
+Loading against an encoder whose reference differs is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from jepa_robot.predictor import ACPredictor, PredictorConfig
+
+FORMAT = "jepa_robot.checkpoint/1"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATS = "stats.json"
+
+
+class CheckpointError(ValueError):
+    """A missing, incomplete or mismatched checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, loaded."""
+
+    directory: Path
+    predictor: ACPredictor
+    config: dict[str, Any]
+    stats: dict[str, dict[str, list[float]]]
+
+    @property
+    def encoder_reference(self) -> dict[str, Any]:
+        return self.config["encoder"]
+
+    @property
+    def frameskip(self) -> int:
+        return int(self.config["data"]["frameskip"])
+
+
+def save_checkpoint(
+    directory: str | Path,
+    predictor: ACPredictor,
+    encoder_reference: dict[str, Any],
+    data: dict[str, Any],
+    stats: dict[str, dict[str, list[float]]],
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (replacing an existing one)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT,
+        "predictor": predictor.config.to_dict(),
+        "encoder": encoder_reference,
+        "data": data,
+        "training": training or {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in predictor.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        (tmp / STATS).write_text(json.dumps(stats, indent=2))
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))  # last: marks complete
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: {CONFIG} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    return config
+
+
+def load_checkpoint(
+    directory: str | Path,
+    encoder_reference: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Load a checkpoint; with ``encoder_reference``, refuse one made for another encoder."""
+    directory = Path(directory)
+    config = read_checkpoint_config(directory)
+    if encoder_reference is not None and config["encoder"] != encoder_reference:
+        keys = sorted(set(config["encoder"]) | set(encoder_reference))
+        diff = [
+            f"{key}: checkpoint {config['encoder'].get(key)!r} vs encoder {encoder_reference.get(key)!r}"
+            for key in keys
+            if config["encoder"].get(key) != encoder_reference.get(key)
+        ]
+        raise CheckpointError(
+            f"checkpoint {directory} was trained on latents of another encoder: " + "; ".join(diff)
+        )
+    for name in (WEIGHTS, STATS):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
+    predictor = ACPredictor(PredictorConfig.from_dict(config["predictor"]))
+    try:
+        state = load_file(str(directory / WEIGHTS), device="cpu")
+        predictor.load_state_dict(state, strict=True)
+    except Exception as error:  # noqa: BLE001 - safetensors / torch raise several kinds
+        raise CheckpointError(f"{directory / WEIGHTS} does not fit the predictor in {CONFIG}: {error}") from error
+    stats = json.loads((directory / STATS).read_text())
+    return Checkpoint(directory, predictor.to(device).eval(), config, stats)

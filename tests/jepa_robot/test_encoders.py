@@ -1,0 +1,354 @@
+"""Tests for jepa_robot.encoders on a tiny randomly initialised V-JEPA 2 (no hub access)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import VJEPA2Model
+
+from jepa_robot.encoders import (
+    DEFAULT_RESIZE_RATIO,
+    ENCODERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VJEPA2_HUB_IDS,
+    EncoderUnavailableError,
+    VJEPA2Encoder,
+    hash_weights,
+    load_encoder,
+    load_encoder_from_reference,
+    reference_mismatch,
+    save_tiny_random_encoder,
+    tiny_vjepa2_config,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_random_encoder(tmp_path_factory.mktemp("enc") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def enc(tiny_dir) -> VJEPA2Encoder:
+    return load_encoder(str(tiny_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(6, 64, 64, 3), dtype=np.uint8)
+
+
+def _to_float_chw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+
+
+# --------------------------------------------------------------------------- tiny config
+
+
+def test_tiny_config_is_small_and_saves_pretrained_layout(tiny_dir):
+    cfg = tiny_vjepa2_config()
+    assert (cfg.crop_size, cfg.patch_size, cfg.tubelet_size) == (64, 8, 2)
+    model = VJEPA2Model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 10_000_000
+    assert sorted(p.name for p in tiny_dir.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((tiny_dir / "config.json").read_text())["model_type"] == "vjepa2"
+    assert tiny_vjepa2_config(num_hidden_layers=2).num_hidden_layers == 2
+    with pytest.raises(TypeError, match="unknown VJEPA2Config fields"):
+        tiny_vjepa2_config(hidden_sise=10)
+
+
+# one-layer variants keep the tests that only hash and reload weights cheap
+SMALL = {"num_hidden_layers": 1, "pred_num_hidden_layers": 1}
+
+
+def test_save_tiny_is_seeded_atomic_and_refuses_overwrite(tmp_path):
+    state = torch.random.get_rng_state()
+    a = save_tiny_random_encoder(tmp_path / "a", seed=0, **SMALL)
+    assert torch.equal(torch.random.get_rng_state(), state), "global RNG must be left untouched"
+    a2 = save_tiny_random_encoder(tmp_path / "sub" / "a2", seed=0, **SMALL)
+    b = save_tiny_random_encoder(tmp_path / "b", seed=1, **SMALL)
+    h_a = hash_weights(a)
+    assert h_a == hash_weights(a2)  # same seed, same content, another place
+    assert h_a != hash_weights(b)
+    with pytest.raises(FileExistsError, match="not empty"):
+        save_tiny_random_encoder(a, seed=1, **SMALL)
+    assert hash_weights(a) == h_a  # the refused write left it intact
+    save_tiny_random_encoder(a, seed=1, overwrite=True, **SMALL)
+    assert hash_weights(a) == hash_weights(b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "sub"]  # no temp dirs left
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def test_shape_properties_and_device(enc, frames):
+    assert (enc.image_size, enc.grid, enc.patch_grid, enc.num_tokens, enc.embed_dim) == (
+        64,
+        8,
+        8,
+        64,
+        192,
+    )
+    assert enc.resize_size == 73  # 64 * 292 / 256
+    out = enc.encode(frames[:3])
+    assert out.shape == (3, enc.num_tokens, enc.embed_dim)
+    assert out.dtype == torch.float32 and out.device == enc.device
+    assert torch.isfinite(out).all()
+    assert enc(frames[:3]).shape == out.shape  # forward == encode
+    assert enc.encode(frames[:0]).shape == (0, 64, 192)
+
+
+def test_output_is_layer_normed_encoder_last_hidden_state(enc, frames):
+    out = enc.encode(frames[:4])
+    # per-token statistics of a weightless layer norm
+    assert out.mean(-1).abs().max() < 1e-4
+    assert torch.allclose(out.std(-1, unbiased=False), torch.ones(4, 64), atol=1e-3)
+    # same as VJEPA2Model's encoder output (not the predictor) on a 2-frame repeated clip
+    pixels = enc.preprocess(frames[:4])
+    clip = pixels.unsqueeze(1).repeat(1, 2, 1, 1, 1)
+    with torch.no_grad():
+        hidden = enc.model(pixel_values_videos=clip, skip_predictor=True).last_hidden_state
+    expected = F.layer_norm(hidden, (enc.embed_dim,))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_no_graph_and_latents_usable_in_autograd(enc, frames):
+    assert all(not p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training and not enc.model.training
+    assert all(not m.training for m in enc.modules())
+    with torch.enable_grad():
+        out = enc.encode(frames[:2])
+    assert not out.requires_grad and out.grad_fn is None
+    assert not out.is_inference()  # no_grad, not inference_mode: usable as a training target
+    w = torch.ones(enc.embed_dim, requires_grad=True)
+    (out * w).sum().backward()
+    assert w.grad is not None and w.grad.shape == (enc.embed_dim,)
+
+
+def test_deterministic_and_batch_size_invariant(enc, frames):
+    a = enc.encode(frames, batch_size=8)
+    b = enc.encode(frames, batch_size=8)
+    assert torch.equal(a, b)
+    one = enc.encode(frames[:3], batch_size=1)
+    ragged = enc.encode(frames, batch_size=4)  # batches of 4 and 2
+    assert (one - a[:3]).abs().max() < 1e-5
+    assert (ragged - a).abs().max() < 1e-5
+    assert not torch.allclose(a[0], a[1])  # different frames -> different latents
+
+
+def test_uint8_hwc_and_float_chw_inputs_agree(enc, frames):
+    from_np = enc.encode(frames[:4])
+    from_torch = enc.encode(torch.from_numpy(frames[:4]))
+    from_float = enc.encode(_to_float_chw(frames[:4]))
+    from_double = enc.encode(_to_float_chw(frames[:4]).double())
+    assert torch.equal(from_np, from_torch)
+    torch.testing.assert_close(from_float, from_np, atol=1e-5, rtol=0)
+    torch.testing.assert_close(from_double, from_np, atol=1e-5, rtol=0)
+    # non-contiguous numpy views (e.g. a flipped camera) work too
+    flipped = frames[:2, ::-1]
+    torch.testing.assert_close(enc.encode(flipped), enc.encode(flipped.copy()), atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def test_preprocess_resize_crop_normalize(enc):
+    # a constant colour stays constant through resize + crop; only mean/std change it
+    rgb = np.array([200, 100, 30], dtype=np.uint8)
+    img = np.broadcast_to(rgb, (2, 48, 80, 3)).copy()
+    x = enc.preprocess(img)
+    assert x.shape == (2, 3, 64, 64)
+    want = (
+        torch.tensor(rgb / 255.0, dtype=torch.float32) - torch.tensor(IMAGENET_MEAN)
+    ) / torch.tensor(IMAGENET_STD)
+    torch.testing.assert_close(x, want.view(1, 3, 1, 1).expand_as(x), atol=1e-5, rtol=0)
+    # centre crop: with resize_ratio 1.0 a 64 x 96 image is only cropped, columns 16..79
+    enc1 = VJEPA2Encoder(enc.model, source="test", resize_ratio=1.0)
+    wide = np.random.default_rng(1).integers(0, 256, size=(1, 64, 96, 3), dtype=np.uint8)
+    got = enc1.preprocess(wide)
+    manual = (_to_float_chw(wide[:, :, 16:80]) - enc.mean) / enc.std
+    torch.testing.assert_close(got, manual, atol=1e-6, rtol=0)
+
+
+def test_preprocess_matches_transformers_video_processor(enc):
+    pytest.importorskip("torchvision")
+    from transformers import VJEPA2VideoProcessor
+
+    # HF's processor resizes the short side to crop*256/224; for crop 64 that is 73 = 64*292/256
+    proc = VJEPA2VideoProcessor(crop_size=64)
+    assert proc.size["shortest_edge"] == enc.resize_size
+    rng = np.random.default_rng(2)
+    for shape in [(2, 48, 80, 3), (2, 100, 70, 3), (2, 200, 300, 3)]:
+        video = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        ref = proc(video, return_tensors="pt")["pixel_values_videos"][0]
+        ours = enc.preprocess(video)
+        diff = (ref - ours).abs()
+        # HF rounds the resized image to uint8; one grey level is 1/255/0.225 = 0.0174
+        assert diff.max() < 0.02 and diff.mean() < 0.01, shape
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def test_pool_grid(tiny_dir, enc, frames):
+    pooled = load_encoder(str(tiny_dir), device="cpu", pool_grid=4)
+    assert (pooled.grid, pooled.num_tokens, pooled.patch_grid) == (4, 16, 8)
+    out = pooled.encode(frames[:3])
+    assert out.shape == (3, 16, 192)
+    assert torch.allclose(out.std(-1, unbiased=False), torch.ones(3, 16), atol=1e-3)
+    # = 2x2 average of the raw encoder tokens, then the weightless layer norm
+    pixels = enc.preprocess(frames[:3]).unsqueeze(1).repeat(1, 2, 1, 1, 1)
+    with torch.no_grad():
+        raw = enc.model.encoder(pixel_values_videos=pixels).last_hidden_state
+    grid = (
+        raw.reshape(3, 8, 8, 192).reshape(3, 4, 2, 4, 2, 192).mean(dim=(2, 4)).reshape(3, 16, 192)
+    )
+    torch.testing.assert_close(out, F.layer_norm(grid, (192,)), atol=1e-5, rtol=1e-5)
+    assert load_encoder(str(tiny_dir), device="cpu", pool_grid=8).pool_grid is None  # full grid
+    for bad in (0, 9, 2.5, True):
+        with pytest.raises(ValueError, match="pool_grid"):
+            load_encoder(str(tiny_dir), device="cpu", pool_grid=bad)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def test_reference_stable_across_reloads_and_tracks_weights(tmp_path, tiny_dir, enc):
+    ref = enc.reference()
+    assert json.loads(json.dumps(ref)) == ref  # JSON-serialisable as is
+    assert ref["source"] == str(tiny_dir.resolve())
+    assert len(ref["weights_sha256"]) == 64 and ref["revision"] is None
+    assert ref["resize_ratio"] == DEFAULT_RESIZE_RATIO and ref["pool_grid"] is None
+    assert load_encoder(str(tiny_dir), device="cpu").reference() == ref
+    assert reference_mismatch(ref, load_encoder(tiny_dir).reference()) == []
+
+    other = load_encoder(str(tiny_dir), device="cpu", pool_grid=4).reference()
+    assert other != ref and other["pool_grid"] == 4
+    assert load_encoder(str(tiny_dir), device="cpu", resize_ratio=1.0).reference() != ref
+
+    # new weights at the same path -> new reference; the old one is refused
+    d = save_tiny_random_encoder(tmp_path / "w", seed=0, **SMALL)
+    before = load_encoder(str(d), device="cpu")
+    never_hashed = load_encoder(str(d), device="cpu")
+    ref_before = before.reference()
+    assert load_encoder_from_reference(ref_before, device="cpu").reference() == ref_before
+    save_tiny_random_encoder(d, seed=3, overwrite=True, **SMALL)
+    after = load_encoder(str(d), device="cpu").reference()
+    assert after["source"] == ref_before["source"]
+    assert after["weights_sha256"] != ref_before["weights_sha256"]
+    assert any(m.startswith("weights_sha256") for m in reference_mismatch(ref_before, after))
+    with pytest.raises(ValueError, match="does not match the reference.*weights_sha256"):
+        load_encoder_from_reference(ref_before, device="cpu")
+    assert before.reference() == ref_before  # hashed at first use, still describes its weights
+    with pytest.raises(EncoderUnavailableError, match="changed after this encoder loaded"):
+        never_hashed.reference()  # would otherwise describe files it never loaded
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("bad", "exc", "match"),
+    [
+        (np.zeros((64, 64, 3), np.uint8), ValueError, r"add a batch dimension.*\[B, H, W, 3\]"),
+        (np.zeros((2, 64, 64, 4), np.uint8), ValueError, r"4 channels.*\[B, H, W, 3\]"),
+        (np.zeros((2, 3, 64, 64), np.uint8), ValueError, r"channels-first uint8.*\[B, H, W, 3\]"),
+        (torch.zeros(2, 64, 64, 3), ValueError, r"channels-last float.*\[B, 3, H, W\]"),
+        (torch.zeros(2, 1, 64, 64), ValueError, r"1 channels.*\[B, 3, H, W\]"),
+        (np.zeros((2, 64, 64, 3), np.int64), TypeError, r"dtype int64.*\[B, H, W, 3\]"),
+        ([[0, 1, 2]], TypeError, r"numpy array or torch tensor"),
+        (torch.full((2, 3, 64, 64), 255.0), ValueError, r"\[0, 1\].*uint8"),
+        (torch.full((2, 3, 64, 64), float("nan")), ValueError, r"NaN"),
+    ],
+)
+def test_bad_frames_name_the_expected_shape(enc, bad, exc, match):
+    with pytest.raises(exc, match=match):
+        enc.encode(bad)
+
+
+def test_bad_batch_size(enc, frames):
+    with pytest.raises(ValueError, match="batch_size"):
+        enc.encode(frames[:2], batch_size=0)
+
+
+def test_unknown_name_lists_valid_names(tmp_path):
+    assert ENCODERS == VJEPA2_HUB_IDS
+    assert set(ENCODERS) == {"vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg", "vjepa2_vitg_384"}
+    for name in ("vjepa2_vitx", str(tmp_path / "missing")):
+        with pytest.raises(ValueError) as info:
+            load_encoder(name)
+        msg = str(info.value)
+        assert all(n in msg for n in ENCODERS) and all(h in msg for h in ENCODERS.values())
+        assert "directory" in msg
+
+
+def test_offline_and_not_cached_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderUnavailableError) as info:
+        load_encoder("vjepa2_vitl", device="cpu", cache_dir=tmp_path / "empty-cache")
+    msg = str(info.value)
+    assert "HF_HUB_OFFLINE=1" in msg and "facebook/vjepa2-vitl-fpc64-256" in msg
+    assert "not in the Hugging Face cache" in msg
+
+
+def test_hub_id_loads_offline_from_a_populated_cache(monkeypatch, tmp_path, tiny_dir, frames):
+    # lay out a Hugging Face cache by hand: refs/main -> snapshots/<commit>/{config, weights}
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--facebook--vjepa2-vitl-fpc64-256"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for f in tiny_dir.iterdir():
+        (repo / "snapshots" / commit / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    enc = load_encoder("vjepa2_vitl", device="cpu", cache_dir=tmp_path / "cache")
+    ref = enc.reference()
+    assert ref["source"] == "facebook/vjepa2-vitl-fpc64-256"
+    assert ref["revision"] == commit and ref["weights_sha256"] is None
+    same = load_encoder(
+        "facebook/vjepa2-vitl-fpc64-256",
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        revision=commit,
+    )
+    assert same.reference() == ref
+    again = load_encoder_from_reference(ref, device="cpu", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.encode(frames[:2]), enc.encode(frames[:2]))
+    with pytest.raises(
+        EncoderUnavailableError, match="revision v9.*HF_HUB_OFFLINE=1.*--revision v9"
+    ):
+        load_encoder("vjepa2_vitl", device="cpu", cache_dir=tmp_path / "cache", revision="v9")
+
+
+def test_bfloat16_compute_still_returns_float32(tiny_dir, enc, frames):
+    half = load_encoder(str(tiny_dir), device="cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+    out = half.encode(frames[:2])
+    assert out.dtype == torch.float32
+    assert (out - enc.encode(frames[:2])).abs().mean() < 0.05  # bf16 noise, same model
+    assert half.reference()["dtype"] == "bfloat16" and half.reference() != enc.reference()
+    with pytest.raises(ValueError, match="dtype"):
+        load_encoder(str(tiny_dir), device="cpu", dtype="int8")
+
+
+def test_bad_directories(tmp_path, tiny_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EncoderUnavailableError, match="no config.json"):
+        load_encoder(str(empty), device="cpu")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="expected 'vjepa2'"):
+        load_encoder(str(tmp_path / "other"), device="cpu")
+    with pytest.raises(ValueError, match="revision"):
+        load_encoder(str(tiny_dir), device="cpu", revision="main")
+    with pytest.raises(ValueError, match="resize_ratio"):
+        load_encoder(str(tiny_dir), device="cpu", resize_ratio=0.9)

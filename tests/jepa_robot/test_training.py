@@ -1,0 +1,166 @@
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_robot.checkpoint import CheckpointError, load_checkpoint
+from jepa_robot.config import TrainConfig, compose
+from jepa_robot.data import DatasetError
+from jepa_robot.encoders import load_encoder
+from jepa_robot.training import learning_rate, train
+
+
+def tiny_train_config(dataset_root, encoder_dir, out_dir, cache_dir, *extra):
+    return compose(
+        "train",
+        [
+            f"dataset={dataset_root}",
+            "encoder=local",
+            f"encoder.name={encoder_dir}",
+            "predictor=tiny",
+            "frameskip=2",
+            "window=4",
+            "rollout_steps=2",
+            "batch_size=8",
+            "steps=30",
+            "val_every=10",
+            "val_batches=2",
+            "checkpoint_every=10",
+            f"out_dir={out_dir}",
+            f"cache_dir={cache_dir}",
+            "val_fraction=0.34",
+            "progress=false",
+            *extra,
+        ],
+        TrainConfig,
+    )
+
+
+def test_train_writes_a_loadable_checkpoint_and_metrics(small_dataset, tiny_encoder_dir, tmp_path):
+    config = tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache", "optim.lr=3e-3", "steps=60")
+    result = train(config)
+    assert result.steps == 60 and len(result.val_loss_per_step) == 3  # window 4 -> 3 rollout steps
+    encoder = load_encoder(str(tiny_encoder_dir), resize_ratio=1.0)
+    checkpoint = load_checkpoint(result.checkpoint, encoder_reference=encoder.reference())
+    assert checkpoint.frameskip == 2 and checkpoint.predictor.config.action_dim == 8
+    assert len(checkpoint.stats["action"]["mean"]) == 8 and len(checkpoint.stats["state"]["std"]) == 4
+    assert checkpoint.config["data"]["train_episodes"] == 2 and checkpoint.config["data"]["val_episodes"] == 1
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == list(range(1, 61))
+    assert {"train/teacher_forcing", "train/rollout", "train/state", "val/rollout_loss_step3"} <= set(rows[0]) | set(rows[-1])
+    first = np.mean([float(r["train/loss"]) for r in rows[:5]])
+    last = np.mean([float(r["train/loss"]) for r in rows[-5:]])
+    assert last < first  # it learns
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
+
+
+def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_dir, tmp_path, monkeypatch):
+    import jepa_robot.training as training
+
+    straight = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "straight", tmp_path / "cache"))
+
+    real = training.learning_rate
+
+    def die_at_step_15(step, total, optim):
+        if step == 15:
+            raise KeyboardInterrupt("killed")
+        return real(step, total, optim)
+
+    monkeypatch.setattr(training, "learning_rate", die_at_step_15)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "killed", tmp_path / "cache"))
+    monkeypatch.setattr(training, "learning_rate", real)
+    resumed = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "killed", tmp_path / "cache"))
+    assert resumed.resumed_from == 10 and resumed.steps == 30
+
+    a = load_checkpoint(straight.checkpoint).predictor.state_dict()
+    b = load_checkpoint(resumed.checkpoint).predictor.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    with open(tmp_path / "killed" / "metrics.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 31))
+
+
+def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_encoder_dir, tmp_path):
+    from jepa_robot.encoders import save_tiny_random_encoder
+
+    run = tmp_path / "run"
+    train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=10"))
+    other = save_tiny_random_encoder(tmp_path / "other", seed=1, crop_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
+    with pytest.raises(ValueError, match="another encoder"):
+        train(tiny_train_config(small_dataset[0], other, run, tmp_path / "cache", "steps=20"))
+    with pytest.raises(ValueError, match="another predictor configuration"):
+        train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=20", "frameskip=3", "window=3"))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "resume=false"))
+    with pytest.raises(CheckpointError, match="another encoder"):
+        load_checkpoint(run / "checkpoint", encoder_reference=load_encoder(str(other), resize_ratio=1.0).reference())
+
+
+def test_on_the_fly_encoding_trains_too(small_dataset, tiny_encoder_dir, tmp_path):
+    result = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache", "use_cache=false", "steps=3"))
+    assert result.steps == 3 and not (tmp_path / "cache").exists()
+
+
+def test_nan_in_the_data_is_named(tiny_encoder_dir, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {
+        "observation.images.cam": {"dtype": "image", "shape": (32, 32, 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (4,), "names": None},
+        "action": {"dtype": "float32", "shape": (4,), "names": None},
+    }
+    root = tmp_path / "nan"
+    dataset = LeRobotDataset.create(repo_id="test/nan", fps=10, features=features, root=root, use_videos=False)
+    for episode in range(2):
+        for frame in range(12):
+            action = np.zeros(4, np.float32)
+            if episode == 0 and frame == 5:
+                action[1] = np.nan
+            dataset.add_frame({
+                "observation.images.cam": np.zeros((32, 32, 3), np.uint8),
+                "observation.state": np.zeros(4, np.float32),
+                "action": action,
+                "task": "t",
+            })
+        dataset.save_episode()
+    dataset.finalize()
+    with pytest.raises(DatasetError, match="action has a non-finite value at frame 5"):
+        train(tiny_train_config(root, tiny_encoder_dir, tmp_path / "run", tmp_path / "cache"))
+
+
+def test_episodes_too_short_for_the_window(small_dataset, tiny_encoder_dir, tmp_path):
+    with pytest.raises(DatasetError, match="no training window fits"):
+        train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache", "frameskip=4", "window=4"))
+
+
+def test_learning_rate_schedule():
+    from jepa_robot.config import OptimConfig
+
+    optim = OptimConfig(lr=1.0, warmup_start_lr=0.1, warmup_steps=10, decay_fraction=0.2, final_lr=0.0)
+    assert learning_rate(0, 100, optim) == pytest.approx(0.1)
+    assert learning_rate(5, 100, optim) == pytest.approx(0.55)
+    assert learning_rate(50, 100, optim) == 1.0
+    assert learning_rate(90, 100, optim) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(small_dataset, tiny_encoder_dir, tmp_path):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "jepa_robot.cli", "train", f"dataset={small_dataset[0]}", "encoder=local",
+        f"encoder.name={tiny_encoder_dir}", "predictor=tiny", "frameskip=2", "window=4", "batch_size=4",
+        "steps=6", "val_every=3", "checkpoint_every=3", f"out_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}", "device=cpu", "progress=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trained 6 steps" in done.stdout
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert checkpoint.config["training"]["step"] == 6
