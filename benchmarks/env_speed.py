@@ -75,6 +75,7 @@ def record_seconds(task: str, episodes: int, image_size: int) -> dict:
         "frames": summary.frames,
         "seconds": seconds,
         "successes": summary.successes,
+        "interrupted": summary.interrupted,
         "dataset_mb": size_mb,
     }
 

@@ -324,6 +324,12 @@ class KVBuffer:
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
 
+    def contents(self) -> KeyValue | None:
+        """Keys/values stored so far (views), or None if empty."""
+        if self.keys is None or self.values is None or self.length == 0:
+            return None
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with fused qkv, RoPE on queries/keys and an optional
@@ -466,6 +472,10 @@ class ACPredictor(nn.Module):
         first, last = start_step * k_per_step, (start_step + new_steps) * k_per_step
         cos, sin = self.rope_cos[first:last], self.rope_sin[first:last]
         mask = block_causal_mask(new_steps, k_per_step, start_step, device=tokens.device)
+        if past is not None and not keep_cache:
+            # nothing will attend to these blocks later: attend to the buffers' contents
+            # without writing the new keys/values into them
+            past = [p.contents() if isinstance(p, KVBuffer) else p for p in past]
         cache: list = []
         x = tokens
         for layer, block in enumerate(self.predictor_blocks):
@@ -649,7 +659,9 @@ class ACPredictor(nn.Module):
 
         Under ``torch.no_grad()`` the cache is preallocated and written in place; with
         gradients enabled it grows by concatenation, so the result is differentiable in
-        the actions (gradient planners).
+        the actions (gradient planners). The cache costs ``2 * depth * B * (C + H - 2) * K
+        * hidden_dim`` elements (none for C = H = 1); split the candidates into chunks
+        if that does not fit.
         """
         contexts, context_len, batch, horizon = self._check_rollout(
             context_latents, context_states, actions, next_state_fn
@@ -658,8 +670,9 @@ class ACPredictor(nn.Module):
         group = batch // contexts
         # Without autograd the cache lives in preallocated buffers written in place;
         # with autograd it grows by concatenation (in-place writes would break backward).
-        in_place = not torch.is_grad_enabled()
-        capacity = (context_len - 1 + horizon) * c.tokens_per_step
+        # The last block is never attended to, so the cache holds C + H - 2 blocks.
+        capacity = (context_len - 2 + horizon) * c.tokens_per_step
+        in_place = not torch.is_grad_enabled() and capacity > 0
         past: list | None = [KVBuffer(batch, capacity) for _ in range(c.depth)] \
             if in_place else None
         if context_len > 1:

@@ -329,8 +329,13 @@ def train(config: TrainConfig) -> TrainResult:
     step = 0
     if state_path.exists():
         checkpoint = load_checkpoint(checkpoint_dir, encoder_reference=reference)
-        if checkpoint.config["predictor"] != predictor_config.to_dict():
-            raise ValueError(f"{out_dir} holds a run with another predictor configuration; use a new out_dir")
+        _refuse_mismatch(out_dir, "predictor configuration", checkpoint.config["predictor"], predictor_config.to_dict())
+        _refuse_mismatch(
+            out_dir,
+            "data layout",
+            {k: checkpoint.config["data"].get(k) for k in ("image_shape", "action_key", "state_key", "frameskip")},
+            {"image_shape": list(spec.image_shape), "action_key": spec.action_key, "state_key": spec.state_key, "frameskip": config.frameskip},
+        )
         predictor.load_state_dict(checkpoint.predictor.state_dict())
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
@@ -450,6 +455,12 @@ def validate(predictor, data: WindowData, config: TrainConfig, device, autocast:
             per_step = rollout_loss_per_step(predictor, batch, config.loss) * len(chunk)
         totals = per_step if totals is None else totals + per_step
     return (totals / len(picks)).tolist()
+
+
+def _refuse_mismatch(out_dir: Path, what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    diff = [f"{k}: run has {saved.get(k)!r}, now {wanted.get(k)!r}" for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+    if diff:
+        raise ValueError(f"{out_dir} holds a run with another {what} ({'; '.join(diff)}); use a new out_dir")
 
 
 def _gather_rng_states(rng: np.random.Generator, context: DistributedContext) -> list[dict]:

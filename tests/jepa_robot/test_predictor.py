@@ -337,6 +337,20 @@ def test_rollout_cache_matches_recompute(context_len, grad):
     assert (cached[0] - cached[1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize(("context_len", "horizon"), [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_rollout_short_horizons(context_len, horizon):
+    """Edge cases of the cache: nothing to cache (C = H = 1), only a shared prefix, ..."""
+    model = make_model()
+    context_latents, context_states, actions = rollout_inputs(context_len)
+    actions = actions[:, : context_len - 1 + horizon]
+    with torch.no_grad():
+        cached, cached_states = model.rollout(context_latents, context_states, actions)
+        full, full_states = model.rollout_recompute(context_latents, context_states, actions)
+    assert cached.shape == (CONTEXTS * CANDIDATES, horizon, N, D)
+    assert (cached - full).abs().max() < 1e-5
+    assert (cached_states - full_states).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("context_len", [1, 3])
 def test_first_rollout_step_equals_forward(context_len):
     model = make_model()

@@ -94,8 +94,15 @@ def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_enc
     other = save_tiny_random_encoder(tmp_path / "other", seed=1, crop_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
     with pytest.raises(ValueError, match="another encoder"):
         train(tiny_train_config(small_dataset[0], other, run, tmp_path / "cache", "steps=20"))
-    with pytest.raises(ValueError, match="another predictor configuration"):
+    with pytest.raises(ValueError, match=r"another predictor configuration \(action_dim: run has 8, now 12"):
         train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=20", "frameskip=3", "window=3"))
+    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.recording import record_episodes
+
+    bigger = tmp_path / "bigger"
+    record_episodes(lambda: MetaWorldGoalEnv("reach", image_size=48, step_budget=12), bigger, "test/big", 3, progress=False)
+    with pytest.raises(ValueError, match=r"another data layout \(image_shape: run has \[32, 32, 3\], now \[48, 48, 3\]"):
+        train(tiny_train_config(bigger, tiny_encoder_dir, run, tmp_path / "cache", "steps=20"))
     with pytest.raises(ValueError, match="already holds a run"):
         train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "resume=false"))
     with pytest.raises(CheckpointError, match="another encoder"):
