@@ -298,6 +298,11 @@ def train(config: TrainConfig) -> TrainResult:
     train_data = WindowData(train_sampler, source, actions, states, stats)
     val_data = WindowData(val_sampler, source, actions, states, stats)
 
+    if states is not None and not config.predictor.predict_state:
+        raise ValueError(
+            "predictor.predict_state=false with a state key: the rollout loss needs the next state; "
+            "keep predict_state=true or train without proprio (state_key=null)"
+        )
     predictor_config = PredictorConfig(
         latent_dim=encoder.embed_dim,
         num_tokens=encoder.num_tokens,
@@ -308,7 +313,7 @@ def train(config: TrainConfig) -> TrainResult:
         heads=config.predictor.heads,
         mlp_ratio=config.predictor.mlp_ratio,
         max_steps=max(32, config.window),
-        predict_state=config.predictor.predict_state and states is not None,
+        predict_state=states is not None,
     )
     torch.manual_seed(config.seed)
     predictor = ACPredictor(predictor_config).to(device)

@@ -1,5 +1,6 @@
 import csv
 import os
+import signal
 import subprocess
 import sys
 
@@ -166,8 +167,15 @@ def test_ddp_with_two_cpu_processes(small_dataset, tiny_encoder_dir, tmp_path):
         f"cache_dir={tmp_path / 'cache'}", "device=cpu", "progress=false",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "trained 6 steps" in done.stdout
+    # Own process group, so a hang kills torchrun's workers too, not just torchrun.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"DDP training hung:\n{stderr[-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+    assert "trained 6 steps" in stdout
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert checkpoint.config["training"]["step"] == 6
