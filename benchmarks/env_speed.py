@@ -104,7 +104,7 @@ def main() -> None:
         results["tasks"][task] = row
         print(task, json.dumps(row), flush=True)
 
-    print(f"\n| task | steps/s, render {args.image_size}px (1 core) | steps/s, no render |"
+    print(f"\n| task | env steps/s with {args.image_size} px rendering (1 core) | ms per rendered frame |"
           + (f" record {args.record} episodes (s) | frames | expert-noise successes | dataset MB |" if args.record else ""))
     print("|---|---|---|" + ("---|---|---|---|" if args.record else ""))
     for task, row in results["tasks"].items():

@@ -93,6 +93,17 @@ def save_checkpoint(
     return directory
 
 
+def encoder_differences(saved: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """What differs between two encoder references. A local encoder is identified by
+    its weights hash, not its path, so a checkout in another directory still matches."""
+    ignore = {"source"} if saved.get("weights_sha256") and actual.get("weights_sha256") else set()
+    return [
+        f"{key}: checkpoint {saved.get(key)!r} vs encoder {actual.get(key)!r}"
+        for key in sorted((set(saved) | set(actual)) - ignore)
+        if saved.get(key) != actual.get(key)
+    ]
+
+
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / CONFIG
@@ -117,16 +128,12 @@ def load_checkpoint(
     """Load a checkpoint; with ``encoder_reference``, refuse one made for another encoder."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
-    if encoder_reference is not None and config["encoder"] != encoder_reference:
-        keys = sorted(set(config["encoder"]) | set(encoder_reference))
-        diff = [
-            f"{key}: checkpoint {config['encoder'].get(key)!r} vs encoder {encoder_reference.get(key)!r}"
-            for key in keys
-            if config["encoder"].get(key) != encoder_reference.get(key)
-        ]
-        raise CheckpointError(
-            f"checkpoint {directory} was trained on latents of another encoder: " + "; ".join(diff)
-        )
+    if encoder_reference is not None:
+        diff = encoder_differences(config["encoder"], encoder_reference)
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {directory} was trained on latents of another encoder: " + "; ".join(diff)
+            )
     for name in (WEIGHTS, STATS):
         if not (directory / name).is_file():
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from jepa_robot.checkpoint import encoder_differences, load_checkpoint, read_checkpoint_config, save_checkpoint
 from jepa_robot.config import TrainConfig
 from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
 from jepa_robot.predictor import ACPredictor, PredictorConfig
@@ -151,14 +151,21 @@ class TrainingObjective(torch.nn.Module):
         return losses
 
 
+def _distance_per_step(predicted: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    difference = predicted.float() - target
+    return (difference.abs() if loss == "l1" else difference**2).mean(dim=(0, 2, 3))
+
+
 @torch.no_grad()
-def rollout_loss_per_step(predictor: ACPredictor, batch: Batch, loss: str) -> torch.Tensor:
-    """Mean distance of an autoregressive rollout from the first frame, per step [T-1]."""
+def rollout_loss_per_step(predictor: ACPredictor, batch: Batch, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per step [T-1]: the distance of an autoregressive rollout from the first frame to
+    the true latents, and that of the "nothing moves" baseline (first frame repeated),
+    which a useful model must beat."""
     steps = batch.latents.shape[1] - 1
     context_states = None if batch.states is None else batch.states[:, :1]
     rolled, _ = predictor.rollout(batch.latents[:, :1], context_states, batch.actions[:, :steps])
-    error = (rolled.float() - batch.latents[:, 1:]).abs() if loss == "l1" else (rolled.float() - batch.latents[:, 1:]) ** 2
-    return error.mean(dim=(0, 2, 3))
+    target = batch.latents[:, 1:]
+    return _distance_per_step(rolled, target, loss), _distance_per_step(batch.latents[:, :1].expand_as(target), target, loss)
 
 
 def learning_rate(step: int, total: int, optim) -> float:
@@ -225,6 +232,8 @@ class TrainResult:
     windows_per_second: float
     final_train_loss: float
     val_loss_per_step: list[float] = field(default_factory=list)
+    val_baseline_per_step: list[float] = field(default_factory=list)
+    """Copy-the-first-frame baseline on the same validation windows."""
 
 
 def _split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -262,7 +271,7 @@ def train(config: TrainConfig) -> TrainResult:
     reference = encoder.reference()
     if state_path.exists():
         previous = read_checkpoint_config(checkpoint_dir)
-        if previous["encoder"] != reference:
+        if encoder_differences(previous["encoder"], reference):
             raise ValueError(f"{out_dir} was trained with another encoder ({previous['encoder']['source']}); use a new out_dir")
 
     cache = None
@@ -391,6 +400,7 @@ def train(config: TrainConfig) -> TrainResult:
     windows_seen = 0
     last_losses: dict[str, float] = {}
     val_per_step: list[float] = []
+    val_baseline: list[float] = []
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (config.progress and context.is_main))
     predictor.train()
     while step < config.steps:
@@ -417,9 +427,10 @@ def train(config: TrainConfig) -> TrainResult:
         row = {**last_losses, "train/lr": lr, "train/grad_norm": float(grad_norm)}
         if step % config.val_every == 0 or step == config.steps:
             predictor.eval()
-            val_per_step = validate(predictor, val_data, config, device, autocast)
+            val_per_step, val_baseline = validate(predictor, val_data, config, device, autocast)
             predictor.train()
             row.update({f"val/rollout_loss_step{k + 1}": v for k, v in enumerate(val_per_step)})
+            row.update({f"val/copy_first_frame_step{k + 1}": v for k, v in enumerate(val_baseline)})
         if metrics is not None:
             metrics.write(step, row)
         bar.update(1)
@@ -443,23 +454,26 @@ def train(config: TrainConfig) -> TrainResult:
         windows_per_second=windows_seen / seconds if seconds > 0 else math.nan,
         final_train_loss=last_losses.get("train/loss", math.nan),
         val_loss_per_step=val_per_step,
+        val_baseline_per_step=val_baseline,
     )
 
 
-def validate(predictor, data: WindowData, config: TrainConfig, device, autocast: bool) -> list[float]:
-    """Rollout loss per step on up to ``val_batches`` fixed validation batches."""
+def validate(predictor, data: WindowData, config: TrainConfig, device, autocast: bool) -> tuple[list[float], list[float]]:
+    """(rollout loss per step, copy-first-frame baseline per step) on up to
+    ``val_batches`` fixed validation batches."""
     if len(data.sampler) == 0:
-        return []
+        return [], []
     starts = data.sampler.starts
     # Fixed, evenly spread windows, so numbers are comparable across evaluations.
     picks = starts[np.linspace(0, len(starts) - 1, min(len(starts), config.val_batches * config.batch_size)).astype(int)]
-    totals = None
+    model_total = baseline_total = 0.0
     for chunk in np.array_split(picks, max(1, math.ceil(len(picks) / config.batch_size))):
         batch = data.batch(chunk).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            per_step = rollout_loss_per_step(predictor, batch, config.loss) * len(chunk)
-        totals = per_step if totals is None else totals + per_step
-    return (totals / len(picks)).tolist()
+            model_loss, baseline_loss = rollout_loss_per_step(predictor, batch, config.loss)
+        model_total = model_total + model_loss * len(chunk)
+        baseline_total = baseline_total + baseline_loss * len(chunk)
+    return (model_total / len(picks)).tolist(), (baseline_total / len(picks)).tolist()
 
 
 def _refuse_mismatch(out_dir: Path, what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -549,10 +563,12 @@ def plot_metrics(csv_path: Path, png_path: Path) -> Path | None:
 
 def describe(result: TrainResult) -> str:
     val = ", ".join(f"{v:.4f}" for v in result.val_loss_per_step) or "n/a"
+    baseline = ", ".join(f"{v:.4f}" for v in result.val_baseline_per_step) or "n/a"
     return (
         f"trained {result.steps - result.resumed_from} steps (to step {result.steps}) in {result.seconds:.1f} s "
-        f"({result.windows_per_second:.1f} windows/s); final train loss {result.final_train_loss:.4f}; "
-        f"val rollout loss per step: {val}\ncheckpoint: {result.checkpoint}"
+        f"({result.windows_per_second:.1f} windows/s); final train loss {result.final_train_loss:.4f}\n"
+        f"val rollout loss per step: {val} (copy-first-frame baseline: {baseline})\n"
+        f"checkpoint: {result.checkpoint}"
     )
 
 

@@ -179,3 +179,17 @@ def test_ddp_with_two_cpu_processes(small_dataset, tiny_encoder_dir, tmp_path):
     assert "trained 6 steps" in stdout
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert checkpoint.config["training"]["step"] == 6
+
+
+def test_checkpoint_matches_a_copy_of_its_encoder_elsewhere(tiny_encoder_dir, tmp_path):
+    import shutil
+
+    from jepa_robot.checkpoint import encoder_differences
+
+    copy = tmp_path / "moved"
+    shutil.copytree(tiny_encoder_dir, copy)
+    here = load_encoder(str(tiny_encoder_dir), resize_ratio=1.0).reference()
+    there = load_encoder(str(copy), resize_ratio=1.0).reference()
+    assert here["source"] != there["source"] and encoder_differences(here, there) == []
+    pooled = load_encoder(str(copy), resize_ratio=1.0, pool_grid=2).reference()
+    assert any(d.startswith("pool_grid") for d in encoder_differences(here, pooled))
