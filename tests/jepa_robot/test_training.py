@@ -193,3 +193,12 @@ def test_checkpoint_matches_a_copy_of_its_encoder_elsewhere(tiny_encoder_dir, tm
     assert here["source"] != there["source"] and encoder_differences(here, there) == []
     pooled = load_encoder(str(copy), resize_ratio=1.0, pool_grid=2).reference()
     assert any(d.startswith("pool_grid") for d in encoder_differences(here, pooled))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast training); CPU-only here")
+def test_train_with_bf16_autocast_on_gpu(small_dataset, tiny_encoder_dir, tmp_path):
+    result = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache", "device=cuda", "steps=10"))
+    assert result.steps == 10 and all(np.isfinite(result.val_loss_per_step))
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert all(t.dtype == torch.float32 for t in checkpoint.predictor.state_dict().values())
