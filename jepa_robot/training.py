@@ -549,7 +549,11 @@ def plot_metrics(csv_path: Path, png_path: Path) -> Path | None:
         points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
         if points:
             steps, values = zip(*points, strict=True)
-            axis.plot(steps, values, label=key, marker="o" if key.startswith("val/") else None, markersize=3)
+            baseline = "copy_first_frame" in key
+            axis.plot(
+                steps, values, label=key, linestyle="--" if baseline else "-",
+                marker="o" if key.startswith("val/") and not baseline else None, markersize=3,
+            )
     axis.set_xlabel("step")
     axis.set_ylabel("loss")
     axis.set_yscale("log")

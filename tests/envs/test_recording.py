@@ -100,7 +100,9 @@ def test_killed_collect_leaves_a_loadable_dataset(tmp_path, sig):
         sys.executable, "-m", "jepa_robot.cli", "collect", f"root={root}", "repo_id=test/killed",
         "episodes=200", "env.step_budget=20", "env.image_size=32", "preview_episodes=0",
     ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ})
+    # Unbuffered, so the progress bar's carriage-return updates reach us as they happen.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     seen = []
 
     def read_stderr():
