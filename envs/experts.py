@@ -12,11 +12,16 @@ expert's path, which a world model needs to learn what *other* actions do:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from envs.metaworld_goal import TASKS
+
+# Meta-World's policies warn on every call that their own gains may be high; the env
+# clips actions anyway, so the warning says nothing about our data.
+warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
 _POLICY_CLASSES = {
     "reach": "SawyerReachV3Policy",

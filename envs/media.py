@@ -32,8 +32,12 @@ def side_by_side(images: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def quiet_ffmpeg() -> None:
-    """Keep FFmpeg's per-file encoder statistics off the terminal (errors still show)."""
+    """Keep FFmpeg's per-file encoder statistics off the terminal (errors still show).
+
+    Both levels: PyAV's Python-side filter, and FFmpeg's own, which is what applies
+    after lerobot's video writer restores FFmpeg's default log callback."""
     av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 20.0) -> Path:

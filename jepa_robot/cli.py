@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     show_config = any(flag in rest for flag in ("--cfg", "-h", "--help"))
     overrides = [a for a in rest if a not in ("--cfg", "-h", "--help")]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lerobot").setLevel(logging.WARNING)  # its codec choices are not news
     try:
         config = compose(name, overrides, command.schema())
         if show_config:
