@@ -105,21 +105,25 @@ def existing_episode_seeds(repo_id: str, root: Path) -> set[int]:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C so a killed recording still finalises its dataset."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt while recording, so a stopped or
+    killed recording still finalises its dataset. SIGINT is set explicitly because a
+    process started in the background inherits it ignored."""
 
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt(f"signal {signum}")
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread: nothing to install
-        yield
-        return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not in the main thread: signals go to the main thread anyway
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @dataclass
@@ -228,7 +232,7 @@ def record_episodes(
     start = time.perf_counter()
     bar = tqdm(total=len(seeds), desc=f"collect {env.task}", unit="ep", disable=not progress)
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             for seed in seeds:
                 expert = ScriptedExpert(
                     env.task, episode_exploration(exploration, random_fraction, seed), seed=seed
