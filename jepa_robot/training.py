@@ -96,6 +96,10 @@ def normalisation_stats(values: np.ndarray) -> dict[str, list[float]]:
     return {"mean": values.mean(axis=0).tolist(), "std": np.where(std < 1e-6, 1.0, std).tolist()}
 
 
+def normalise(values: np.ndarray, stats: dict[str, list[float]]) -> np.ndarray:
+    return (values - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+
+
 @dataclass
 class Batch:
     latents: torch.Tensor  # [B, T, N, D]
@@ -111,14 +115,11 @@ class Batch:
 
 
 class WindowData:
-    """Normalised training windows drawn from a ``WindowSampler``."""
+    """Training windows drawn from a ``WindowSampler``, over already normalised
+    ``actions`` [frames, A] and ``states`` [frames, S] (shared by train and validation)."""
 
-    def __init__(self, sampler, latents: LatentSource, actions: np.ndarray, states, stats) -> None:
-        self.sampler, self.latents = sampler, latents
-        self.actions = (actions - np.asarray(stats["action"]["mean"], np.float32)) / np.asarray(stats["action"]["std"], np.float32)
-        self.states = None
-        if states is not None:
-            self.states = (states - np.asarray(stats["state"]["mean"], np.float32)) / np.asarray(stats["state"]["std"], np.float32)
+    def __init__(self, sampler, latents: LatentSource, actions: np.ndarray, states: np.ndarray | None) -> None:
+        self.sampler, self.latents, self.actions, self.states = sampler, latents, actions, states
 
     def batch(self, starts: np.ndarray) -> Batch:
         frames = self.sampler.frame_indices(starts)
@@ -304,8 +305,10 @@ def train(config: TrainConfig) -> TrainResult:
             f"{config.window * config.frameskip} frames"
         )
     source = LatentSource(dataset, spec.image_key, encoder, cache, config.encoder.batch_size)
-    train_data = WindowData(train_sampler, source, actions, states, stats)
-    val_data = WindowData(val_sampler, source, actions, states, stats)
+    normalised_actions = normalise(actions, stats["action"])
+    normalised_states = None if states is None else normalise(states, stats["state"])
+    train_data = WindowData(train_sampler, source, normalised_actions, normalised_states)
+    val_data = WindowData(val_sampler, source, normalised_actions, normalised_states)
 
     if states is not None and not config.predictor.predict_state:
         raise ValueError(

@@ -69,6 +69,19 @@ class PlannerConfig:
 
 
 @dataclass
+class EliteConfig(PlannerConfig):
+    """Settings of planners that refit on the best ``elites`` of ``samples``."""
+
+    elites: int = 30
+    """How many of the best samples refit the distribution."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.elites <= self.samples:
+            raise ValueError(f"elites={self.elites} must be in [1, samples={self.samples}]")
+
+
+@dataclass
 class ActionBounds:
     """A per-dimension box, optionally intersected with a per-step move ball.
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from planners.base import (
     BestSoFar,
     Planner,
-    PlannerConfig,
+    EliteConfig,
     PlanResult,
     Rollout,
     top_elites,
@@ -24,11 +24,9 @@ from planners.energy import Energy
 
 
 @dataclass
-class CEMConfig(PlannerConfig):
+class CEMConfig(EliteConfig):
     """CEM settings; defaults follow DINO-WM / LeWorldModel (300 samples, top 30)."""
 
-    elites: int = 30
-    """How many of the best samples refit the distribution."""
     init_std: float = 1.0
     """Initial standard deviation of every action dimension, in action units."""
     min_std: float = 0.01
@@ -40,8 +38,6 @@ class CEMConfig(PlannerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.elites <= self.samples:
-            raise ValueError(f"elites={self.elites} must be in [1, samples={self.samples}]")
         if self.init_std <= 0 or self.min_std < 0:
             raise ValueError("init_std must be > 0 and min_std >= 0")
         for name in ("mean_momentum", "std_momentum"):

@@ -19,7 +19,7 @@ from torch import Tensor
 from planners.base import (
     BestSoFar,
     Planner,
-    PlannerConfig,
+    EliteConfig,
     PlanResult,
     Rollout,
     shift_plan,
@@ -29,11 +29,9 @@ from planners.energy import Energy
 
 
 @dataclass
-class ICEMConfig(PlannerConfig):
+class ICEMConfig(EliteConfig):
     """iCEM settings; the paper's defaults where they fit a fixed sample count."""
 
-    elites: int = 30
-    """How many of the best samples refit the distribution."""
     noise_exponent: float = 2.0
     """Colour of the noise (beta): 0 is white, 2 is Brownian-like, larger is smoother."""
     keep_elite_fraction: float = 0.3
@@ -47,8 +45,6 @@ class ICEMConfig(PlannerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.elites <= self.samples:
-            raise ValueError(f"elites={self.elites} must be in [1, samples={self.samples}]")
         if self.noise_exponent < 0 or not 0 <= self.keep_elite_fraction <= 1:
             raise ValueError("need noise_exponent >= 0 and keep_elite_fraction in [0, 1]")
         if self.init_std <= 0 or self.min_std < 0 or not 0 <= self.momentum < 1:

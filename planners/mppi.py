@@ -16,7 +16,7 @@ from torch import Tensor
 from planners.base import (
     BestSoFar,
     Planner,
-    PlannerConfig,
+    EliteConfig,
     PlanResult,
     Rollout,
     top_elites,
@@ -25,7 +25,7 @@ from planners.energy import Energy
 
 
 @dataclass
-class MPPIConfig(PlannerConfig):
+class MPPIConfig(EliteConfig):
     """MPPI settings; defaults follow TD-MPC2 (512 samples, 64 elites, 6 iterations)."""
 
     iterations: int = 6
@@ -41,8 +41,6 @@ class MPPIConfig(PlannerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.elites <= self.samples:
-            raise ValueError(f"elites={self.elites} must be in [1, samples={self.samples}]")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
         if not 0 <= self.min_std <= self.max_std:
