@@ -117,9 +117,9 @@ class MetaWorldGoalEnv(gym.Env):
             raise ValueError(f"unknown task {task!r}; valid tasks: {sorted(TASKS)}")
         if not 16 <= int(image_size) <= 512:
             raise ValueError(f"image_size must be in [16, 512], got {image_size}")
+        # No cameras: a state-only env (observations carry no images, nothing renders),
+        # for baselines that never look, like the random and scripted-expert references.
         cameras = tuple(cameras)
-        if not cameras:
-            raise ValueError("at least one camera is required")
         unknown = [c for c in cameras if c not in CAMERA_VIEWS]
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown}; valid cameras: {sorted(CAMERA_VIEWS)}")
@@ -204,7 +204,7 @@ class MetaWorldGoalEnv(gym.Env):
         return self._observation(), float(reward), False, truncated, info
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
+        if self.render_mode is None or not self.cameras:
             return None
         return self._render_camera(self.cameras[0])
 

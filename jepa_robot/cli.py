@@ -56,6 +56,23 @@ def _train(config) -> int:
     return 0
 
 
+def _eval(config) -> int:
+    from jepa_robot.evaluation import evaluate, format_table
+
+    report = evaluate(config)
+    print(format_table(report))
+    print(f"report: {config.out_dir}/report.json, plot: {config.out_dir}/summary.png")
+    return 0
+
+
+def _plan(config) -> int:
+    from jepa_robot.evaluation import describe_plan, plan_episode
+
+    record, video = plan_episode(config)
+    print(describe_plan(record, video))
+    return 0
+
+
 def _schema(name: str) -> Callable[[], type]:
     def load() -> type:
         from jepa_robot import config
@@ -68,6 +85,8 @@ def _schema(name: str) -> Callable[[], type]:
 COMMANDS: dict[str, Command] = {
     "collect": Command("record scripted-expert episodes into a LeRobot v3 dataset", _schema("CollectConfig"), _collect),
     "train": Command("train an action-conditioned predictor on a LeRobot dataset", _schema("TrainConfig"), _train),
+    "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("EvalConfig"), _eval),
+    "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
 }
 

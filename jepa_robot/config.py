@@ -288,3 +288,164 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+# --- planning and evaluation
+
+
+@dataclass
+class BoundsSettings:
+    """Action bounds of the planner (``planners.ActionBounds``), in env action units."""
+
+    low: Any = -1.0
+    """Lower bound: one number for every dimension, or a list with one per dimension."""
+    high: Any = 1.0
+    """Upper bound, as ``low``."""
+    move_radius: float | None = None
+    """Radius of a per-step ball on ``move_dims`` (V-JEPA 2-AC: L1 ball of 0.075); null: none."""
+    move_norm: str = "l1"
+    move_dims: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") else [value]
+            if not values or not all(isinstance(v, (int, float)) for v in values):
+                raise ConfigError(f"planner.bounds.{name}={value!r} must be a number or a list of numbers")
+        if self.move_norm not in ("l1", "l2"):
+            raise ConfigError(f"planner.bounds.move_norm={self.move_norm!r} must be l1 or l2")
+        if self.move_radius is not None and self.move_radius <= 0:
+            raise ConfigError(f"planner.bounds.move_radius={self.move_radius} must be > 0 or null")
+
+
+@dataclass
+class PlannerSettings:
+    """A planner from ``planners/`` (config group ``planner=cem|icem|mppi|gradient``)."""
+
+    name: str = "cem"
+    """Registry name: cem, icem, mppi or gradient."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Fields of that planner's config dataclass (horizon, samples, iterations, ...)."""
+    energy: str = "l1"
+    """Distance to the goal latent: l1 (V-JEPA 2-AC) or l2."""
+    energy_steps: str = "final"
+    """final: only the last predicted step counts; all: summed over the horizon."""
+    bounds: BoundsSettings = field(default_factory=BoundsSettings)
+
+    def __post_init__(self) -> None:
+        from planners import PLANNERS
+
+        if self.name not in PLANNERS:
+            raise ConfigError(f"planner.name={self.name!r}; valid: {sorted(PLANNERS)}")
+        if self.energy not in ("l1", "l2"):
+            raise ConfigError(f"planner.energy={self.energy!r} must be l1 or l2")
+        if self.energy_steps not in ("final", "all"):
+            raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
+
+
+SUBGOAL_SWITCHES = ("schedule", "distance")
+
+
+@dataclass
+class AgentConfig:
+    """The MPC loop (``jepa_robot.agent.MPCAgent``)."""
+
+    context_frames: int = 1
+    """Observed frames (one predictor step apart) the predictor conditions on."""
+    execute_steps: int = 1
+    """Planned predictor steps executed before replanning (each is ``frameskip`` env steps)."""
+    action_repeat: bool = True
+    """Plan one env action per predictor step, held for frameskip env steps (False: plan all of them)."""
+    subgoal_switch: str = "schedule"
+    """schedule: each sub-goal gets subgoal_steps env steps; distance: move on once the latent
+    distance falls below subgoal_threshold (or after subgoal_steps)."""
+    subgoal_steps: int = 60
+    subgoal_threshold: float = 0.3
+    device: str = "cpu"
+    """Where encoder, predictor and planner run (cpu, cuda, cuda:1)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.context_frames >= 1, f"agent.context_frames={self.context_frames} must be >= 1"),
+            (self.execute_steps >= 1, f"agent.execute_steps={self.execute_steps} must be >= 1"),
+            (self.subgoal_switch in SUBGOAL_SWITCHES,
+             f"agent.subgoal_switch={self.subgoal_switch!r}; valid: {list(SUBGOAL_SWITCHES)}"),
+            (self.subgoal_steps >= 1, f"agent.subgoal_steps={self.subgoal_steps} must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+REFERENCES = ("random", "expert")
+
+
+@dataclass
+class EvalConfig:
+    """``jepa-robot eval``: the evaluation protocol (DESIGN.md) for a checkpoint and a planner."""
+
+    checkpoint: str = MISSING
+    """World-model checkpoint directory."""
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    tasks: list[str] = field(default_factory=lambda: ["reach", "push", "pick-place"])
+    episodes: int = 50
+    """Episodes per task; episode i uses seed seed_start + i."""
+    seed_start: int = EVAL_SEED_START
+    subgoals: bool = False
+    """Plan through the expert's sub-goal images (grasp, lift) before the final goal."""
+    references: list[str] = field(default_factory=lambda: list(REFERENCES))
+    """Baselines run on the same seeds and budgets: random actions, the scripted expert."""
+    workers: int = 1
+    """Episodes run in this many processes at once (each loads the model once)."""
+    threads_per_worker: int | None = None
+    """torch threads per worker; null: the machine's cores split among the workers."""
+    videos: int = 2
+    """Episodes per task whose video (observation | goal | energy) is written."""
+    out_dir: str = "runs/eval"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ConfigError(f"tasks={list(self.tasks)}: unknown {unknown}; valid: {sorted(TASKS)}")
+        bad_refs = [r for r in self.references if r not in REFERENCES]
+        if bad_refs:
+            raise ConfigError(f"references: unknown {bad_refs}; valid: {list(REFERENCES)}")
+        if self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes} must be >= 1")
+        if self.seed_start < EVAL_SEED_START:
+            raise ConfigError(
+                f"seed_start={self.seed_start}: evaluation seeds start at {EVAL_SEED_START} "
+                "(lower seeds are training data)"
+            )
+        if self.workers < 1 or self.videos < 0:
+            raise ConfigError("workers must be >= 1 and videos >= 0")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
+
+
+@dataclass
+class PlanConfig:
+    """``jepa-robot plan``: one closed-loop episode from a seed, toward its goal or a goal image file."""
+
+    checkpoint: str = MISSING
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    task: str = "reach"
+    seed: int = EVAL_SEED_START
+    goal: list[str] = field(default_factory=list)
+    """Goal image file(s) (PNG/JPEG, sub-goals first); empty: the protocol's goal for the seed."""
+    subgoals: bool = False
+    steps: int | None = None
+    """Env steps; null: the protocol budget of the task."""
+    video: str | None = None
+    """Where to write the video; null: runs/plan/<task>-<seed>.mp4."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r}; valid: {sorted(TASKS)}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps={self.steps} must be >= 1")
+        if self.goal and self.subgoals:
+            raise ConfigError("give goal image files or subgoals=true, not both")

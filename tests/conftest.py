@@ -48,3 +48,30 @@ def tiny_encoder_dir(tmp_path_factory):
         num_hidden_layers=2,
         num_attention_heads=2,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_encoder_dir):
+    """An untrained world-model checkpoint on the tiny encoder (32 px frames from the
+    ``oblique`` camera, 2x2 pooled tokens, frameskip 2, 4-D actions and states)."""
+    from jepa_robot.checkpoint import save_checkpoint
+    from jepa_robot.encoders import load_encoder
+    from jepa_robot.predictor import ACPredictor, PredictorConfig
+
+    encoder = load_encoder(str(tiny_encoder_dir), resize_ratio=1.0, pool_grid=2)
+    torch.manual_seed(0)
+    predictor = ACPredictor(PredictorConfig(
+        latent_dim=encoder.embed_dim, num_tokens=encoder.num_tokens, action_dim=8, state_dim=4,
+        hidden_dim=32, depth=2, heads=2, mlp_ratio=2.0, max_steps=16, grid=2,
+    ))
+    data = {
+        "image_key": "observation.images.oblique", "image_shape": [32, 32, 3], "frameskip": 2,
+        "action_key": "action", "state_key": "observation.state", "fps": 80,
+        "action_names": ["delta_x", "delta_y", "delta_z", "gripper"],
+    }
+    stats = {
+        "action": {"mean": [0.0] * 8, "std": [0.5] * 8},
+        "state": {"mean": [0.0, 0.6, 0.2, 0.5], "std": [0.1, 0.1, 0.1, 0.3]},
+    }
+    return save_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", predictor,
+                           encoder.reference(), data, stats)

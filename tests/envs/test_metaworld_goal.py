@@ -138,12 +138,21 @@ def test_exploration_is_reproducible_and_bounded():
         ({"task": "stack"}, "unknown task"),
         ({"task": "reach", "image_size": 8}, "image_size"),
         ({"task": "reach", "cameras": ["corner9"]}, "unknown camera"),
-        ({"task": "reach", "cameras": []}, "at least one camera"),
     ],
 )
 def test_bad_env_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MetaWorldGoalEnv(**kwargs)
+
+
+def test_a_camera_less_env_steps_without_rendering():
+    env = MetaWorldGoalEnv("push", cameras=())
+    observation, _ = env.reset(seed=3)
+    assert observation["images"] == {} and observation["state"].shape == (4,)
+    observation, _, _, _, info = env.step(np.array([0.5, 0, 0, 0], np.float32))
+    assert observation["images"] == {} and "success" in info
+    assert env.render() is None and env._renderer is None
+    env.close()
 
 
 def test_bad_actions_are_refused():

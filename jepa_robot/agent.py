@@ -1,0 +1,253 @@
+"""The MPC agent: the one place where world model, planner and env meet.
+
+Every ``frameskip`` env steps (one predictor step) the agent encodes the current
+frame, picks the active goal image, and, when its queue of planned steps has run
+out, plans ``horizon`` predictor steps toward the goal latent and queues the first
+``execute_steps`` of them. Between boundaries it plays the queued env actions.
+
+Sub-goals: ``reset(goals)`` takes goal frames in order, the final goal last. The
+agent moves to the next one on a step ``schedule`` (``subgoal_steps`` env steps
+each) or on a latent ``distance`` threshold (at most ``subgoal_steps`` each).
+
+```python
+agent = MPCAgent(WorldModel.load("runs/pick-place/checkpoint"), planner, AgentConfig())
+agent.reset([grasp_frame, lift_frame, goal_frame])
+action = agent.act(observation)        # {"images": {cam: HxWx3}, "state": [S]} -> [A]
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepa_robot.config import AgentConfig, PlannerSettings
+from jepa_robot.world_model import Context, WorldModel
+from planners import ActionBounds, Planner, make_energy, make_planner
+
+log = logging.getLogger(__name__)
+
+
+def build_planner(settings: PlannerSettings, action_dim: int) -> Planner:
+    """A planner from its config-group settings, for ``action_dim``-D planned actions."""
+    if "action_dim" in settings.options:
+        raise ValueError("planner.options.action_dim is derived from the checkpoint; remove it")
+    low, high = (np.broadcast_to(np.asarray(v, dtype=float), (action_dim,)).tolist()
+                 for v in (settings.bounds.low, settings.bounds.high))
+    bounds = ActionBounds(
+        low, high,
+        move_radius=settings.bounds.move_radius,
+        move_norm=settings.bounds.move_norm,
+        move_dims=list(settings.bounds.move_dims),
+    )
+    energy = make_energy(settings.energy, steps=settings.energy_steps)
+    try:
+        return make_planner(settings.name, bounds=bounds, energy=energy, action_dim=action_dim,
+                            **dict(settings.options))
+    except TypeError as error:  # an unknown option name
+        raise ValueError(f"planner {settings.name!r}: {error}") from error
+
+
+@dataclass
+class Replan:
+    """One planning call, for reports and videos."""
+
+    step: int
+    """Env step at which the plan was made."""
+    seconds: float
+    """Encode + plan wall time."""
+    plan_seconds: float
+    """The planner's own time."""
+    energy: float
+    """Energy of the chosen plan."""
+    iterations: int
+    goal_index: int
+    """Which goal image was active (the last is the final goal)."""
+    goal_distance: float
+    """Distance of the current frame's latent to the active goal latent (energy units)."""
+
+
+@dataclass
+class _History:
+    latents: list[torch.Tensor] = field(default_factory=list)
+    states: list[torch.Tensor | None] = field(default_factory=list)
+    actions: list[torch.Tensor] = field(default_factory=list)
+
+
+class MPCAgent:
+    """Receding-horizon planning toward goal images with a latent world model."""
+
+    def __init__(self, world_model: WorldModel, planner: Planner, config: AgentConfig) -> None:
+        self.world_model = world_model
+        self.planner = planner
+        self.config = config
+        expected = world_model.planned_action_dim(config.action_repeat)
+        if planner.config.action_dim != expected:
+            raise ValueError(
+                f"planner plans {planner.config.action_dim}-D actions; this world model with "
+                f"action_repeat={config.action_repeat} needs {expected}-D"
+            )
+        self.replans: list[Replan] = []
+        self._goal_latents: torch.Tensor | None = None
+
+    @classmethod
+    def from_settings(cls, world_model: WorldModel, planner: PlannerSettings,
+                      config: AgentConfig) -> MPCAgent:
+        action_dim = world_model.planned_action_dim(config.action_repeat)
+        return cls(world_model, build_planner(planner, action_dim), config)
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, goals: Sequence[np.ndarray]) -> None:
+        """Start an episode toward ``goals`` (uint8 frames, sub-goals first, final goal last)."""
+        if len(goals) == 0:
+            raise ValueError("reset() needs at least one goal frame")
+        for frame in goals:
+            self.world_model.check_frame(np.asarray(frame))
+        self._goal_latents = self.world_model.encode(np.stack([np.asarray(g) for g in goals]))
+        self.planner.reset()
+        self.replans = []
+        self._history = _History()
+        self._queued_steps: list[torch.Tensor] = []  # planned predictor steps still to run
+        self._env_actions: list[np.ndarray] = []  # env actions of the current predictor step
+        self._step = 0
+        self._goal_index = 0
+        self._goal_since = 0
+
+    @property
+    def goal_index(self) -> int:
+        return self._goal_index
+
+    @property
+    def num_goals(self) -> int:
+        return 0 if self._goal_latents is None else int(self._goal_latents.shape[0])
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        """The next env action ``[A_env]`` for ``observation``."""
+        if self._goal_latents is None:
+            raise RuntimeError("call reset(goals) before act()")
+        if not self._env_actions:
+            self._start_predictor_step(observation)
+        self._step += 1
+        return self._env_actions.pop(0)
+
+    # ------------------------------------------------------------------ internals
+    def _start_predictor_step(self, observation: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        wm, config = self.world_model, self.config
+        frame = _camera_frame(observation, wm.camera)
+        wm.check_frame(frame)
+        latent = wm.encode(frame[None])[0]
+        state = wm.normalise_state(observation["state"]) if wm.state_dim else None
+        history = self._history
+        history.latents.append(latent)
+        history.states.append(state)
+        keep = config.context_frames
+        del history.latents[:-keep], history.states[:-keep]
+        del history.actions[: max(0, len(history.actions) - (len(history.latents) - 1))]
+
+        distance = self._update_goal(latent)
+        if not self._queued_steps:
+            context = Context(
+                latents=torch.stack(history.latents),
+                states=None if state is None else torch.stack(history.states),
+                past_actions=(torch.stack(history.actions) if history.actions
+                              else latent.new_zeros(0, wm.predictor.config.action_dim)),
+            )
+            goal = self._goal_latents[self._goal_index]
+
+            def rollout(actions: torch.Tensor) -> torch.Tensor:
+                return wm.rollout(context, actions, config.action_repeat)
+
+            result = self.planner.plan(rollout, goal)
+            self._queued_steps = list(result.actions[0, : config.execute_steps])
+            self.replans.append(Replan(
+                step=self._step, seconds=time.perf_counter() - started,
+                plan_seconds=result.seconds, energy=float(result.energy[0]),
+                iterations=result.iterations, goal_index=self._goal_index,
+                goal_distance=distance,
+            ))
+        planned = self._queued_steps.pop(0)
+        history.actions.append(wm.model_actions(planned.to(wm.device)[None], config.action_repeat)[0])
+        self._env_actions = list(wm.env_actions(planned, config.action_repeat))
+
+    def _update_goal(self, latent: torch.Tensor) -> float:
+        """Advance to the next goal if the schedule or the distance says so; returns the
+        current frame's distance to the (possibly new) active goal."""
+        config = self.config
+
+        def distance_to(index: int) -> float:
+            goal = self._goal_latents[index]
+            return float(self.planner.energy.per_step(latent[None, None], goal)[0, 0])
+
+        distance = distance_to(self._goal_index)
+        last = self.num_goals - 1
+        while self._goal_index < last:
+            on_goal = self._step - self._goal_since
+            reached = config.subgoal_switch == "distance" and distance <= config.subgoal_threshold
+            if not (reached or on_goal >= config.subgoal_steps):
+                break
+            self._goal_index += 1
+            self._goal_since = self._step
+            # The old plan aimed at the old goal: plan afresh at this boundary.
+            self._queued_steps = []
+            log.debug("step %d: goal %d -> %d (distance %.3f)", self._step, self._goal_index - 1,
+                      self._goal_index, distance)
+            distance = distance_to(self._goal_index)
+        return distance
+
+
+def _camera_frame(observation: dict[str, Any], camera: str) -> np.ndarray:
+    images = observation.get("images", {})
+    if camera not in images:
+        raise KeyError(f"the world model needs camera {camera!r}; the observation has {sorted(images)}")
+    return np.asarray(images[camera])
+
+
+@dataclass
+class EpisodeResult:
+    """How one closed-loop episode went."""
+
+    success: bool
+    """The env's success flag at the last step (the protocol's criterion)."""
+    steps: int
+    seconds: float
+    replans: list[Replan]
+    success_steps: int
+    """Steps at which the success flag was up (diagnostic only; never used for control)."""
+
+
+def run_episode(
+    env: Any,
+    agent: Callable[[dict[str, Any]], np.ndarray] | MPCAgent,
+    observation: dict[str, Any],
+    steps: int,
+    on_step: Callable[[int, dict[str, Any], np.ndarray, dict[str, Any]], None] | None = None,
+) -> EpisodeResult:
+    """Run ``steps`` env steps from ``observation`` (the env already reset), judging
+    success on the last step. ``agent`` is an ``MPCAgent`` or any ``observation ->
+    action`` callable. ``on_step(step, observation, action, info)`` sees every step."""
+    act = agent.act if isinstance(agent, MPCAgent) else agent
+    started = time.perf_counter()
+    info: dict[str, Any] = {"success": False}
+    success_steps = 0
+    for step in range(steps):
+        action = act(observation)
+        observation, _, terminated, truncated, info = env.step(action)
+        success_steps += bool(info.get("success", False))
+        if on_step is not None:
+            on_step(step, observation, action, info)
+        if terminated:
+            break
+    return EpisodeResult(
+        success=bool(info.get("success", False)),
+        steps=step + 1,
+        seconds=time.perf_counter() - started,
+        replans=list(agent.replans) if isinstance(agent, MPCAgent) else [],
+        success_steps=success_steps,
+    )

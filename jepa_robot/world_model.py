@@ -1,0 +1,169 @@
+"""A trained world model as the planner sees it: ``encode``, ``rollout``, ``energy``.
+
+``WorldModel.load(checkpoint)`` rebuilds the frozen encoder from the checkpoint's
+encoder reference (refusing one whose weights or preprocessing changed), the
+predictor, and the action/state normalisation the predictor was trained with.
+Everything the agent hands in or gets back is in the *environment's* units: raw
+``[-1, 1]`` actions and raw proprio states; normalisation happens here.
+
+Time steps: one predictor step spans ``frameskip`` env steps, and its action token is
+the concatenation of those ``frameskip`` env actions. A planner may search over the
+full concatenation (``action_repeat=False``) or over one env action per predictor
+step held for ``frameskip`` env steps (``action_repeat=True``: ``frameskip`` times
+fewer dimensions to search, the way V-JEPA 2-AC and DINO-WM plan at a coarse rate).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jepa_robot.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint_config
+from jepa_robot.encoders import VJEPA2Encoder, load_encoder_from_reference
+from jepa_robot.predictor import ACPredictor
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEY_PREFIX = "observation.images."
+
+
+@dataclass
+class Context:
+    """What the model has seen, normalised and on the model's device.
+
+    ``latents [C, N, D]`` of the last C observed frames (one predictor step apart),
+    ``states [C, S]`` (or None) and ``past_actions [C - 1, A_model]``: the actions
+    taken between those frames.
+    """
+
+    latents: Tensor
+    states: Tensor | None
+    past_actions: Tensor
+
+
+class WorldModel:
+    """Frozen encoder + action-conditioned predictor + normalisation stats."""
+
+    def __init__(self, checkpoint: Checkpoint, encoder: VJEPA2Encoder, device: torch.device) -> None:
+        self.checkpoint = checkpoint
+        self.encoder = encoder
+        self.predictor: ACPredictor = checkpoint.predictor
+        self.device = device
+        data = checkpoint.config["data"]
+        self.frameskip = int(data["frameskip"])
+        self.image_key: str = data["image_key"]
+        self.image_shape = tuple(int(v) for v in data["image_shape"])
+        self.action_names: list[str] = list(data.get("action_names") or [])
+        model_action_dim = self.predictor.config.action_dim
+        if model_action_dim % self.frameskip:
+            raise CheckpointError(
+                f"{checkpoint.directory}: predictor action_dim {model_action_dim} is not a "
+                f"multiple of frameskip {self.frameskip}"
+            )
+        self.env_action_dim = model_action_dim // self.frameskip
+        self.state_dim = self.predictor.config.state_dim
+        stats = checkpoint.stats
+        self._action_mean, self._action_std = self._stats(stats, "action", model_action_dim)
+        self._state_mean, self._state_std = (
+            self._stats(stats, "state", self.state_dim) if self.state_dim else (None, None)
+        )
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> WorldModel:
+        """Load a checkpoint directory and the encoder it was trained with."""
+        device = torch.device(device)
+        config = read_checkpoint_config(checkpoint)
+        encoder = load_encoder_from_reference(config["encoder"], device=device)
+        loaded = load_checkpoint(checkpoint, encoder_reference=encoder.reference(), device=device)
+        log.info("world model %s: predictor %.1fM params, encoder %s, frameskip %d",
+                 checkpoint, sum(p.numel() for p in loaded.predictor.parameters()) / 1e6,
+                 config["encoder"].get("source"), loaded.frameskip)
+        return cls(loaded, encoder, device)
+
+    def _stats(self, stats: dict[str, Any], key: str, dim: int) -> tuple[Tensor, Tensor]:
+        entry = stats.get(key)
+        if entry is None:
+            raise CheckpointError(f"{self.checkpoint.directory}: stats.json has no {key!r} entry")
+        mean = torch.tensor(entry["mean"], dtype=torch.float32, device=self.device)
+        std = torch.tensor(entry["std"], dtype=torch.float32, device=self.device)
+        if mean.shape != (dim,) or std.shape != (dim,):
+            raise CheckpointError(
+                f"{self.checkpoint.directory}: {key} stats have {mean.numel()} dims, the predictor {dim}"
+            )
+        return mean, std.clamp_min(1e-6)
+
+    # ------------------------------------------------------------------ verbs
+    @property
+    def camera(self) -> str:
+        """The camera the model was trained on (``observation.images.<camera>``)."""
+        return self.image_key.removeprefix(IMAGE_KEY_PREFIX)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.predictor.config.num_tokens, self.predictor.config.latent_dim)
+
+    def planned_action_dim(self, action_repeat: bool) -> int:
+        """Size of one planned action per predictor step."""
+        return self.env_action_dim if action_repeat else self.env_action_dim * self.frameskip
+
+    def check_frame(self, frame: np.ndarray) -> None:
+        if tuple(frame.shape) != self.image_shape:
+            raise ValueError(
+                f"the model was trained on {self.image_shape} frames from {self.image_key!r}; "
+                f"got {tuple(frame.shape)}"
+            )
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 frames ``[B, H, W, 3]`` -> latents ``[B, N, D]`` on the model's device."""
+        return self.encoder.encode(frames).to(self.device, torch.float32)
+
+    def normalise_state(self, states: np.ndarray | Tensor) -> Tensor | None:
+        """Raw proprio states ``[..., S]`` -> the predictor's normalised states (None if stateless)."""
+        if not self.state_dim:
+            return None
+        states = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
+        if states.shape[-1] != self.state_dim:
+            raise ValueError(f"the model takes {self.state_dim}-D states, got {states.shape[-1]}-D")
+        return (states - self._state_mean) / self._state_std
+
+    def model_actions(self, actions: Tensor, action_repeat: bool) -> Tensor:
+        """Planned actions ``[..., A_plan]`` in env units -> normalised predictor actions
+        ``[..., frameskip * A_env]``."""
+        if action_repeat:
+            # [a, a, ..., a]: the same env action for each of the frameskip env steps
+            actions = actions.repeat((1,) * (actions.dim() - 1) + (self.frameskip,))
+        if actions.shape[-1] != self._action_mean.numel():
+            raise ValueError(
+                f"the predictor takes {self._action_mean.numel()}-D actions "
+                f"({self.frameskip} x {self.env_action_dim}), got {actions.shape[-1]}-D"
+            )
+        return (actions - self._action_mean.to(actions)) / self._action_std.to(actions)
+
+    def env_actions(self, planned: Tensor, action_repeat: bool) -> np.ndarray:
+        """One planned step ``[A_plan]`` -> the ``frameskip`` env actions ``[frameskip, A_env]``."""
+        planned = planned.detach().float().cpu()
+        if action_repeat:
+            return planned.expand(self.frameskip, self.env_action_dim).numpy().copy()
+        return planned.reshape(self.frameskip, self.env_action_dim).numpy().copy()
+
+    def rollout(self, context: Context, actions: Tensor, action_repeat: bool) -> Tensor:
+        """Predict latents for candidate plans.
+
+        ``actions [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``
+        for the H predictor steps after the context's last frame.
+        """
+        batch = actions.shape[0]
+        model_actions = self.model_actions(actions.to(self.device, torch.float32), action_repeat)
+        if context.past_actions.shape[0]:
+            past = context.past_actions.unsqueeze(0).expand(batch, -1, -1)
+            model_actions = torch.cat((past, model_actions), dim=1)
+        states = None if context.states is None else context.states.unsqueeze(0)
+        predicted, _ = self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions)
+        return predicted

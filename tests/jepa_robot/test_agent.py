@@ -1,0 +1,189 @@
+"""The MPC agent and the world model's verbs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_robot.agent import MPCAgent, build_planner, run_episode
+from jepa_robot.config import AgentConfig, BoundsSettings, ConfigError, PlannerSettings
+from jepa_robot.world_model import WorldModel
+
+
+def cem(**options) -> PlannerSettings:
+    return PlannerSettings(name="cem", options={"horizon": 2, "samples": 16, "elites": 4,
+                                                "iterations": 2, **options})
+
+
+@pytest.fixture(scope="module")
+def world_model(tiny_checkpoint):
+    return WorldModel.load(tiny_checkpoint)
+
+
+def frame(value: int = 100) -> np.ndarray:
+    return np.full((32, 32, 3), value, np.uint8)
+
+
+def observation(value: int = 100, state=(0.0, 0.6, 0.2, 0.5)) -> dict:
+    return {"images": {"oblique": frame(value)}, "state": np.asarray(state, np.float32)}
+
+
+def test_world_model_loads_its_encoder_and_maps_actions(world_model):
+    assert world_model.camera == "oblique" and world_model.frameskip == 2
+    assert world_model.env_action_dim == 4 and world_model.latent_shape == (4, 64)
+    planned = torch.tensor([[0.5, -0.5, 0.25, 1.0]])
+    model = world_model.model_actions(planned, action_repeat=True)
+    # held for frameskip=2 env steps, then normalised by the checkpoint's std of 0.5
+    assert torch.allclose(model, torch.tensor([[1.0, -1.0, 0.5, 2.0] * 2]))
+    assert world_model.env_actions(planned[0], action_repeat=True).tolist() == [[0.5, -0.5, 0.25, 1.0]] * 2
+    both = torch.arange(8.0)
+    assert world_model.env_actions(both, action_repeat=False).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    latents = world_model.encode(np.stack([frame(), frame(50)]))
+    assert latents.shape == (2, 4, 64)
+    with pytest.raises(ValueError, match="trained on"):
+        world_model.check_frame(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_agent_replans_every_predictor_step_within_bounds(world_model):
+    planner = cem()
+    planner.bounds = BoundsSettings(low=-0.5, high=0.5)
+    agent = MPCAgent.from_settings(world_model, planner, AgentConfig())
+    agent.reset([frame(200)])
+    actions = np.stack([agent.act(observation(100 + i)) for i in range(7)])
+    assert actions.shape == (7, 4) and np.all(np.abs(actions) <= 0.5 + 1e-6)
+    # frameskip 2, one predictor step executed per plan: a plan at steps 0, 2, 4, 6
+    assert [r.step for r in agent.replans] == [0, 2, 4, 6]
+    np.testing.assert_array_equal(actions[0], actions[1])  # action_repeat holds the action
+    assert all(r.seconds >= r.plan_seconds > 0 and np.isfinite(r.energy) for r in agent.replans)
+
+
+def test_execute_steps_and_context_frames(world_model):
+    config = AgentConfig(execute_steps=2, context_frames=3)
+    agent = MPCAgent.from_settings(world_model, cem(), config)
+    seen = []
+    original = world_model.rollout
+
+    def spy(context, actions, action_repeat):
+        seen.append((context.latents.shape[0], context.past_actions.shape[0]))
+        return original(context, actions, action_repeat)
+
+    world_model.rollout = spy
+    try:
+        agent.reset([frame(200)])
+        for i in range(12):
+            agent.act(observation(100 + i))
+    finally:
+        del world_model.rollout
+    # plans at env steps 0, 4, 8 (2 predictor steps of 2 env steps each per plan)
+    assert [r.step for r in agent.replans] == [0, 4, 8]
+    # context grows to 3 frames with the 2 actions between them, never beyond
+    assert {shape for shape in seen} == {(1, 0), (3, 2)}
+
+
+def test_subgoals_follow_the_schedule(world_model):
+    agent = MPCAgent.from_settings(world_model, cem(), AgentConfig(subgoal_steps=4))
+    agent.reset([frame(10), frame(20), frame(30)])
+    indices = []
+    for i in range(12):
+        agent.act(observation())
+        indices.append(agent.goal_index)
+    assert indices == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert [r.goal_index for r in agent.replans] == [0, 0, 1, 1, 2, 2]
+
+
+def test_subgoals_switch_on_distance(world_model):
+    # a threshold no distance can stay under: never switches before the cap
+    strict = MPCAgent.from_settings(world_model, cem(), AgentConfig(
+        subgoal_switch="distance", subgoal_threshold=0.0, subgoal_steps=1000))
+    strict.reset([frame(10), frame(30)])
+    for _ in range(6):
+        strict.act(observation())
+    assert strict.goal_index == 0
+    # a threshold every distance is under: moves on at the first predictor step
+    loose = MPCAgent.from_settings(world_model, cem(), AgentConfig(
+        subgoal_switch="distance", subgoal_threshold=1e9, subgoal_steps=1000))
+    loose.reset([frame(10), frame(30)])
+    loose.act(observation())
+    assert loose.goal_index == 1 and loose.replans[0].goal_index == 1
+
+
+def test_mismatches_are_refused(world_model):
+    with pytest.raises(ValueError, match="needs 4-D"):
+        MPCAgent(world_model, build_planner(cem(), action_dim=8), AgentConfig())
+    with pytest.raises(ValueError, match="derived from the checkpoint"):
+        build_planner(cem(action_dim=4), action_dim=4)
+    with pytest.raises(ValueError, match="planner 'cem'.*horizn"):
+        build_planner(cem(horizn=3), action_dim=4)
+    with pytest.raises(ConfigError, match="planner.name"):
+        PlannerSettings(name="rrt")
+    agent = MPCAgent.from_settings(world_model, cem(), AgentConfig())
+    with pytest.raises(RuntimeError, match="reset"):
+        agent.act(observation())
+    agent.reset([frame()])
+    with pytest.raises(KeyError, match="camera 'oblique'"):
+        agent.act({"images": {"front": frame()}, "state": np.zeros(4, np.float32)})
+    with pytest.raises(ValueError, match="4-D states"):
+        agent.act({"images": {"oblique": frame()}, "state": np.zeros(7, np.float32)})
+
+
+class PointMass:
+    """A 2-D point that moves by its action: enough of an env to close the loop."""
+
+    def __init__(self):
+        self.position = np.array([-0.8, 0.6])
+
+    def observation(self):
+        return {"images": {"oblique": frame()}, "state": self.position.astype(np.float32)}
+
+    def step(self, action):
+        self.position = self.position + 0.1 * np.clip(action, -1, 1)
+        return self.observation(), 0.0, False, False, {"success": np.linalg.norm(self.position) < 0.1}
+
+
+class PositionModel:
+    """A world model whose latent is the position itself: the agent's loop, with known dynamics."""
+
+    camera, frameskip, state_dim, env_action_dim = "oblique", 1, 2, 2
+    device = torch.device("cpu")
+
+    def __init__(self, env):
+        self.env = env
+        self.predictor = type("P", (), {"config": type("C", (), {"action_dim": 2})()})()
+
+    def planned_action_dim(self, action_repeat):
+        return 2
+
+    def check_frame(self, frame):
+        pass
+
+    def encode(self, frames):
+        # goal frames encode to the origin; observation frames to the current position
+        if frames.shape[0] == 1 and frames[0, 0, 0, 0] == 7:
+            return torch.zeros(1, 1, 2)
+        return torch.tensor(self.env.position, dtype=torch.float32).reshape(1, 1, 2)
+
+    def normalise_state(self, state):
+        return torch.as_tensor(state)
+
+    def model_actions(self, actions, action_repeat):
+        return actions
+
+    def env_actions(self, planned, action_repeat):
+        return planned.reshape(1, 2).numpy()
+
+    def rollout(self, context, actions, action_repeat):
+        return context.latents[-1] + 0.1 * actions.cumsum(1).unsqueeze(2)
+
+
+def test_closed_loop_reaches_a_goal_with_known_dynamics():
+    env = PointMass()
+    agent = MPCAgent.from_settings(PositionModel(env), PlannerSettings(
+        name="cem", energy_steps="all",
+        options={"horizon": 3, "samples": 64, "elites": 8, "iterations": 4}),
+        AgentConfig())
+    agent.reset([np.full((32, 32, 3), 7, np.uint8)])
+    result = run_episode(env, agent, env.observation(), steps=20)
+    assert result.success and np.linalg.norm(env.position) < 0.1
+    energies = [r.energy for r in agent.replans]
+    assert energies[-1] < 0.2 * energies[0]

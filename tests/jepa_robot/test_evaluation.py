@@ -1,0 +1,109 @@
+"""``jepa-robot eval`` / ``plan`` and the protocol's statistics."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from jepa_robot.cli import main
+from jepa_robot.evaluation import format_table, run_reference, summarise, wilson_interval
+
+SMALL_PLANNER = [
+    "planner.options.samples=16", "planner.options.elites=4", "planner.options.iterations=2",
+    "planner.options.horizon=2",
+]
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson_interval(25, 50)
+    assert low == pytest.approx(0.3664, abs=1e-3) and high == pytest.approx(0.6336, abs=1e-3)
+    low, high = wilson_interval(0, 50)
+    assert low == 0.0 and high == pytest.approx(0.0713, abs=1e-3)
+    low, high = wilson_interval(50, 50)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.9287, abs=1e-3)
+
+
+def test_summarise_reports_mean_and_percentiles():
+    stats = summarise([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["mean"] == 22.0 and stats["p50"] == 3.0 and stats["count"] == 5
+    assert 4.0 < stats["p95"] < 100.0
+    assert summarise([]) is None
+
+
+def test_references_run_the_protocol_budget():
+    expert = run_reference("reach", 100000, "expert")
+    random = run_reference("reach", 100000, "random")
+    assert expert["success"] and expert["steps"] == 100
+    assert not random["success"] and random["steps"] == 100
+    # the same seed gives the same random episode
+    assert run_reference("reach", 100000, "random")["success"] == random["success"]
+
+
+def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", f"checkpoint={tiny_checkpoint}", "tasks=[reach]", "episodes=2", "workers=2",
+                 "videos=1", f"out_dir={out}", "progress=false", *SMALL_PLANNER])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "reach" in printed and "95% CI" in printed
+    report = json.loads((out / "report.json").read_text())
+    reach = report["tasks"]["reach"]
+    assert reach["n"] == 2 and [e["seed"] for e in reach["episodes"]] == [100000, 100001]
+    assert 0.0 <= reach["wilson_95"][0] <= reach["success_rate"] <= reach["wilson_95"][1] <= 1.0
+    # 100 env steps, frameskip 2, one predictor step per plan: 50 replans per episode
+    assert reach["plan_time_per_replan_s"]["count"] == 100
+    assert reach["plan_time_per_action_s"]["mean"] == pytest.approx(
+        reach["plan_time_per_replan_s"]["mean"] / 2)
+    assert reach["references"]["expert"]["n"] == 2 and reach["references"]["expert"]["success_rate"] == 1.0
+    assert reach["references"]["random"]["n"] == 2
+    assert report["protocol"]["budgets"] == {"reach": 100}
+    assert (out / "summary.png").stat().st_size > 0
+    videos = list((out / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["reach-100000.mp4"]
+    with av.open(str(videos[0])) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 101  # the first observation and one frame per step
+    assert frames[0].shape[0] == 192 and frames[0].shape[1] > 3 * 192  # obs | goal | energy
+    assert "reach" in format_table(report)
+
+
+def test_plan_toward_a_goal_image_file(tiny_checkpoint, tmp_path, capsys):
+    goal = tmp_path / "goal.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(goal)  # resized to the model's 32 px
+    video = tmp_path / "plan.mp4"
+    code = main(["plan", f"checkpoint={tiny_checkpoint}", "task=push", f"goal=[{goal}]", "steps=6",
+                 f"video={video}", *SMALL_PLANNER])
+    assert code == 0
+    assert "push seed 100000" in capsys.readouterr().out
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 7
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
+        (["checkpoint={ckpt}", "seed_start=5"], "evaluation seeds start at 100000"),
+        (["checkpoint={ckpt}", "tasks=[stack]"], "unknown"),
+        (["checkpoint={ckpt}", "planner.options.horizn=3"], "horizn"),
+        (["checkpoint={ckpt}", "planner=nope"], "planner"),
+        (["checkpoint={ckpt}", "agent.subgoal_switch=never"], "subgoal_switch"),
+    ],
+)
+def test_bad_eval_input_gets_a_clear_error(tiny_checkpoint, tmp_path, capsys, overrides, message):
+    overrides = [o.format(ckpt=tiny_checkpoint) for o in overrides]
+    code = main(["eval", *overrides, f"out_dir={tmp_path / 'out'}", "episodes=1", "progress=false"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_plan_refuses_an_unreadable_goal_image(tiny_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "goal.png"
+    bad.write_text("not an image")
+    assert main(["plan", f"checkpoint={tiny_checkpoint}", f"goal=[{bad}]", "steps=2"]) == 2
+    assert "could not be read as an image" in capsys.readouterr().err
