@@ -85,6 +85,7 @@ def _schema(name: str) -> Callable[[], type]:
 COMMANDS: dict[str, Command] = {
     "collect": Command("record scripted-expert episodes into a LeRobot v3 dataset", _schema("CollectConfig"), _collect),
     "train": Command("train an action-conditioned predictor on a LeRobot dataset", _schema("TrainConfig"), _train),
+    "demo": Command("plan goal-image pick-and-place with the shipped default world model", _schema("EvalConfig"), _eval),
     "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("EvalConfig"), _eval),
     "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),

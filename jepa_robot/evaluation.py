@@ -36,7 +36,7 @@ from envs.media import side_by_side, upscale, write_video
 from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config import EvalConfig, PlanConfig
-from jepa_robot.world_model import WorldModel
+from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         tasks[task] = entry
     return {
         "format": REPORT_FORMAT,
-        "checkpoint": str(Path(config.checkpoint).resolve()),
+        "checkpoint": str(resolve_checkpoint(config.checkpoint).resolve()),
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
         "protocol": {
             "seeds": [config.seed_start, config.seed_start + config.episodes - 1],

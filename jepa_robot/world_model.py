@@ -32,6 +32,31 @@ log = logging.getLogger(__name__)
 
 IMAGE_KEY_PREFIX = "observation.images."
 
+BUILTIN_CHECKPOINTS: dict[str, Path] = {
+    "default": Path(__file__).parent / "models" / "default" / "checkpoint",
+}
+"""World models shipped inside the package, loadable by name (``checkpoint=default``)."""
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A built-in checkpoint name or a checkpoint directory -> the directory."""
+    if str(name_or_path) in BUILTIN_CHECKPOINTS:
+        path = BUILTIN_CHECKPOINTS[str(name_or_path)]
+        if not path.is_dir():
+            raise CheckpointError(f"the built-in checkpoint {name_or_path!r} is missing from {path}")
+        return path
+    return Path(name_or_path)
+
+
+def encoder_reference_for(checkpoint: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's encoder reference, with a relative encoder directory resolved
+    against the checkpoint directory (how shipped models point at their encoder)."""
+    reference = dict(config["encoder"])
+    source = reference.get("source")
+    if reference.get("weights_sha256") and source and not Path(source).is_absolute():
+        reference["source"] = str((checkpoint / source).resolve())
+    return reference
+
 
 @dataclass
 class Context:
@@ -76,10 +101,12 @@ class WorldModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> WorldModel:
-        """Load a checkpoint directory and the encoder it was trained with."""
+        """Load a checkpoint directory (or a built-in name such as ``default``) and the
+        encoder it was trained with."""
         device = torch.device(device)
+        checkpoint = resolve_checkpoint(checkpoint)
         config = read_checkpoint_config(checkpoint)
-        encoder = load_encoder_from_reference(config["encoder"], device=device)
+        encoder = load_encoder_from_reference(encoder_reference_for(checkpoint, config), device=device)
         loaded = load_checkpoint(checkpoint, encoder_reference=encoder.reference(), device=device)
         log.info("world model %s: predictor %.1fM params, encoder %s, frameskip %d",
                  checkpoint, sum(p.numel() for p in loaded.predictor.parameters()) / 1e6,

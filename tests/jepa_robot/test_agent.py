@@ -187,3 +187,36 @@ def test_closed_loop_reaches_a_goal_with_known_dynamics():
     assert result.success and np.linalg.norm(env.position) < 0.1
     energies = [r.energy for r in agent.replans]
     assert energies[-1] < 0.2 * energies[0]
+
+
+def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny_encoder_dir, tmp_path):
+    """How shipped models travel: <model>/encoder beside <model>/checkpoint, source '../encoder'."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_encoder_dir, model / "encoder")
+    shutil.copytree(tiny_checkpoint, model / "checkpoint")
+    config_path = model / "checkpoint" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["encoder"]["source"] = "../encoder"
+    config_path.write_text(json.dumps(config))
+    moved = tmp_path / "elsewhere"
+    shutil.move(model, moved)
+    world_model = WorldModel.load(moved / "checkpoint")
+    assert world_model.encode(frame()[None]).shape == (1, 4, 64)
+    # the weights hash still guards it: other weights under that name are refused
+    from jepa_robot.encoders import save_tiny_random_encoder
+
+    shutil.rmtree(moved / "encoder")
+    save_tiny_random_encoder(moved / "encoder", seed=1, crop_size=32, hidden_size=64,
+                             num_hidden_layers=2, num_attention_heads=2)
+    with pytest.raises(ValueError, match="weights_sha256"):
+        WorldModel.load(moved / "checkpoint")
+
+
+def test_an_unknown_builtin_or_missing_checkpoint_is_named(tmp_path):
+    from jepa_robot.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=str(tmp_path / "none")):
+        WorldModel.load(tmp_path / "none")
