@@ -145,3 +145,45 @@ def load_checkpoint(
         raise CheckpointError(f"{directory / WEIGHTS} does not fit the predictor in {CONFIG}: {error}") from error
     stats = json.loads((directory / STATS).read_text())
     return Checkpoint(directory, predictor.to(device).eval(), config, stats)
+
+
+def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Copy a checkpoint and the local encoder it names into one relocatable directory.
+
+    ``out_dir/encoder`` holds the encoder's ``config.json`` and weights;
+    ``out_dir/checkpoint`` the checkpoint, its encoder source rewritten to
+    ``../encoder`` (resolved against the checkpoint when loaded; the weights hash
+    still has to match). This is how the built-in ``default`` model is shipped.
+    Written to a temporary sibling and renamed, replacing ``out_dir``.
+    """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    config = read_checkpoint_config(checkpoint)
+    reference = config["encoder"]
+    source = Path(reference.get("source", ""))
+    if not reference.get("weights_sha256") or not source.is_dir():
+        raise CheckpointError(
+            f"{checkpoint}: only a checkpoint on a local encoder directory can be packaged "
+            f"(its encoder is {reference.get('source')!r})"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / "encoder").mkdir()
+        for name in ("config.json", "model.safetensors"):
+            if not (source / name).is_file():
+                raise CheckpointError(f"encoder directory {source} has no {name}")
+            shutil.copy2(source / name, tmp / "encoder" / name)
+        shutil.copytree(checkpoint, tmp / "checkpoint")
+        config["encoder"] = {**reference, "source": "../encoder"}
+        (tmp / "checkpoint" / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

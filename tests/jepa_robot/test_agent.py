@@ -191,16 +191,12 @@ def test_closed_loop_reaches_a_goal_with_known_dynamics():
 
 def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny_encoder_dir, tmp_path):
     """How shipped models travel: <model>/encoder beside <model>/checkpoint, source '../encoder'."""
-    import json
     import shutil
 
-    model = tmp_path / "model"
-    shutil.copytree(tiny_encoder_dir, model / "encoder")
-    shutil.copytree(tiny_checkpoint, model / "checkpoint")
-    config_path = model / "checkpoint" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["encoder"]["source"] = "../encoder"
-    config_path.write_text(json.dumps(config))
+    from jepa_robot.checkpoint import package_model
+
+    model = package_model(tiny_checkpoint, tmp_path / "model")
+    assert sorted(p.name for p in model.iterdir()) == ["checkpoint", "encoder"]
     moved = tmp_path / "elsewhere"
     shutil.move(model, moved)
     world_model = WorldModel.load(moved / "checkpoint")
