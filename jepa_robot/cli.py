@@ -73,6 +73,61 @@ def _plan(config) -> int:
     return 0
 
 
+def _pretrain_encoder(config) -> int:
+    from jepa_robot.pretrain import describe, pretrain_encoder
+
+    print(describe(pretrain_encoder(config)))
+    return 0
+
+
+def _sim_bridge(config) -> int:
+    from jepa_robot.ros_bridge import run_sim_bridge
+
+    try:
+        run_sim_bridge(config, on_listening=lambda url: print(f"sim-bridge: listening on {url} (Ctrl-C stops)", flush=True))
+    except OSError as error:  # the port is taken, say
+        print(f"jepa-robot sim-bridge: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _record_ros(config) -> int:
+    from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+    from jepa_robot.ros_bridge import record_ros
+
+    try:
+        summary = record_ros(config)
+    except (RobotConnectionError, RobotSafetyStop) as error:
+        print(f"jepa-robot record-ros: stopped: {error}\n(episodes saved before it are in {config.root})", file=sys.stderr)
+        return 1
+    state = "interrupted" if summary.interrupted else "done"
+    print(
+        f"{state}: recorded {summary.episodes} episodes ({summary.frames} frames) in {summary.seconds:.1f} s; "
+        f"skipped {len(summary.skipped_seeds)} already recorded; "
+        f"{summary.root} now holds {summary.total_episodes} episodes"
+    )
+    return 130 if summary.interrupted else 0
+
+
+def _run_robot(config) -> int:
+    from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+    from jepa_robot.ros_bridge import run_robot
+
+    try:
+        summary = run_robot(config)
+    except (RobotConnectionError, RobotSafetyStop) as error:
+        print(f"jepa-robot run-robot: stopped (arm commanded to zero): {error}", file=sys.stderr)
+        return 1
+    replan = summary["replan_seconds"].get("mean", 0.0)
+    print(
+        f"{'dry run: ' if summary['dry_run'] else ''}{summary['steps']} steps, "
+        f"success flag {summary['success']}, {summary['replans']} replans "
+        f"({1e3 * replan:.0f} ms mean), {summary['clipped_commands']} commands clipped by the "
+        f"safety filter, {summary['seconds']:.1f} s"
+    )
+    return 0
+
+
 def _schema(name: str) -> Callable[[], type]:
     def load() -> type:
         from jepa_robot import config
@@ -89,6 +144,17 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("EvalConfig"), _eval),
     "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
+    "sim-bridge": Command("serve a Meta-World arm over rosbridge (the topics of robot=sim)", _schema("SimBridgeConfig"), _sim_bridge),
+    "run-robot": Command("run the MPC agent on an arm behind rosbridge", _schema("RunRobotConfig"), _run_robot),
+    "record-ros": Command("record teleoperated episodes from ROS topics into a LeRobot v3 dataset", _schema("RecordRosConfig"), _record_ros),
+    "pretrain-encoder": Command(
+        "pretrain a small V-JEPA 2 encoder from scratch on recorded video", _schema("PretrainEncoderConfig"), _pretrain_encoder
+    ),
+    "import-vjepa2-ac": Command(
+        "convert Meta's V-JEPA 2-AC checkpoint (vjepa2-ac-vitg.pt) into an encoder + checkpoint",
+        _schema("ImportVJEPA2ACConfig"),
+        lambda config: __import__("jepa_robot.vjepa2_ac", fromlist=["run_import"]).run_import(config),
+    ),
 }
 
 

@@ -449,3 +449,360 @@ class PlanConfig:
             raise ConfigError(f"steps={self.steps} must be >= 1")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
+
+
+# --- encoder pretraining
+
+
+def _check_range(key: str, values: list[float], low: float, high: float) -> None:
+    """``values`` must be ``[min, max]`` with ``low <= min <= max <= high``."""
+    if len(values) != 2 or not low <= values[0] <= values[1] <= high:
+        raise ConfigError(f"{key}={list(values)} must be [min, max] with {low} <= min <= max <= {high}")
+
+
+@dataclass
+class EncoderSizeConfig:
+    """Architecture of the V-JEPA 2 model pretrained from scratch: the ``VJEPA2Config``
+    fields given here override ``jepa_robot.encoders.tiny_vjepa2_config`` (the rest keep its values)."""
+
+    crop_size: int = 64
+    """Side of the square image the encoder sees, in pixels."""
+    patch_size: int = 8
+    """Side of a patch; the token grid is (crop_size / patch_size) squared per tubelet."""
+    tubelet_size: int = 2
+    """Frames per token in time (V-JEPA 2: 2; a single frame is repeated over it downstream)."""
+    hidden_size: int = 192
+    """Token width of the encoder (the latent dimension D downstream)."""
+    num_hidden_layers: int = 6
+    """Encoder transformer blocks."""
+    num_attention_heads: int = 3
+    """Encoder attention heads; hidden_size must be divisible by it."""
+    mlp_ratio: float = 4.0
+    """Encoder MLP width as a multiple of hidden_size."""
+    pred_hidden_size: int = 96
+    """Width of the masked-latent predictor (only used for pretraining)."""
+    pred_num_hidden_layers: int = 2
+    """Predictor transformer blocks."""
+    pred_num_attention_heads: int = 3
+    """Predictor attention heads; pred_hidden_size must be divisible by it."""
+    pred_mlp_ratio: float = 4.0
+    """Predictor MLP width as a multiple of pred_hidden_size."""
+    drop_path_rate: float = 0.0
+    """Stochastic depth, linearly increasing over the blocks (0: off)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.crop_size >= 8, f"encoder.crop_size={self.crop_size} must be >= 8"),
+            (self.patch_size >= 1 and self.crop_size % self.patch_size == 0,
+             f"encoder.patch_size={self.patch_size} must divide encoder.crop_size={self.crop_size}"),
+            (self.tubelet_size >= 1, f"encoder.tubelet_size={self.tubelet_size} must be >= 1"),
+            (self.num_hidden_layers >= 1, f"encoder.num_hidden_layers={self.num_hidden_layers} must be >= 1"),
+            (self.pred_num_hidden_layers >= 1,
+             f"encoder.pred_num_hidden_layers={self.pred_num_hidden_layers} must be >= 1"),
+            (self.num_attention_heads >= 1 and self.hidden_size % self.num_attention_heads == 0,
+             f"encoder.hidden_size={self.hidden_size} must be divisible by "
+             f"encoder.num_attention_heads={self.num_attention_heads}"),
+            (self.pred_num_attention_heads >= 1 and self.pred_hidden_size % self.pred_num_attention_heads == 0,
+             f"encoder.pred_hidden_size={self.pred_hidden_size} must be divisible by "
+             f"encoder.pred_num_attention_heads={self.pred_num_attention_heads}"),
+            (self.mlp_ratio > 0 and self.pred_mlp_ratio > 0, "encoder.mlp_ratio and encoder.pred_mlp_ratio must be > 0"),
+            (0.0 <= self.drop_path_rate < 1.0, f"encoder.drop_path_rate={self.drop_path_rate} must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields as ``VJEPA2Config`` keyword arguments."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class MaskConfig:
+    """V-JEPA multi-block masking: the target is the union of random rectangles of patches
+    (the same spatial mask at every time step of a clip); the context is the rest."""
+
+    num_blocks: int = 8
+    """Rectangles per mask (V-JEPA's short-range generator: 8 blocks of 15%)."""
+    block_scale: list[float] = field(default_factory=lambda: [0.15, 0.15])
+    """[min, max] area of one rectangle as a fraction of the patch grid."""
+    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    """[min, max] height / width of a rectangle (sampled log-uniformly)."""
+    target_ratio: list[float] = field(default_factory=lambda: [0.6, 0.85])
+    """[min, max] fraction of the patch grid the target may cover; masks outside are redrawn."""
+
+    def __post_init__(self) -> None:
+        if self.num_blocks < 1:
+            raise ConfigError(f"mask.num_blocks={self.num_blocks} must be >= 1")
+        _check_range("mask.block_scale", self.block_scale, 1e-6, 1.0)
+        _check_range("mask.aspect_ratio", self.aspect_ratio, 1e-3, 1e3)
+        _check_range("mask.target_ratio", self.target_ratio, 0.0, 1.0)
+        if self.target_ratio[1] <= 0.0 or self.target_ratio[0] >= 1.0:
+            raise ConfigError(f"mask.target_ratio={list(self.target_ratio)} must leave both a target and a context")
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation for a fixed camera: mild random resized crops (the same box for every
+    frame of a clip), optional colour jitter."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.7, 1.0])
+    """[min, max] area of the crop box as a fraction of the (resized, square) frame; [1, 1]: no crop."""
+    crop_aspect: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    """[min, max] width / height of the crop box (sampled log-uniformly)."""
+    color_jitter: float = 0.0
+    """Brightness, contrast and saturation factors drawn from [1 - j, 1 + j] per clip (0: off)."""
+
+    def __post_init__(self) -> None:
+        _check_range("augment.crop_scale", self.crop_scale, 1e-3, 1.0)
+        _check_range("augment.crop_aspect", self.crop_aspect, 1e-2, 1e2)
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ConfigError(f"augment.color_jitter={self.color_jitter} must be in [0, 1)")
+
+
+@dataclass
+class PretrainEncoderConfig:
+    """``jepa-robot pretrain-encoder``: pretrain a small V-JEPA 2 encoder from scratch on
+    recorded robot video (masked latent prediction against an EMA target encoder)."""
+
+    datasets: list[str] = field(default_factory=list)
+    """One or more LeRobot v3 datasets (local directories or hub repo ids) whose frames are used."""
+    image_key: str | None = None
+    """Camera key in every dataset; ``null`` picks each dataset's first image key."""
+    action_key: str = "action"
+    """Action key the datasets are checked for (not used for training)."""
+    probe_key: str | None = "observation.state"
+    """1-D float key the linear probe regresses from frozen latents; ``null``: no probe."""
+    encoder: EncoderSizeConfig = field(default_factory=EncoderSizeConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    resize_ratio: float = 1.0
+    """Frames are resized so their short side is crop_size * resize_ratio and centre-cropped
+    square (as the frozen encoder does); 1.0 keeps the whole view of small sim frames."""
+    clip_frames: int = 4
+    """Frames in a real video clip (a multiple of encoder.tubelet_size)."""
+    clip_stride: int = 2
+    """Env steps between consecutive frames of a video clip."""
+    video_fraction: float = 0.25
+    """Fraction of steps that train on real video clips; the others use single frames repeated
+    over the tubelet, which is how the planner encodes frames."""
+    ema: list[float] = field(default_factory=lambda: [0.996, 1.0])
+    """[start, end] momentum of the EMA target encoder, ramped linearly over the steps."""
+    batch_size: int = 64
+    """Clips per step."""
+    steps: int = 5000
+    """Optimizer steps in all (a resumed run continues up to this)."""
+    val_fraction: float = 0.1
+    """Fraction of episodes (per dataset, seeded) held out from pretraining for the probe and val loss."""
+    val_every: int = 250
+    """Steps between evaluations of the loss on a fixed held-out batch."""
+    probe_every: int = 1000
+    """Steps between linear-probe evaluations (also run at the start and the end)."""
+    probe_frames: int = 1536
+    """Frames the probe encodes (two thirds from training episodes to fit, a third held out)."""
+    probe_pool_grid: int = 4
+    """The probe's features: latents average-pooled to probe_pool_grid x probe_pool_grid, flattened."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (training_state.pt and the exported encoder/)."""
+    out_dir: str = "runs/pretrain_encoder"
+    """Run directory: encoder/, training_state.pt, metrics.csv, loss_curve.png, frames/."""
+    frame_cache: str | None = None
+    """Directory of the decoded uint8 frame memmap; ``null``: ``<out_dir>/frames``."""
+    resume: bool = True
+    """Continue the run in out_dir if it has a training state (false: refuse to overwrite it)."""
+    device: str = "auto"
+    """auto (cuda if available), cpu, cuda, cuda:1 ..."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."""
+    seed: int = 0
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        tubelet = self.encoder.tubelet_size
+        checks = [
+            (len(self.datasets) >= 1, "datasets is empty: give one or more LeRobot datasets, e.g. datasets=[data/mw-pick-place-40]"),
+            (self.resize_ratio >= 1.0, f"resize_ratio={self.resize_ratio} must be >= 1.0"),
+            (self.clip_frames >= tubelet and self.clip_frames % tubelet == 0,
+             f"clip_frames={self.clip_frames} must be a positive multiple of encoder.tubelet_size={tubelet}"),
+            (self.clip_stride >= 1, f"clip_stride={self.clip_stride} must be >= 1"),
+            (0.0 <= self.video_fraction <= 1.0, f"video_fraction={self.video_fraction} must be in [0, 1]"),
+            (self.batch_size >= 2, f"batch_size={self.batch_size} must be >= 2"),
+            (self.steps >= 1, f"steps={self.steps} must be >= 1"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be in [0, 1)"),
+            (self.val_every >= 1, f"val_every={self.val_every} must be >= 1"),
+            (self.probe_every >= 1, f"probe_every={self.probe_every} must be >= 1"),
+            (self.probe_frames >= 6, f"probe_frames={self.probe_frames} must be >= 6"),
+            (1 <= self.probe_pool_grid <= self.encoder.crop_size // self.encoder.patch_size,
+             f"probe_pool_grid={self.probe_pool_grid} must be in [1, {self.encoder.crop_size // self.encoder.patch_size}] "
+             "(the encoder's token grid side)"),
+            (self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every} must be >= 1"),
+            (self.precision in ("auto", "fp32", "bf16"), f"precision={self.precision!r} must be auto, fp32 or bf16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        _check_range("ema", self.ema, 0.0, 1.0)
+
+
+# --- ROS bridge
+
+# The robot group's schema is the env's own config (envs never imports jepa_robot, so
+# it lives there): one dataclass for RosArmEnv, the sim bridge and record-ros.
+from envs.ros_config import RosArmConfig as RobotConfig  # noqa: E402
+
+ROS_ACTION_SOURCES = ("command", "measured")
+
+
+@dataclass
+class SimBridgeConfig:
+    """``jepa-robot sim-bridge``: a rosbridge v2 server backed by a Meta-World env."""
+
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """Topics, rate and gripper mapping to serve (config group ``robot``, normally ``sim``)."""
+    task: str = "reach"
+    """Meta-World task: ``reach``, ``push`` or ``pick-place``."""
+    render_size: int = 64
+    """Side of the rendered camera images, pixels; clients resize to ``robot.image_size``."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (127.0.0.1: this machine only; 0.0.0.0: the network)."""
+    port: int = 9090
+    """TCP port; 0 picks a free one (printed on start)."""
+    lockstep: bool = False
+    """One env step per received command instead of stepping on the clock (repeatable tests)."""
+    command_timeout_s: float = 0.5
+    """A command older than this (or whose sender disconnected) stops the arm."""
+    image_format: str = "png"
+    """Compressed image format: ``png`` (lossless, as sim data) or ``jpeg``."""
+    seed: int = 0
+    """Scene seed before the first reset call."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r}; valid: {sorted(TASKS)}")
+        if not 16 <= self.render_size <= 512:
+            raise ConfigError(f"render_size={self.render_size} must be in [16, 512]")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port={self.port} must be a TCP port (0: pick a free one)")
+        if self.command_timeout_s <= 0:
+            raise ConfigError(f"command_timeout_s={self.command_timeout_s} must be > 0")
+        if self.image_format not in ("png", "jpeg"):
+            raise ConfigError(f"image_format={self.image_format!r} must be png or jpeg")
+        bad = [camera.name for camera in self.robot.cameras if camera.name not in CAMERA_VIEWS]
+        if bad:
+            raise ConfigError(f"robot.cameras {bad}: the sim bridge renders only {sorted(CAMERA_VIEWS)}")
+
+
+@dataclass
+class RecordRosConfig:
+    """``jepa-robot record-ros``: record teleoperated episodes from ROS topics into a LeRobot dataset."""
+
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """The arm's topics, rate (the dataset's fps) and action/state layouts (config group ``robot``)."""
+    root: str = MISSING
+    """Dataset directory (created, or resumed if it holds a dataset with the same features)."""
+    repo_id: str = MISSING
+    """LeRobot repo id stored in the dataset (``user/name``)."""
+    task: str = "teleop"
+    """Task string stored with every frame."""
+    episodes: int = 10
+    """Episodes wanted, seeds ``seed_start ...``; seeds already recorded are skipped."""
+    episode_steps: int = 100
+    """Frames per episode, taken at ``robot.rate_hz``."""
+    seed_start: int = 0
+    """First episode seed (stored as ``episode_seed``, passed to the reset service); below 100000."""
+    action_source: str = "command"
+    """``command``: the teleoperation commands seen on the command topic; ``measured``: the pose change."""
+    reset: bool = True
+    """Call ``robot.reset_service`` with the seed before each episode, when the robot has one."""
+    goal_dir: str | None = None
+    """With a reset service: directory where it writes each seed's goal images."""
+    video_codec: str = "h264"
+    """Codec of the dataset's videos: ``h264``, ``hevc`` or ``libsvtav1``."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.episode_steps < 1:
+            raise ConfigError(f"episodes={self.episodes} and episode_steps={self.episode_steps} must be >= 1")
+        if self.seed_start < 0 or self.seed_start + self.episodes > EVAL_SEED_START:
+            raise ConfigError(
+                f"seed_start={self.seed_start}, episodes={self.episodes}: seeds must lie in "
+                f"[0, {EVAL_SEED_START}); seeds from {EVAL_SEED_START} are reserved for evaluation"
+            )
+        if self.action_source not in ROS_ACTION_SOURCES:
+            raise ConfigError(f"action_source={self.action_source!r}; valid: {list(ROS_ACTION_SOURCES)}")
+        if self.video_codec not in ("h264", "hevc", "libsvtav1"):
+            raise ConfigError(f"video_codec={self.video_codec!r} must be h264, hevc or libsvtav1")
+        if abs(self.robot.rate_hz - round(self.robot.rate_hz)) > 1e-9:
+            raise ConfigError(f"robot.rate_hz={self.robot.rate_hz} must be a whole number (it is the dataset's fps)")
+
+
+@dataclass
+class RunRobotConfig:
+    """``jepa-robot run-robot``: the MPC agent on an arm behind rosbridge."""
+
+    checkpoint: str = MISSING
+    """World-model checkpoint directory, or a built-in name (``default``)."""
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """Topics, rate, action layout and safety limits (config group ``robot``)."""
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    goal: list[str] = field(default_factory=list)
+    """Goal image file(s), sub-goals first. Empty: the goal images the robot's reset
+    service writes for ``seed`` (the sim bridge does)."""
+    goal_dir: str = "runs/run-robot/goals"
+    """Where the reset service is asked to write goal images when ``goal`` is empty."""
+    seed: int | None = None
+    """Passed to the reset service (the sim bridge's scene); null for a real arm."""
+    steps: int = 100
+    """Control steps to run; every one is a bounded command."""
+    dry_run: bool | None = None
+    """Log commands instead of sending them; null: the robot config's ``dry_run``."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps={self.steps} must be >= 1")
+
+
+# --- V-JEPA 2-AC import
+
+
+@dataclass
+class ImportVJEPA2ACConfig:
+    """``jepa-robot import-vjepa2-ac``: convert Meta's published V-JEPA 2-AC file
+    (``vjepa2-ac-vitg.pt``) into an encoder directory and a checkpoint (``jepa_robot.vjepa2_ac``)."""
+
+    checkpoint: str = MISSING
+    """The downloaded torch.save file (https://dl.fbaipublicfiles.com/vjepa2/vjepa2-ac-vitg.pt)."""
+    out_dir: str = "models/vjepa2_ac"
+    """Written atomically: ``encoder/`` (transformers VJEPA2Model) and ``checkpoint/``."""
+    image_size: int = 256
+    """Input side the encoder was trained at (not stored in the weights)."""
+    num_frames: int = 64
+    """Clip length the models were built for (the predictor takes num_frames / tubelet steps)."""
+    encoder_heads: int | None = None
+    """Encoder attention heads; ``null`` uses the published model's for its width (ViT-g: 22)."""
+    predictor_heads: int | None = None
+    """Predictor attention heads; ``null``: 16 for the published 1024-wide predictor."""
+    strict: bool = True
+    """Refuse keys the converter does not know (false: drop them with a warning)."""
+    overwrite: bool = False
+    """Replace an existing out_dir."""
+    check: bool = True
+    """Reload both parts through the ordinary loaders and run them once after writing."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.image_size >= 1, f"image_size={self.image_size} must be >= 1"),
+            (self.num_frames >= 1, f"num_frames={self.num_frames} must be >= 1"),
+            (self.encoder_heads is None or self.encoder_heads >= 1, f"encoder_heads={self.encoder_heads} must be >= 1 or null"),
+            (self.predictor_heads is None or self.predictor_heads >= 1,
+             f"predictor_heads={self.predictor_heads} must be >= 1 or null"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

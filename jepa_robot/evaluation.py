@@ -441,7 +441,7 @@ def load_image(path: str) -> np.ndarray:
         raise FileNotFoundError(f"goal image {path!r} does not exist")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"goal image {path!r} could not be read as an image: {error}") from error
 

@@ -1,7 +1,7 @@
-"""``jepa-robot sim-bridge`` and ``jepa-robot record-ros``: configs in, ``envs`` functions out.
+"""``jepa-robot sim-bridge``, ``record-ros`` and ``run-robot``: configs in, ``envs`` functions out.
 
-The work lives in ``envs.sim_bridge`` and ``envs.ros_recording``; this module only
-turns the typed configs into their arguments.
+The work lives in ``envs.sim_bridge``, ``envs.ros_recording``, ``envs.ros_arm`` and
+``jepa_robot.agent``; this module only turns the typed configs into their arguments.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from envs.metaworld_goal import MetaWorldGoalEnv
 from envs.recording import RecordingSummary
 from envs.ros_recording import record_ros as record_ros_episodes
 from envs.sim_bridge import SimBridge
-from jepa_robot.config import RecordRosConfig, SimBridgeConfig
+from jepa_robot.config import RecordRosConfig, RunRobotConfig, SimBridgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +62,65 @@ def record_ros(config: RecordRosConfig) -> RecordingSummary:
         goal_dir=config.goal_dir,
         progress=config.progress,
     )
+
+
+def run_robot(config: RunRobotConfig) -> dict:
+    """The MPC agent on a ROS arm for ``config.steps`` bounded commands.
+
+    Every command goes through ``RosArmEnv``'s safety filter (workspace box, speed
+    limits, rate limit, watchdog); any exception, Ctrl-C or disconnect stops the arm
+    (the env's context manager). Returns a summary of the run.
+    """
+    import dataclasses
+    import time
+
+    from envs.ros_arm import RosArmEnv
+    from jepa_robot.agent import MPCAgent, run_episode
+    from jepa_robot.evaluation import load_image, resize_to, summarise
+    from jepa_robot.world_model import WorldModel
+
+    world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
+    agent = MPCAgent.from_settings(world_model, config.planner, config.agent)
+    robot = config.robot
+    if config.dry_run is not None:
+        robot = dataclasses.replace(robot, dry_run=config.dry_run)
+    if len(robot.action_names) != world_model.env_action_dim:
+        raise ValueError(f"robot.action_layout={robot.action_layout!r} gives {len(robot.action_names)}-D "
+                         f"actions; the world model was trained on {world_model.env_action_dim}-D")
+    if world_model.camera not in [camera.name for camera in robot.cameras]:
+        raise ValueError(
+            f"the world model sees camera {world_model.camera!r}; robot.cameras has "
+            f"{[camera.name for camera in robot.cameras]}"
+        )
+    if robot.image_size != world_model.image_shape[0]:
+        raise ValueError(f"robot.image_size={robot.image_size}, the world model takes "
+                         f"{world_model.image_shape[0]} px frames")
+    started = time.perf_counter()
+    with RosArmEnv(robot) as env:
+        options = None if config.goal else {"goal_dir": config.goal_dir}
+        observation, info = env.reset(seed=config.seed, options=options)
+        goal_files = list(config.goal) or list(info.get("goal_images") or [])
+        if not goal_files:
+            raise ValueError("no goal images: give goal=[FILE, ...] (this robot's reset service wrote none)")
+        size = world_model.image_shape[0]
+        agent.reset([resize_to(load_image(path), size) for path in goal_files])
+        clipped = 0
+
+        def on_step(_step, _observation, _action, step_info) -> None:
+            nonlocal clipped
+            clipped += bool(step_info.get("clipped"))
+
+        result = run_episode(env, agent, observation, config.steps, on_step=on_step)
+    replan = summarise([r.seconds for r in result.replans]) or {}
+    summary = {
+        "steps": result.steps,
+        "success": result.success,
+        "goals": goal_files,
+        "replans": len(result.replans),
+        "replan_seconds": replan,
+        "clipped_commands": clipped,
+        "seconds": time.perf_counter() - started,
+        "dry_run": robot.dry_run,
+    }
+    log.info("run-robot: %s", summary)
+    return summary

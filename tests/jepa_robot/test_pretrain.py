@@ -1,0 +1,203 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from jepa_robot.config import ConfigError, MaskConfig, PretrainEncoderConfig, compose
+from jepa_robot.data import DatasetError
+from jepa_robot.encoders import load_encoder, tiny_vjepa2_config
+from jepa_robot.pretrain import encode_context, pretrain_encoder, ridge_probe, sample_masks
+
+TINY = [
+    "encoder.crop_size=32",
+    "encoder.patch_size=8",
+    "encoder.hidden_size=64",
+    "encoder.num_hidden_layers=2",
+    "encoder.num_attention_heads=2",
+    "encoder.pred_hidden_size=32",
+    "encoder.pred_num_hidden_layers=1",
+    "encoder.pred_num_attention_heads=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast, and far faster when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(dataset_root, out_dir, *extra) -> PretrainEncoderConfig:
+    return compose(
+        "pretrain-encoder",
+        [
+            f"datasets=[{dataset_root}]",
+            *TINY,
+            "batch_size=8",
+            "steps=12",
+            "optim.warmup_steps=2",
+            "val_fraction=0.34",
+            "val_every=4",
+            "probe_every=6",
+            "probe_frames=24",
+            "probe_pool_grid=2",
+            "checkpoint_every=4",
+            "video_fraction=0.5",
+            f"out_dir={out_dir}",
+            "progress=false",
+            *extra,
+        ],
+        PretrainEncoderConfig,
+    )
+
+
+def read_metrics(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_context_encoder_with_every_token_is_the_encoder():
+    from transformers import VJEPA2Model
+
+    torch.manual_seed(0)
+    model = VJEPA2Model(tiny_vjepa2_config(crop_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)).eval()
+    pixels = torch.randn(2, 4, 3, 32, 32)  # 2 tubelets -> 32 tokens
+    full = model.encoder(pixel_values_videos=pixels).last_hidden_state
+    every = torch.arange(32).repeat(2, 1)
+    torch.testing.assert_close(encode_context(model.encoder, pixels, every), full)
+    # the context encoder sees only its tokens: changing a target patch leaves the context unchanged
+    context = torch.tensor([[0, 1, 2, 16, 17, 18]] * 2)
+    changed = pixels.clone()
+    changed[:, :, :, 24:, 24:] += 1.0  # the last patch of every frame (tokens 15 and 31)
+    torch.testing.assert_close(encode_context(model.encoder, changed, context), encode_context(model.encoder, pixels, context))
+
+
+def test_multi_block_masks_cover_the_target_ratio_and_repeat_over_time():
+    rng = np.random.default_rng(0)
+    context, target = sample_masks(rng, 16, 8, 2, MaskConfig())
+    assert context.shape[0] == target.shape[0] == 16
+    for row_context, row_target in zip(context.tolist(), target.tolist(), strict=True):
+        assert not set(row_context) & set(row_target)
+        first, second = [i for i in row_target if i < 64], [i - 64 for i in row_target if i >= 64]
+        assert first == second  # the same spatial mask in both time slots
+    assert 0.55 <= target.shape[1] / 128 <= 0.85
+    # a tiny grid still leaves a context and a target
+    context, target = sample_masks(rng, 4, 2, 1, MaskConfig())
+    assert context.shape[1] >= 1 and target.shape[1] >= 1
+
+
+def test_ridge_probe_recovers_a_linear_map_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10)).astype(np.float32)
+    y = x[:, :3] @ rng.normal(size=(3, 2)).astype(np.float32)
+    groups = np.repeat(np.arange(6), 20)
+    assert ridge_probe(x[:90], y[:90], groups[:90], x[90:], y[90:]).min() > 0.95
+    noise = rng.normal(size=(120, 2)).astype(np.float32)
+    assert ridge_probe(x[:90], noise[:90], groups[:90], x[90:], noise[90:]).max() < 0.2
+
+
+def test_pretraining_learns_and_exports_a_loadable_encoder(small_dataset, tmp_path):
+    result = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "run", "steps=16", "optim.lr=2e-3"))
+    assert result.steps == 16 and result.resumed_from == 0
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(17))
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert val[-1] < val[0]  # the loss on the fixed held-out batch went down
+    assert {"train/target_std", "train/video_loss", "train/image_loss", "probe/r2", "probe/r2_random", "probe/r2_pixels"} <= set(rows[0]) | set(rows[-1])
+    assert all(float(r["train/target_std"]) > 0.05 for r in rows[1:])  # not collapsed
+    assert result.probe_r2 is not None and result.probe_r2_random is not None
+    assert set(result.probe_r2_per_dim) == {"hand_x", "hand_y", "hand_z", "gripper"}
+    for name in ("loss_curve.png", "pretrain_curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+
+    encoder = load_encoder(str(result.encoder_dir), resize_ratio=1.0, device="cpu")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    latents = encoder.encode(frames)
+    assert latents.shape == (3, 16, 64) and torch.isfinite(latents).all()
+    assert encoder.reference()["weights_sha256"]
+    # the export is the EMA target encoder
+    state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=False)
+    exported = load_file(result.encoder_dir / "model.safetensors")
+    for name, tensor in state["target_encoder"].items():
+        torch.testing.assert_close(exported[f"encoder.{name}"], tensor, rtol=0, atol=0)
+    assert not torch.equal(exported["encoder.layer.0.mlp.fc1.weight"], state["model"]["encoder.layer.0.mlp.fc1.weight"])
+
+
+def test_a_killed_run_resumes_bit_exactly(small_dataset, tmp_path, monkeypatch):
+    import jepa_robot.pretrain as pretrain
+
+    short = ("steps=8", "checkpoint_every=3")
+    straight = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "straight", *short))
+
+    real = pretrain.learning_rate
+
+    def die_at_step_5(step, total, optim):
+        if step == 5:
+            raise KeyboardInterrupt("killed")
+        return real(step, total, optim)
+
+    monkeypatch.setattr(pretrain, "learning_rate", die_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "killed", *short))
+    monkeypatch.setattr(pretrain, "learning_rate", real)
+    resumed = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "killed", *short))
+    assert resumed.resumed_from == 3 and resumed.steps == 8
+
+    a = torch.load(tmp_path / "straight" / "training_state.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "training_state.pt", weights_only=False)
+    for part in ("model", "target_encoder"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
+    for key, value in a["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][key][name])
+    assert a["rng"] == b["rng"] and a["step"] == b["step"] == 8
+    exported_a = load_file(straight.encoder_dir / "model.safetensors")
+    exported_b = load_file(resumed.encoder_dir / "model.safetensors")
+    assert all(torch.equal(exported_a[k], exported_b[k]) for k in exported_a)
+    rows = read_metrics(tmp_path / "killed" / "metrics.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(9)]
+    assert rows == read_metrics(tmp_path / "straight" / "metrics.csv")  # losses and probes too
+    assert resumed.probe_r2_random == straight.probe_r2_random
+
+    with pytest.raises(ValueError, match="already holds a run"):
+        pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "killed", "resume=false"))
+    with pytest.raises(ValueError, match="hidden_size"):
+        pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "killed", "encoder.hidden_size=32"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("encoder.patch_size=7", "encoder.patch_size=7 must divide encoder.crop_size=32"),
+        ("mask.target_ratio=[0.9,0.5]", "mask.target_ratio"),
+        ("clip_frames=3", "clip_frames=3"),
+        ("ema=[0.999,0.99]", "ema="),
+        ("probe_pool_grid=9", "probe_pool_grid=9"),
+        ("encoder.hidden_sise=64", "hidden_sise"),
+    ],
+)
+def test_bad_config_values_name_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        tiny_config("data/x", tmp_path / "run", override)
+
+
+def test_a_dataset_without_images_is_refused(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    vector = {"dtype": "float32", "shape": (4,), "names": None}
+    root = tmp_path / "no-images"
+    dataset = LeRobotDataset.create(
+        repo_id="test/no-images", fps=10, features={"action": vector, "observation.state": vector}, root=root, use_videos=False
+    )
+    for _ in range(4):
+        dataset.add_frame({"task": "t", "action": np.zeros(4, np.float32), "observation.state": np.zeros(4, np.float32)})
+    dataset.save_episode()
+    dataset.finalize()
+    with pytest.raises(DatasetError, match="no image or video key"):
+        pretrain_encoder(tiny_config(root, tmp_path / "run"))
+    assert not (tmp_path / "run" / "training_state.pt").exists()
