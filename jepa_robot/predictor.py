@@ -35,10 +35,12 @@ Differences from the reference, for whoever writes the weight converter:
 
 * the reference duplicates the frequency vector by ``repeat`` instead of
   ``repeat_interleave`` (its ``rotate_queries_or_keys``; vjepa2 PR #15), so pair ``i``
-  mixes two different frequencies. Its published weights were trained with that quirk;
-  :func:`rope_tables` reproduces it with ``reference_quirk=True`` but the predictor
-  uses the correct rotation. Parity with Meta's checkpoint needs a config switch that
-  passes the flag (not added yet);
+  mixes two different frequencies (not a rotation any more). Its published weights
+  were trained with that quirk: ``PredictorConfig(rope_reference_quirk=True)`` makes
+  the predictor apply it (full-width tables from :func:`rope_tables` with
+  ``reference_quirk=True``, applied by :func:`apply_rope`), which is what
+  :mod:`jepa_robot.vjepa2_ac` sets for Meta's checkpoint. The default (False) is the
+  proper rotation, for models trained here;
 * the reference's ``state_encoder`` is Linear(action_dim -> hidden) (both 7 on DROID),
   ours is Linear(state_dim -> hidden); its unused ``extrinsics_encoder`` is absent;
 * the reference returns ``predictor_proj``'s output and leaves the layer norm to the
@@ -118,6 +120,10 @@ class PredictorConfig:
     """Add a head that predicts the next state from the state token (ignored if state_dim == 0)."""
     grid: int | None = None
     """Frame tokens form a grid x grid image; None means isqrt(num_tokens) (then resolved)."""
+    rope_reference_quirk: bool = False
+    """Apply RoPE with facebookresearch/vjepa2's frequency duplication (``repeat`` instead
+    of ``repeat_interleave``), as Meta's published V-JEPA 2-AC weights need; False is the
+    proper rotation. Configs saved before this field existed load with False."""
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "num_tokens", "action_dim", "hidden_dim", "depth", "heads",
@@ -129,10 +135,11 @@ class PredictorConfig:
         self.mlp_ratio = float(self.mlp_ratio)
         if not (self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1):
             raise ValueError(f"PredictorConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if not isinstance(self.predict_state, bool):
-            raise ValueError(
-                f"PredictorConfig.predict_state must be a bool, got {self.predict_state!r}"
-            )
+        for name in ("predict_state", "rope_reference_quirk"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"PredictorConfig.{name} must be a bool, got {getattr(self, name)!r}"
+                )
         if self.hidden_dim % self.heads:
             raise ValueError(
                 f"PredictorConfig.hidden_dim={self.hidden_dim} is not divisible by "
@@ -241,7 +248,7 @@ def rope_tables(
     :func:`rotate_pairs`). With ``reference_quirk=True`` each axis' frequency vector is
     tiled (``[w0..w_{d/2-1}, w0..w_{d/2-1}]``) instead of interleaved, reproducing
     facebookresearch/vjepa2's ``rotate_queries_or_keys``, which the published
-    V-JEPA 2-AC weights were trained with (kept here for a future weight converter).
+    V-JEPA 2-AC weights were trained with (``PredictorConfig.rope_reference_quirk``).
     """
     half = rope_axis_dim(head_dim) // 2
     angles = rope_angles(positions, head_dim, base)
@@ -334,11 +341,16 @@ class KVBuffer:
 class Attention(nn.Module):
     """Multi-head self-attention with fused qkv, RoPE on queries/keys and an optional
     cache of earlier tokens' keys/values (already rotated): a ``(keys, values)`` tuple
-    (concatenated, autograd-safe) or a :class:`KVBuffer` (filled in place)."""
+    (concatenated, autograd-safe) or a :class:`KVBuffer` (filled in place).
 
-    def __init__(self, dim: int, heads: int):
+    ``full_tables``: the cos/sin tables are full width ``[L, head_dim]`` and applied
+    with :func:`apply_rope` (the reference quirk); otherwise they are per pair
+    ``[L, head_dim // 2]`` and applied with :func:`rotate_pairs`."""
+
+    def __init__(self, dim: int, heads: int, full_tables: bool = False):
         super().__init__()
         self.heads = heads
+        self.full_tables = full_tables
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
 
@@ -348,7 +360,8 @@ class Attention(nn.Module):
     ) -> tuple[Tensor, KeyValue | KVBuffer]:
         batch, length, dim = x.shape
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        q, k = rotate_pairs(qkv[:2], cos, sin).unbind(0)  # [B, heads, L, head_dim]
+        rope = apply_rope if self.full_tables else rotate_pairs
+        q, k = rope(qkv[:2], cos, sin).unbind(0)  # [B, heads, L, head_dim]
         v = qkv[2]
         cache: KeyValue | KVBuffer
         if isinstance(past, KVBuffer):
@@ -378,10 +391,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block (names match the reference's ``ACBlock``)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, full_tables: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, full_tables)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -411,16 +424,23 @@ class ACPredictor(nn.Module):
         self.action_encoder = nn.Linear(c.action_dim, c.hidden_dim)
         self.state_encoder = nn.Linear(c.state_dim, c.hidden_dim) if c.state_dim > 0 else None
         self.predictor_blocks = nn.ModuleList(
-            Block(c.hidden_dim, c.heads, c.mlp_ratio) for _ in range(c.depth)
+            Block(c.hidden_dim, c.heads, c.mlp_ratio, c.rope_reference_quirk)
+            for _ in range(c.depth)
         )
         self.predictor_norm = nn.LayerNorm(c.hidden_dim, eps=LAYER_NORM_EPS)
         self.predictor_proj = nn.Linear(c.hidden_dim, c.latent_dim)
         self.state_head = nn.Linear(c.hidden_dim, c.state_dim) if c.has_state_head else None
 
-        # RoPE tables for every token position up to max_steps blocks (not in state_dict).
-        angles = rope_angles(self._token_positions(c.max_steps), c.head_dim)
-        self.register_buffer("rope_cos", angles.cos().float(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin().float(), persistent=False)
+        # RoPE tables for every token position up to max_steps blocks (not in state_dict):
+        # per channel pair, or full width with the reference's frequency duplication.
+        positions = self._token_positions(c.max_steps)
+        if c.rope_reference_quirk:
+            cos, sin = rope_tables(positions, c.head_dim, reference_quirk=True)
+        else:
+            angles = rope_angles(positions, c.head_dim)
+            cos, sin = angles.cos().float(), angles.sin().float()
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
         self.apply(self._init_weights)
         for layer_index, block in enumerate(self.predictor_blocks, start=1):
