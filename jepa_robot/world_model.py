@@ -38,6 +38,12 @@ BUILTIN_CHECKPOINTS: dict[str, Path] = {
 """World models shipped inside the package, loadable by name (``checkpoint=default``)."""
 
 
+NEXT_STATE_FUNCTIONS = {"jepa_robot.vjepa2_ac:droid_next_state"}
+"""Known-state-update functions a checkpoint may name in ``data.next_state`` (a model
+without a state head rolls its proprio state forward with one). A fixed set: a
+checkpoint never names arbitrary code to import."""
+
+
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A built-in checkpoint name or a checkpoint directory -> the directory."""
     if str(name_or_path) in BUILTIN_CHECKPOINTS:
@@ -98,6 +104,7 @@ class WorldModel:
         self._state_mean, self._state_std = (
             self._stats(stats, "state", self.state_dim) if self.state_dim else (None, None)
         )
+        self._next_state = self._next_state_function(data.get("next_state"))
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> WorldModel:
@@ -124,6 +131,31 @@ class WorldModel:
                 f"{self.checkpoint.directory}: {key} stats have {mean.numel()} dims, the predictor {dim}"
             )
         return mean, std.clamp_min(1e-6)
+
+    def _next_state_function(self, name: str | None):
+        """The state update named by the checkpoint, acting on normalised tensors."""
+        if name is None:
+            if self.state_dim and not self.predictor.config.has_state_head:
+                raise CheckpointError(
+                    f"{self.checkpoint.directory}: the predictor takes states but has no state head "
+                    "and the checkpoint names no data.next_state function to roll them forward"
+                )
+            return None
+        if name not in NEXT_STATE_FUNCTIONS:
+            raise CheckpointError(f"{self.checkpoint.directory}: unknown data.next_state {name!r}; "
+                                  f"known: {sorted(NEXT_STATE_FUNCTIONS)}")
+        import importlib
+
+        module, function = name.split(":")
+        update = getattr(importlib.import_module(module), function)
+
+        def next_state(state: Tensor, action: Tensor) -> Tensor:
+            # the function works in env units: undo and redo the normalisation around it
+            raw_state = state * self._state_std + self._state_mean
+            raw_action = action * self._action_std + self._action_mean
+            return (update(raw_state, raw_action) - self._state_mean) / self._state_std
+
+        return next_state
 
     # ------------------------------------------------------------------ verbs
     @property
@@ -192,5 +224,6 @@ class WorldModel:
             past = context.past_actions.unsqueeze(0).expand(batch, -1, -1)
             model_actions = torch.cat((past, model_actions), dim=1)
         states = None if context.states is None else context.states.unsqueeze(0)
-        predicted, _ = self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions)
+        predicted, _ = self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions,
+                                              next_state_fn=self._next_state)
         return predicted

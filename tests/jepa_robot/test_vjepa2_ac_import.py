@@ -435,3 +435,25 @@ def test_cli_import_then_plan_with_the_paper_planner(tmp_path):
     assert result.iterations == 10 and result.actions.shape == (1, 1, 7)
     assert torch.all(action[3:6] == 0) and action[:3].abs().sum() <= 0.075 + 1e-6 and action[6].abs() <= 0.75
     assert result.energy_history[-1, 0] <= result.energy_history[0, 0]
+
+
+def test_the_mpc_agent_plans_with_the_import_and_the_paper_planner(imported):
+    """The whole path a user takes: WorldModel.load -> MPCAgent with planner=vjepa2_ac_paper;
+    the state is rolled forward with the checkpoint's named DROID pose update."""
+    from jepa_robot.agent import MPCAgent
+    from jepa_robot.config import AgentConfig, PlannerSettings, to_schema
+
+    world = WorldModel.load(imported[0].checkpoint_dir)
+    settings = to_schema(OmegaConf.load(CONFIGS / "planner" / "vjepa2_ac_paper.yaml"), PlannerSettings)
+    settings.options = {**settings.options, "samples": 32, "iterations": 3}  # the paper's 800x10, smaller
+    agent = MPCAgent.from_settings(world, settings, AgentConfig())
+    size = ARCH.image_size
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (2, size, size, 3), generator=g, dtype=torch.uint8).numpy()
+    agent.reset([frames[1]])
+    observation = {"images": {world.camera: frames[0]},
+                   "state": np.array([0.5, 0.0, 0.3, 3.1, 0.0, 0.2, 0.0], np.float32)}
+    action = agent.act(observation)
+    assert action.shape == (7,) and np.all(action[3:6] == 0)
+    assert np.abs(action[:3]).sum() <= 0.075 + 1e-6 and abs(action[6]) <= 0.75
+    assert len(agent.replans) == 1 and np.isfinite(agent.replans[0].energy)
