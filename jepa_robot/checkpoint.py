@@ -19,6 +19,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,27 @@ STATS = "stats.json"
 
 class CheckpointError(ValueError):
     """A missing, incomplete or mismatched checkpoint."""
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Fill a temporary sibling of ``target``; on success it replaces ``target`` by
+    rename, on any error it is removed and ``target`` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -74,22 +97,11 @@ def save_checkpoint(
         "data": data,
         "training": training or {},
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in predictor.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
         (tmp / STATS).write_text(json.dumps(stats, indent=2))
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))  # last: marks complete
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -165,9 +177,7 @@ def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
             f"{checkpoint}: only a checkpoint on a local encoder directory can be packaged "
             f"(its encoder is {reference.get('source')!r})"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         (tmp / "encoder").mkdir()
         for name in ("config.json", "model.safetensors"):
             if not (source / name).is_file():
@@ -176,14 +186,4 @@ def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
         shutil.copytree(checkpoint, tmp / "checkpoint")
         config["encoder"] = {**reference, "source": "../encoder"}
         (tmp / "checkpoint" / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

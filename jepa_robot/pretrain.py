@@ -35,8 +35,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from jepa_robot.checkpoint import atomic_directory
 from jepa_robot.config import PretrainEncoderConfig
 from jepa_robot.data import DatasetError, episode_bounds, episode_frames, episode_vectors, open_dataset
 from jepa_robot.encoders import IMAGENET_MEAN, IMAGENET_STD, VJEPA2Encoder, tiny_vjepa2_config
@@ -487,24 +486,13 @@ def export_encoder(target_model, model, directory: Path, info: dict[str, Any]) -
     directory.parent.mkdir(parents=True, exist_ok=True)
     exported = copy.deepcopy(target_model).cpu()
     exported.predictor.load_state_dict(model.predictor.state_dict())
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         exported.save_pretrained(tmp)
         (tmp / PRETRAINING_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
         umask = os.umask(0)
         os.umask(umask)
         for path in [tmp, *tmp.iterdir()]:  # mkdtemp makes it private; the export is for sharing
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

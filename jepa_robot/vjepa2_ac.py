@@ -90,8 +90,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,7 +99,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from jepa_robot.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from jepa_robot.checkpoint import WEIGHTS, atomic_directory, load_checkpoint, save_checkpoint
 from jepa_robot.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
@@ -630,9 +628,7 @@ def convert_vjepa2_ac(
         log.warning("unexpected predictor keys dropped (strict=False): %s", dropped_predictor)
     pconfig = predictor_config(arch)  # validates head width etc. before anything is written
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         hf_state = encoder_to_hf(encoder_sd, arch)
         del encoder_sd
         _write_encoder(tmp / "encoder", hf_state, arch)
@@ -679,16 +675,6 @@ def convert_vjepa2_ac(
         if unused:
             save_file({k: v.detach().clone().contiguous() for k, v in unused.items()},
                       str(checkpoint_dir / UNUSED_WEIGHTS), metadata={"format": "pt"})
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ImportResult(out_dir, out_dir / "encoder", out_dir / "checkpoint", arch,
                         tuple(sorted(dropped + dropped_predictor)))
 
