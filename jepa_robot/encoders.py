@@ -143,7 +143,7 @@ def _weight_files(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.name)
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -169,7 +169,7 @@ def hash_weights(directory: str | os.PathLike) -> str:
         )
     h = hashlib.sha256()
     for path in [config, *weights]:
-        h.update(f"{path.name}\0{path.stat().st_size}\0{_sha256_file(path)}\n".encode())
+        h.update(f"{path.name}\0{path.stat().st_size}\0{sha256_file(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -86,7 +86,6 @@ What the imported model is, and what differs from Meta's modules (and why):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -101,6 +100,7 @@ from torch import Tensor
 
 from jepa_robot.checkpoint import WEIGHTS, atomic_directory, load_checkpoint, save_checkpoint
 from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.encoders import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -537,14 +537,6 @@ class ImportResult:
     """Keys of the file that were not converted (e.g. ``pos_embed``, or unexpected ones with strict=False)."""
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_encoder(directory: Path, hf_state: dict[str, Tensor], arch: ACArchitecture) -> None:
     """config.json + model.safetensors of a ``VJEPA2Model``, without materialising one
     (a ViT-g would need its 4 GB twice): names and shapes are checked against the
@@ -663,7 +655,7 @@ def convert_vjepa2_ac(
                 "from": "facebookresearch/vjepa2 V-JEPA 2-AC (torch.hub vjepa2_ac_vit_giant)",
                 "file": str(source.resolve()),
                 "file_name": source.name,
-                "file_sha256": _sha256(source),
+                "file_sha256": sha256_file(source),
                 "architecture": asdict(arch),
                 "dropped_keys": sorted(dropped + dropped_predictor),
                 "unused_weights": UNUSED_WEIGHTS if unused else None,
