@@ -160,7 +160,8 @@ COMMANDS: dict[str, Command] = {
 
 def _usage() -> str:
     lines = ["usage: jepa-robot <command> [key=value ...] [--cfg]", "", "commands:"]
-    lines += [f"  {name:<10} {command.help}" for name, command in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     lines += [
         "",
         "Overrides use Hydra syntax, e.g. `jepa-robot collect env=metaworld_push episodes=50`.",

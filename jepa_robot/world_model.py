@@ -49,7 +49,10 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if str(name_or_path) in BUILTIN_CHECKPOINTS:
         path = BUILTIN_CHECKPOINTS[str(name_or_path)]
         if not path.is_dir():
-            raise CheckpointError(f"the built-in checkpoint {name_or_path!r} is missing from {path}")
+            raise CheckpointError(
+                f"the built-in checkpoint {name_or_path!r} is not in this installation (expected at "
+                f"{path}); examples/build_default_model.sh builds and packages it"
+            )
         return path
     return Path(name_or_path)
 
