@@ -61,6 +61,29 @@ def load_policy(spec: str | None) -> Policy:
     return getattr(importlib.import_module(module_name), attribute)
 
 
+class AgentPolicy:
+    """The MPC agent as a policy: on its first observation it takes that frame as the
+    goal (latency does not depend on which goal), then plans as in ``jepa-robot eval``."""
+
+    def __init__(self, checkpoint: str, planner: str, options: dict) -> None:
+        from omegaconf import OmegaConf
+
+        from jepa_robot.agent import MPCAgent
+        from jepa_robot.config import AgentConfig, PlannerSettings, configs_dir, to_schema
+        from jepa_robot.world_model import WorldModel
+
+        settings = to_schema(OmegaConf.load(configs_dir() / "planner" / f"{planner}.yaml"), PlannerSettings)
+        settings.options = {**settings.options, **options}
+        self.agent = MPCAgent.from_settings(WorldModel.load(checkpoint), settings, AgentConfig())
+        self.started = False
+
+    def __call__(self, observation: dict) -> np.ndarray:
+        if not self.started:
+            self.agent.reset([observation["images"][self.agent.world_model.camera]])
+            self.started = True
+        return self.agent.act(observation)
+
+
 def summary(values_s: list[float]) -> dict[str, float]:
     values = np.asarray(values_s) * 1000.0
     return {
@@ -170,6 +193,10 @@ def run_bridge(policy: Policy, task: str, image_size: int, steps: int, rate: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default=None, help="module:function (observation -> action); default: constant")
+    parser.add_argument("--checkpoint", default=None, help="plan with the MPC agent on this world model")
+    parser.add_argument("--planner", default="cem", help="planner config (configs/planner/NAME.yaml) for --checkpoint")
+    parser.add_argument("--samples", type=int, default=None, help="override the planner's samples")
+    parser.add_argument("--iterations", type=int, default=None, help="override the planner's iterations")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="bridge control rate, Hz")
     parser.add_argument("--task", default="reach")
@@ -178,9 +205,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bridge_latency.json"))
     args = parser.parse_args()
 
-    policy = load_policy(args.policy)
-    direct = run_direct(policy, args.task, args.image_size, args.steps)
-    bridge = run_bridge(policy, args.task, args.image_size, args.steps, args.rate, args.in_process)
+    if args.checkpoint:
+        options = {k: v for k, v in (("samples", args.samples), ("iterations", args.iterations)) if v}
+        make_policy = lambda: AgentPolicy(args.checkpoint, args.planner, options)  # noqa: E731
+        args.policy = f"MPC agent: {args.checkpoint}, planner {args.planner} {options}"
+    else:
+        make_policy = lambda: load_policy(args.policy)  # noqa: E731
+    direct = run_direct(make_policy(), args.task, args.image_size, args.steps)
+    bridge = run_bridge(make_policy(), args.task, args.image_size, args.steps, args.rate, args.in_process)
 
     rows = [
         ("direct MetaWorldGoalEnv", direct["observation_to_command"], direct["step_period"]),

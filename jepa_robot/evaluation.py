@@ -54,7 +54,8 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # The interval always holds p; min/max keep rounding (1 - 1e-16 at 100%) from saying otherwise.
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def summarise(values: list[float]) -> dict[str, float] | None:
@@ -392,8 +393,9 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
             entry = report["tasks"][task] if kind == "model" else report["tasks"][task]["references"][kind]
             rate, (low, high) = entry["success_rate"], entry["wilson_95"]
             rates.append(100 * rate)
-            errors[0].append(100 * (rate - low))
-            errors[1].append(100 * (high - rate))
+            # max(0, .): at 0% or 100% the interval's end equals the rate up to rounding
+            errors[0].append(max(0.0, 100 * (rate - low)))
+            errors[1].append(max(0.0, 100 * (high - rate)))
         x = np.arange(len(tasks)) + (k - (len(kinds) - 1) / 2) * width
         left.bar(x, rates, width, yerr=errors, capsize=3, label=kind)
     left.set_xticks(np.arange(len(tasks)), tasks)
