@@ -499,7 +499,10 @@ class VJEPA2Encoder(torch.nn.Module):
     def _to_unit_float(self, frames: Any, kind: str) -> torch.Tensor:
         """One chunk of frames -> float32 [b, 3, H, W] in [0, 1] on the module's device."""
         if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(np.ascontiguousarray(frames))
+            frames = np.ascontiguousarray(frames)
+            if not frames.flags.writeable:  # e.g. decoded camera images; torch wants to own writable memory
+                frames = frames.copy()
+            frames = torch.from_numpy(frames)
         x = frames.to(self.device, non_blocking=True)
         if kind == "uint8":
             return x.permute(0, 3, 1, 2).float().div_(255.0)
