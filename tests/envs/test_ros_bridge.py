@@ -157,6 +157,16 @@ def test_commands_are_clipped_before_they_leave_the_process(bridge):
 
 @pytest.mark.timeout(30)
 def test_dry_run_sends_nothing(bridge, caplog):
+    # A dry run calls no reset service, so the arm is wherever the previous test left it,
+    # possibly still finishing that test's last command: wait until it is still.
+    deadline = time.monotonic() + 3.0
+    previous = bridge.hand_position()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        current = bridge.hand_position()
+        if np.abs(current - previous).max() < 2e-4:
+            break
+        previous = current
     start = time.monotonic()
     with RosArmEnv(sim_robot(bridge.port, dry_run=True)) as env:
         observation, _ = env.reset(seed=2)
