@@ -409,7 +409,8 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
     right.set_xlabel("replan time (ms)")
     right.set_ylabel("replans")
     right.legend(fontsize=8)
-    figure.suptitle(Path(report["checkpoint"]).name + f" — N={report['tasks'][tasks[0]]['n']} per task",
+    name = "/".join(Path(report["checkpoint"]).parts[-2:])  # run/checkpoint says which model
+    figure.suptitle(f"{name} — N={report['tasks'][tasks[0]]['n']} per task",
                     fontsize=10)
     figure.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
