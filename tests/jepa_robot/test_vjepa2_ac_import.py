@@ -457,3 +457,19 @@ def test_the_mpc_agent_plans_with_the_import_and_the_paper_planner(imported):
     assert action.shape == (7,) and np.all(action[3:6] == 0)
     assert np.abs(action[:3]).sum() <= 0.075 + 1e-6 and abs(action[6]) <= 0.75
     assert len(agent.replans) == 1 and np.isfinite(agent.replans[0].energy)
+
+
+def test_the_franka_config_for_the_paper_setup_composes():
+    """robot=franka_vjepa2_ac + planner=vjepa2_ac_paper: 7-D DROID actions as pose targets,
+    one action unit = one metre per step, the paper's 0.075 m step within the speed limit."""
+    from jepa_robot.config import RunRobotConfig, compose
+
+    config = compose("run-robot", ["checkpoint=x", "robot=franka_vjepa2_ac", "planner=vjepa2_ac_paper"],
+                     RunRobotConfig)
+    robot = config.robot
+    assert robot.action_layout == "droid7" and len(robot.action_names) == 7
+    assert robot.command_mode == "pose" and robot.image_size == 256
+    assert all(scale == robot.rate_hz for scale in robot.action_scale)
+    step = config.planner.bounds.move_radius
+    assert step == 0.075 and step * robot.rate_hz <= robot.safety.max_linear_speed
+    assert robot.cameras[0].topic.endswith("compressed")  # franka_servo's camera, inherited
