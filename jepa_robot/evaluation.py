@@ -88,24 +88,27 @@ class Job:
     video: bool = False
 
 
+_reference_envs: dict[str, MetaWorldGoalEnv] = {}
+"""One camera-less env per task and process, reused: ``reset(seed)`` alone sets the scene."""
+
+
 def run_reference(task: str, seed: int, kind: str) -> dict[str, Any]:
     """Random actions or the noise-free scripted expert for the task's budget, on a
     camera-less env (neither looks at images)."""
     started = time.perf_counter()
-    env = MetaWorldGoalEnv(task, cameras=())
-    try:
-        observation, _ = env.reset(seed=seed)
-        if kind == "random":
-            rng = np.random.default_rng([seed, 0x5EED])
-            policy = lambda _obs: rng.uniform(-1.0, 1.0, 4).astype(np.float32)  # noqa: E731
-        elif kind == "expert":
-            expert = ScriptedExpert(task, seed=seed)
-            policy = lambda _obs: expert.expert_action(env.privileged_obs)  # noqa: E731
-        else:
-            raise ValueError(f"unknown reference {kind!r}")
-        result = run_episode(env, policy, observation, EPISODE_BUDGET[task])
-    finally:
-        env.close()
+    if task not in _reference_envs:
+        _reference_envs[task] = MetaWorldGoalEnv(task, cameras=())
+    env = _reference_envs[task]
+    observation, _ = env.reset(seed=seed)
+    if kind == "random":
+        rng = np.random.default_rng([seed, 0x5EED])
+        policy = lambda _obs: rng.uniform(-1.0, 1.0, 4).astype(np.float32)  # noqa: E731
+    elif kind == "expert":
+        expert = ScriptedExpert(task, seed=seed)
+        policy = lambda _obs: expert.expert_action(env.privileged_obs)  # noqa: E731
+    else:
+        raise ValueError(f"unknown reference {kind!r}")
+    result = run_episode(env, policy, observation, EPISODE_BUDGET[task])
     return {"task": task, "seed": seed, "kind": kind, "success": result.success,
             "steps": result.steps, "seconds": time.perf_counter() - started}
 
@@ -263,8 +266,15 @@ def _run_job(job: Job) -> dict[str, Any]:
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the protocol; write ``report.json``, ``summary.png`` and videos; return the report."""
-    # Fail on a bad checkpoint or planner before starting any process or writing anything.
-    check_setup(config)
+    cores = os.cpu_count() or 1
+    threads = config.threads_per_worker or max(1, cores // config.workers)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.structured(config))
+    # Fail on a bad checkpoint or planner before starting any process or writing anything:
+    # one worker loads its model here, in this process; a pool's workers load theirs later.
+    if config.workers == 1:
+        _init_worker(config_yaml, threads)
+    else:
+        check_setup(config)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -275,17 +285,16 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     ]
     # Model episodes first: they are the slow ones, so the pool stays busy to the end.
     jobs.sort(key=lambda job: job.kind != "model")
-    cores = os.cpu_count() or 1
-    threads = config.threads_per_worker or max(1, cores // config.workers)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.structured(config))
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not config.progress)
     if config.workers == 1:
-        _init_worker(config_yaml, threads)
-        for job in jobs:
-            records.append(_run_job(job))
-            bar.update()
+        try:
+            for job in jobs:
+                records.append(_run_job(job))
+                bar.update()
+        finally:
+            _runner.close()
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(config.workers, initializer=_init_worker, initargs=(config_yaml, threads)) as pool:
