@@ -1,0 +1,97 @@
+"""Render `jepa-robot eval` reports as the README's results table.
+
+    uv run python benchmarks/results_table.py benchmarks/results/default_single_goal.json \
+        benchmarks/results/default_subgoals.json --readme README.md
+
+prints the Markdown table and, with ``--readme``, replaces the text between the
+``<!-- results:begin -->`` and ``<!-- results:end -->`` markers in that file. Every
+figure comes from the reports; nothing is typed in by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _planner_summary(config: dict[str, Any]) -> str:
+    planner, agent = config["planner"], config["agent"]
+    options = planner["options"]
+    shown = ", ".join(f"{k} {options[k]}" for k in ("samples", "elites", "iterations", "horizon")
+                      if k in options)
+    return (f"{planner['name']} ({shown}), {planner['energy']} energy on the "
+            f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
+            f"per replan, action_repeat={agent['action_repeat']}")
+
+
+def rows(report: dict[str, Any]) -> list[str]:
+    goals = "sub-goals" if report["config"]["subgoals"] else "final goal"
+    out = []
+    for task, entry in report["tasks"].items():
+        low, high = entry["wilson_95"]
+        refs = entry["references"]
+        ref = {k: _pct(refs[k]["success_rate"]) if k in refs else "-" for k in ("random", "expert")}
+        replan = entry["plan_time_per_replan_s"]
+        out.append(
+            f"| {task} | {goals} | {entry['n']} | **{_pct(entry['success_rate'])}** "
+            f"| {_pct(low)}-{_pct(high)} | {ref['random']} | {ref['expert']} "
+            f"| {1e3 * replan['mean']:.0f} / {1e3 * replan['p50']:.0f} / {1e3 * replan['p95']:.0f} "
+            f"| {entry['episode_wall_s']['mean']:.1f} |"
+        )
+    return out
+
+
+def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
+    lines = [
+        "| task | goal images | N | success | 95% Wilson | random | scripted expert "
+        "| plan time per replan, ms (mean / p50 / p95) | s per episode |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, report in reports:
+        lines += rows(report)
+    lines.append("")
+    for path, report in reports:
+        machine = report.get("machine", {})
+        where = (f"{machine['cpu_count']} CPU cores ({machine.get('device', 'cpu')})"
+                 if "cpu_count" in machine else "")
+        lines.append(
+            f"- `{path}`: checkpoint `{report['checkpoint']}`, {_planner_summary(report['config'])}; "
+            f"{report['config']['workers']} worker(s) x {report['config']['threads_per_worker']} thread(s)"
+            + (f" on {where}" if where else "") + f"; {report['seconds'] / 60:.0f} min in all."
+        )
+    return "\n".join(lines)
+
+
+def replace_section(text: str, table: str) -> str:
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"no {BEGIN} ... {END} section to replace")
+    return pattern.sub(lambda _: f"{BEGIN}\n{table}\n{END}", text, count=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="report.json files from jepa-robot eval")
+    parser.add_argument("--readme", type=Path, help="rewrite this file's results section in place")
+    args = parser.parse_args(argv)
+    reports = [(path.as_posix(), json.loads(path.read_text())) for path in args.reports]
+    table = render(reports)
+    print(table)
+    if args.readme:
+        text = args.readme.read_text()
+        updated = replace_section(text, table)
+        if updated != text:
+            args.readme.write_text(updated)
+            print(f"\nupdated {args.readme}")
+
+
+if __name__ == "__main__":
+    main()

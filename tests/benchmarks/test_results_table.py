@@ -1,0 +1,47 @@
+"""benchmarks/results_table.py renders eval reports into the README's results section."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "benchmarks" / "results" / "eval_pp40_random_pool4.json"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "benchmarks" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_rows_come_from_the_report():
+    table = load().render([("r.json", json.loads(REPORT.read_text()))])
+    rows = [line for line in table.splitlines() if line.startswith("| reach")]
+    # reach in that report: 4/50 successes, Wilson [3%, 19%], random 0%, expert 100%, 469 ms mean
+    assert rows == ["| reach | final goal | 50 | **8%** | 3%-19% | 0% | 100% | 469 / 419 / 801 | 13.0 |"]
+    assert "| pick-place | final goal | 50 | **0%** |" in table
+
+
+def test_readme_section_is_replaced_in_place(tmp_path):
+    module = load()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{module.BEGIN}\nold table\n{module.END}\noutro\n")
+    module.main([str(REPORT), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "| push | final goal | 50 |" in text
+    module.main([str(REPORT), "--readme", str(readme)])  # idempotent
+    assert readme.read_text() == text
+
+
+def test_a_readme_without_markers_is_refused(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no section here\n")
+    with pytest.raises(SystemExit, match="results:begin"):
+        load().main([str(REPORT), "--readme", str(readme)])
+    assert readme.read_text() == "no section here\n"
