@@ -1,0 +1,48 @@
+"""Does latent distance to a goal frame track the true distance? A check of an encoder
+as a planning cost, before any predictor is trained.
+
+    uv run python benchmarks/latent_cost_check.py --dataset data/mw-all --cache data/latents/<key>
+
+For every ``--every``-th episode: the L1 distance of each frame's cached latent to the
+episode's last frame, against the hand's distance to its final position (the first
+three state dims); prints the mean Spearman correlation per block of episodes (in
+data/mw-all: reach, push, pick-place). 1.0 means the latent cost ranks frames exactly
+as the hand distance does.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from jepa_robot.data import open_dataset
+from jepa_robot.latent_cache import load_latent_cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--cache", required=True, help="a complete latent cache directory of that dataset")
+    parser.add_argument("--every", type=int, default=7)
+    parser.add_argument("--blocks", type=int, default=3, help="equal blocks of episodes to report apart")
+    args = parser.parse_args()
+    dataset, _ = open_dataset(args.dataset)
+    columns = dataset.hf_dataset.with_format("numpy")
+    state = np.asarray(columns["observation.state"], dtype=np.float32)
+    episode = np.asarray(columns["episode_index"])
+    latents = load_latent_cache(args.cache).latents
+    episodes = np.unique(episode)
+    for block in np.array_split(episodes, args.blocks):
+        rhos = []
+        for e in block[:: args.every]:
+            idx = np.nonzero(episode == e)[0]
+            lat = np.asarray(latents[idx], dtype=np.float32)
+            d_latent = np.abs(lat - lat[-1]).mean(axis=(1, 2))
+            d_hand = np.linalg.norm(state[idx, :3] - state[idx[-1], :3], axis=1)
+            rhos.append(spearmanr(d_latent, d_hand).statistic)
+        print(f"episodes {block[0]}-{block[-1]}: Spearman {np.nanmean(rhos):.2f} over {len(rhos)} episodes")
+
+
+if __name__ == "__main__":
+    main()
