@@ -197,6 +197,10 @@ class MetaWorldGoalEnv(gym.Env):
         self._steps += 1
         info = {
             "success": bool(sim_info["success"]),
+            # Meta-World's distance behind the success flag, in metres: hand to target for
+            # reach, object to target for push and pick-place. A diagnostic for reports;
+            # never shown to a world model or planner.
+            "goal_distance_m": float(sim_info["obj_to_target"]),
             "seed": self._seed,
             "step": self._steps,
         }

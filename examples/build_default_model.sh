@@ -25,12 +25,19 @@ ENCODER_RUN=runs/default-encoder
 PREDICTOR_RUN=runs/default-predictor
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # on 2 shared cores one thread per process is fastest
 
-# 1. Data: 200 episodes per task into one dataset (seeds 0.., 20000.., 40000..).
-for spec in "metaworld_reach 0" "metaworld_push 20000" "metaworld_pick_place 40000"; do
-  set -- $spec
-  uv run jepa-robot collect env="$1" episodes=200 seed_start="$2" root=$DATA repo_id=local/mw-all \
-      preview_episodes=0
-done
+# 1. Data: 200 episodes per task (seeds 0.., 20000.., 40000..), recorded in two parallel
+#    streams (pick-place | reach then push), then merged into one dataset.
+collect() {  # task seed_start
+  uv run jepa-robot collect env="metaworld_$1" episodes=200 seed_start="$2" root="data/mw-$1" \
+      repo_id="local/mw-$1" preview_episodes=0
+}
+if [ ! -d $DATA ]; then
+  collect pick_place 40000 & pick_place=$!
+  collect reach 0 && collect push 20000
+  wait $pick_place
+  uv run jepa-robot merge datasets=[data/mw-reach,data/mw-push,data/mw-pick_place] root=$DATA \
+      repo_id=local/mw-all
+fi
 
 # 2. Encoder: V-JEPA masked-latent pretraining of the tiny config against an EMA target.
 uv run jepa-robot pretrain-encoder datasets=[$DATA] out_dir=$ENCODER_RUN steps=2000 \

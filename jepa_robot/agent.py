@@ -220,6 +220,11 @@ class EpisodeResult:
     replans: list[Replan]
     success_steps: int
     """Steps at which the success flag was up (diagnostic only; never used for control)."""
+    final_goal_distance_m: float | None = None
+    """The env's distance behind the success flag at the last step (``info["goal_distance_m"]``,
+    metres), when the env reports one. Diagnostic only, like ``success_steps``."""
+    min_goal_distance_m: float | None = None
+    """The smallest such distance over the episode."""
 
 
 def run_episode(
@@ -236,10 +241,13 @@ def run_episode(
     started = time.perf_counter()
     info: dict[str, Any] = {"success": False}
     success_steps = 0
+    distances: list[float] = []
     for step in range(steps):
         action = act(observation)
         observation, _, terminated, truncated, info = env.step(action)
         success_steps += bool(info.get("success", False))
+        if "goal_distance_m" in info:
+            distances.append(float(info["goal_distance_m"]))
         if on_step is not None:
             on_step(step, observation, action, info)
         if terminated:
@@ -250,4 +258,6 @@ def run_episode(
         seconds=time.perf_counter() - started,
         replans=list(agent.replans) if isinstance(agent, MPCAgent) else [],
         success_steps=success_steps,
+        final_goal_distance_m=distances[-1] if distances else None,
+        min_goal_distance_m=min(distances) if distances else None,
     )

@@ -49,6 +49,14 @@ def _inspect(config) -> int:
     return 0
 
 
+def _merge(config) -> int:
+    from jepa_robot.data import merge_datasets
+
+    spec = merge_datasets(list(config.datasets), config.root, config.repo_id)
+    print(f"merged {len(config.datasets)} datasets:\n{spec.describe()}")
+    return 0
+
+
 def _train(config) -> int:
     from jepa_robot.training import describe, train
 
@@ -143,6 +151,7 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("plan goal-image pick-and-place with the shipped default world model", _schema("EvalConfig"), _eval),
     "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("EvalConfig"), _eval),
     "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
+    "merge": Command("merge local LeRobot v3 datasets (same features) into a new one", _schema("MergeConfig"), _merge),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
     "sim-bridge": Command("serve a Meta-World arm over rosbridge (the topics of robot=sim)", _schema("SimBridgeConfig"), _sim_bridge),
     "run-robot": Command("run the MPC agent on an arm behind rosbridge", _schema("RunRobotConfig"), _run_robot),

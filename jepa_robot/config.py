@@ -131,6 +131,17 @@ class InspectConfig:
     """Proprio key; ``null`` if the dataset has none."""
 
 
+@dataclass
+class MergeConfig:
+    """``jepa-robot merge``: merge local LeRobot v3 datasets into a new one."""
+
+    datasets: list[str] = MISSING
+    """Local dataset directories (same features and fps), at least two."""
+    root: str = MISSING
+    """Directory of the merged dataset; must not exist yet."""
+    repo_id: str = "local/merged"
+
+
 def configs_dir() -> Path:
     """The Hydra config directory: inside the package when installed from a wheel,
     else ``configs/`` at the top of the source tree."""

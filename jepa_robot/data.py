@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +208,54 @@ def episode_vectors(dataset, key: str):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise DatasetError(f"dataset {dataset.meta.repo_id}: {key} has a non-finite value at frame {bad[0]}")
     return array
+
+
+def merge_datasets(sources: list[str], root: str | Path, repo_id: str) -> DatasetSpec:
+    """Merge local LeRobot v3 datasets (say, one per task, recorded in parallel) into a
+    new dataset at ``root`` with lerobot's ``aggregate_datasets``.
+
+    The sources must have the same features and fps (lerobot checks, and the error
+    names the mismatch). ``root`` must not exist yet: the merge is written to a
+    temporary sibling and renamed, so a failed merge leaves nothing behind and an
+    existing dataset is never touched. Returns the merged dataset's spec.
+    """
+    from lerobot.datasets.aggregate import aggregate_datasets
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+    if len(sources) < 2:
+        raise DatasetError(f"merge needs at least two datasets, got {list(sources)}")
+    root = Path(root).expanduser().resolve()
+    if root.exists():
+        raise DatasetError(f"{root} already exists; merge writes a new dataset (remove it or pick another root)")
+    roots = [Path(s).expanduser().resolve() for s in sources]
+    repo_ids = []
+    for source in roots:
+        if not (source / "meta" / "info.json").is_file():
+            raise DatasetError(f"{source} is not a local LeRobot dataset (no meta/info.json)")
+        try:
+            repo_ids.append(LeRobotDatasetMetadata(source.name, root=source).repo_id)
+        except Exception as error:  # noqa: BLE001 - lerobot raises several kinds
+            raise DatasetError(f"{source}: cannot read its metadata: {type(error).__name__}: {error}") from error
+    if len(set(roots)) != len(roots):
+        raise DatasetError(f"merge got the same dataset twice: {sources}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.merge-", dir=root.parent))
+    try:
+        staging = tmp / "dataset"
+        try:
+            aggregate_datasets(repo_ids, repo_id, roots=roots, aggr_root=staging)
+        except Exception as error:  # noqa: BLE001 - a mismatch surfaces as ValueError or others
+            raise DatasetError(f"cannot merge {sources}: {type(error).__name__}: {error}") from error
+        _, spec = open_dataset(str(staging))  # the merged dataset must load before it is kept
+        expected = sum(_total_episodes(s) for s in roots)
+        if spec.episodes != expected:
+            raise DatasetError(f"merge of {sources} holds {spec.episodes} episodes, expected {expected}")
+        os.replace(staging, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _, spec = open_dataset(str(root))
+    return spec
+
+
+def _total_episodes(root: Path) -> int:
+    return int(json.loads((root / "meta" / "info.json").read_text())["total_episodes"])

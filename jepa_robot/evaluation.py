@@ -229,6 +229,8 @@ def episode_record(task: str, seed: int, result: EpisodeResult, wm: WorldModel,
         "success": result.success,
         "steps": result.steps,
         "success_steps": result.success_steps,
+        "final_goal_distance_m": result.final_goal_distance_m,
+        "min_goal_distance_m": result.min_goal_distance_m,
         "seconds": result.seconds,
         "replans": len(result.replans),
         "replan_seconds": [r.seconds for r in result.replans],
@@ -326,6 +328,13 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         entry["planner_time_per_replan_s"] = summarise([s for r in model for s in r["plan_seconds"]])
         entry["plan_time_per_action_s"] = summarise([s for r in model for s in r["per_action_seconds"]])
         entry["episode_wall_s"] = summarise([r["wall_seconds"] for r in model])
+        # the simulator's distance behind the success flag (diagnostic, never seen by the agent):
+        # how far from success the failures ended, and how close they ever came
+        entry["goal_distance_m"] = {
+            which: summarise([r[f"{which}_goal_distance_m"] for r in model
+                              if r.get(f"{which}_goal_distance_m") is not None])
+            for which in ("final", "min")
+        }
         entry["budget"] = EPISODE_BUDGET[task]
         entry["references"] = {}
         for kind in config.references:
@@ -367,7 +376,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def format_table(report: dict[str, Any]) -> str:
     """The report as a text table, one row per task."""
     head = (f"{'task':<11} {'N':>3} {'success':>8} {'95% CI':>13} {'random':>7} {'expert':>7} "
-            f"{'replan ms mean/p50/p95':>24} {'ms/action':>9} {'s/episode':>9}")
+            f"{'replan ms mean/p50/p95':>24} {'ms/action':>9} {'s/episode':>9} {'end cm p50':>10}")
     lines = [head, "-" * len(head)]
     for task, entry in report["tasks"].items():
         low, high = entry["wilson_95"]
@@ -376,11 +385,13 @@ def format_table(report: dict[str, Any]) -> str:
         replan = entry["plan_time_per_replan_s"] or {"mean": 0, "p50": 0, "p95": 0}
         per_action = (entry["plan_time_per_action_s"] or {"mean": 0})["mean"]
         wall = (entry["episode_wall_s"] or {"mean": 0})["mean"]
+        final = (entry.get("goal_distance_m") or {}).get("final")
+        end_cm = f"{100 * final['p50']:.1f}" if final else "-"
         lines.append(
             f"{task:<11} {entry['n']:>3} {entry['success_rate']:>8.0%} {f'[{low:.0%}, {high:.0%}]':>13} "
             f"{ref['random']:>7} {ref['expert']:>7} "
             f"{f'{1e3 * replan['mean']:.0f}/{1e3 * replan['p50']:.0f}/{1e3 * replan['p95']:.0f}':>24} "
-            f"{1e3 * per_action:>9.1f} {wall:>9.1f}"
+            f"{1e3 * per_action:>9.1f} {wall:>9.1f} {end_cm:>10}"
         )
     return "\n".join(lines)
 

@@ -107,3 +107,35 @@ def test_hub_id_offline_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetError, match="HF_HUB_OFFLINE"):
         open_dataset("someone/not-a-real-dataset-xyz")
+
+
+def test_merge_datasets_keeps_every_episode_and_refuses_mismatches(tmp_path, small_dataset):
+    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.recording import record_episodes
+    from jepa_robot.data import episode_frames, merge_datasets
+
+    first_root, _, first = small_dataset
+    second_root = tmp_path / "push"
+    record_episodes(lambda: MetaWorldGoalEnv("push", image_size=32, step_budget=12), second_root,
+                    "test/push", episodes=2, seed_start=500, progress=False)
+    merged = tmp_path / "merged"
+    spec = merge_datasets([str(first_root), str(second_root)], merged, "test/merged")
+    assert spec.episodes == first.total_episodes + 2 and spec.frames == 12 * (first.total_episodes + 2)
+    dataset, _ = open_dataset(str(merged))
+    assert len(dataset.meta.tasks) == 2  # one task string per source
+    # the second dataset's first episode decodes from the merged videos as it did alone
+    alone, _ = open_dataset(str(second_root))
+    np.testing.assert_array_equal(episode_frames(dataset, spec.image_key, first.total_episodes).numpy(),
+                                  episode_frames(alone, spec.image_key, 0).numpy())
+
+    # an existing root is never overwritten
+    with pytest.raises(DatasetError, match="already exists"):
+        merge_datasets([str(first_root), str(second_root)], merged, "test/merged")
+    # other features (64 px frames) are refused, and nothing is left behind
+    other = tmp_path / "reach64"
+    record_episodes(lambda: MetaWorldGoalEnv("reach", image_size=64, step_budget=4), other,
+                    "test/reach64", episodes=1, seed_start=900, progress=False)
+    with pytest.raises(DatasetError, match="cannot merge"):
+        merge_datasets([str(first_root), str(other)], tmp_path / "bad", "test/bad")
+    assert not (tmp_path / "bad").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad")]

@@ -61,6 +61,11 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert reach["references"]["expert"]["n"] == 2 and reach["references"]["expert"]["success_rate"] == 1.0
     assert reach["references"]["random"]["n"] == 2
     assert report["protocol"]["budgets"] == {"reach": 100}
+    # the simulator's hand-to-target distance, a diagnostic: min over the episode <= final
+    for episode in reach["episodes"]:
+        assert 0.0 <= episode["min_goal_distance_m"] <= episode["final_goal_distance_m"]
+        assert (episode["final_goal_distance_m"] <= 0.05) == episode["success"]
+    assert reach["goal_distance_m"]["final"]["count"] == 2
     assert (out / "summary.png").stat().st_size > 0
     videos = list((out / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["reach-100000.mp4"]
