@@ -8,6 +8,13 @@ episode's last frame, against the hand's distance to its final position (the fir
 three state dims); prints the mean Spearman correlation per block of episodes (in
 data/mw-all: reach, push, pick-place). 1.0 means the latent cost ranks frames exactly
 as the hand distance does.
+
+Then, for the reach block (the first), the cost's resolution near the goal: over the
+frames whose hand is within ``--near`` metres of the episode's final position, a
+least-squares fit of the latent distance on the per-axis hand offsets |dx|, |dy|, |dz|
+and the gripper change. The slopes say how much latent distance a centimetre buys; the
+intercept is what remains at zero offset (everything else that differs from the goal
+frame: arm pose, codec noise, the object).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ def main() -> None:
     parser.add_argument("--cache", required=True, help="a complete latent cache directory of that dataset")
     parser.add_argument("--every", type=int, default=7)
     parser.add_argument("--blocks", type=int, default=3, help="equal blocks of episodes to report apart")
+    parser.add_argument("--near", type=float, default=0.12, help="metres: the near-goal fit's radius")
     args = parser.parse_args()
     dataset, _ = open_dataset(args.dataset)
     columns = dataset.hf_dataset.with_format("numpy")
@@ -42,6 +50,26 @@ def main() -> None:
             d_hand = np.linalg.norm(state[idx, :3] - state[idx[-1], :3], axis=1)
             rhos.append(spearmanr(d_latent, d_hand).statistic)
         print(f"episodes {block[0]}-{block[-1]}: Spearman {np.nanmean(rhos):.2f} over {len(rhos)} episodes")
+    near_goal_fit(np.array_split(episodes, args.blocks)[0], episode, state, latents, args.near)
+
+
+def near_goal_fit(block, episode, state, latents, radius: float) -> None:
+    rows = []
+    for e in block:
+        idx = np.nonzero(episode == e)[0]
+        lat = np.asarray(latents[idx], dtype=np.float32)
+        d_latent = np.abs(lat - lat[-1]).mean(axis=(1, 2))
+        offsets = np.abs(state[idx] - state[idx[-1]])  # |dx|, |dy|, |dz|, |d gripper|
+        rows.append(np.column_stack([d_latent, offsets]))
+    rows = np.concatenate(rows)
+    near = np.linalg.norm(rows[:, 1:4], axis=1) < radius
+    design = np.column_stack([rows[near, 1:], np.ones(near.sum())])
+    coef, *_ = np.linalg.lstsq(design, rows[near, 0], rcond=None)
+    print(f"episodes {block[0]}-{block[-1]}, {near.sum()} frames within {100 * radius:.0f} cm of the "
+          f"final hand position: latent L1 = {coef[0]:.3f}|dx| + {coef[1]:.3f}|dy| + {coef[2]:.3f}|dz| "
+          f"(per metre) + {coef[3]:.3f}|d gripper| + {coef[4]:.3f}")
+    print(f"  so 5 cm along x / y / z adds {0.05 * coef[0]:.3f} / {0.05 * coef[1]:.3f} / "
+          f"{0.05 * coef[2]:.3f} to the {coef[4]:.3f} left at zero offset")
 
 
 if __name__ == "__main__":

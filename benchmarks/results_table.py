@@ -40,11 +40,13 @@ def rows(report: dict[str, Any]) -> list[str]:
         refs = entry["references"]
         ref = {k: _pct(refs[k]["success_rate"]) if k in refs else "-" for k in ("random", "expert")}
         replan = entry["plan_time_per_replan_s"]
+        final = (entry.get("goal_distance_m") or {}).get("final")
+        end = f"{100 * final['p50']:.1f}" if final else "-"
         out.append(
             f"| {task} | {goals} | {entry['n']} | **{_pct(entry['success_rate'])}** "
             f"| {_pct(low)}-{_pct(high)} | {ref['random']} | {ref['expert']} "
             f"| {1e3 * replan['mean']:.0f} / {1e3 * replan['p50']:.0f} / {1e3 * replan['p95']:.0f} "
-            f"| {entry['episode_wall_s']['mean']:.1f} |"
+            f"| {entry['episode_wall_s']['mean']:.1f} | {end} |"
         )
     return out
 
@@ -52,8 +54,9 @@ def rows(report: dict[str, Any]) -> list[str]:
 def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
     lines = [
         "| task | goal images | N | success | 95% Wilson | random | scripted expert "
-        "| plan time per replan, ms (mean / p50 / p95) | s per episode |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| plan time per replan, ms (mean / p50 / p95) | s per episode "
+        "| distance to target at the end, cm (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, report in reports:
         lines += rows(report)
@@ -63,7 +66,7 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
         where = (f"{machine['cpu_count']} CPU cores ({machine.get('device', 'cpu')})"
                  if "cpu_count" in machine else "")
         lines.append(
-            f"- `{path}`: checkpoint `{report['checkpoint']}`, {_planner_summary(report['config'])}; "
+            f"- `{path}`: checkpoint `{report['config']['checkpoint']}`, {_planner_summary(report['config'])}; "
             f"{report['config']['workers']} worker(s) x {report['config']['threads_per_worker']} thread(s)"
             + (f" on {where}" if where else "") + f"; {report['seconds'] / 60:.0f} min in all."
         )

@@ -9,21 +9,26 @@
 # evaluate it with the protocol. Every command is resumable: rerun the script after an
 # interruption and it continues where it stopped.
 #
-# Status (issue #5): the default model is not shipped yet; this is the recipe being run.
-# Measured on this project's 2-core CPU machine (no GPU), OMP_NUM_THREADS=1 per process:
-#   1. recording: ~37 min (567 / 743 / 890 s per task), 600 episodes, 90k frames at 64 px.
-#   2. pretraining: 2000 steps of 64 clips, ~0.7 steps/s with one other job beside it
-#      (steps 700-2000 took 1754 s); held-out ridge probe of the arm state R^2 0.787
-#      (hand x/y/z 0.93/0.95/0.92, gripper 0.35) against 0.740 for the same network at
-#      random init and 0.560 for raw pixels.
-#   3. latent cache of the 90k frames: ~10 min; predictor: ~1.3-2.5 steps/s, so the
-#      6000 steps take ~45-75 min depending on what else runs.
+# Measured on this project's 2-core CPU machine (no GPU), about 85 minutes in all:
+#   1. recording, two parallel streams, 1 thread each: pick-place 780 s | reach 419 s +
+#      push 581 s, so ~17 min; 600 episodes, 90k frames at 64 px; merge 26 s.
+#   2. pretraining, 2 threads: frame decoding ~1 min, then 1000 steps of 64 clips in 690 s
+#      (1.45 steps/s); held-out ridge probe of the arm state R^2 0.769 (hand x/y/z
+#      0.89/0.94/0.89, gripper 0.36) against 0.740 for the same network at random init
+#      and 0.560 for raw pixels.
+#   3. latent cache of the 90k frames, 2 threads: 7.8 min; predictor, 1 thread with other
+#      work on the second core: 1.5 steps/s, so the 4000 steps take ~45 min. Validation
+#      rollout L1 at steps 1/2/3: 0.041 / 0.047 / 0.051 (copying the frame: 0.058 /
+#      0.081 / 0.096).
+#   5. evaluation, 2 workers: ~30 min for both commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/mw-all
 ENCODER_RUN=runs/default-encoder
 PREDICTOR_RUN=runs/default-predictor
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # on 2 shared cores one thread per process is fastest
+# One thread per process where two run at once (recording); two where one runs alone.
+THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=1
 
 # 1. Data: 200 episodes per task (seeds 0.., 20000.., 40000..), recorded in two parallel
 #    streams (pick-place | reach then push), then merged into one dataset.
@@ -40,13 +45,14 @@ if [ ! -d $DATA ]; then
 fi
 
 # 2. Encoder: V-JEPA masked-latent pretraining of the tiny config against an EMA target.
-uv run jepa-robot pretrain-encoder datasets=[$DATA] out_dir=$ENCODER_RUN steps=2000 \
+OMP_NUM_THREADS=$THREADS uv run jepa-robot pretrain-encoder datasets=[$DATA] out_dir=$ENCODER_RUN steps=1000 \
     optim.warmup_steps=100 checkpoint_every=100 val_every=100 probe_every=500
 
-# 3. Predictor: all three tasks, 16 pooled tokens, frameskip 5.
-uv run jepa-robot train dataset=$DATA encoder=local encoder.name=$ENCODER_RUN/encoder \
+# 3. Predictor: all three tasks, 16 pooled tokens, frameskip 5, a 3-step rollout loss
+#    (the planner's horizon). The latent cache (every frame encoded once) comes first.
+OMP_NUM_THREADS=$THREADS uv run jepa-robot train dataset=$DATA encoder=local encoder.name=$ENCODER_RUN/encoder \
     encoder.pool_grid=4 encoder.resize_ratio=1.0 predictor=default_model \
-    steps=6000 batch_size=64 out_dir=$PREDICTOR_RUN device=cpu
+    steps=4000 rollout_steps=3 batch_size=64 out_dir=$PREDICTOR_RUN device=cpu
 
 # 4. Package: encoder + checkpoint in one directory, loadable as checkpoint=default.
 uv run python -c "from jepa_robot.checkpoint import package_model as p; p('$PREDICTOR_RUN/checkpoint', 'jepa_robot/models/default')"

@@ -212,6 +212,9 @@ class PredictorSettings:
     mlp_ratio: float = 4.0
     predict_state: bool = True
     """Also predict the next proprio state (used to roll states forward when planning)."""
+    residual_latents: bool = False
+    """Predict each frame token's change rather than the token itself (for predictors
+    narrower than the encoder's latents; ``jepa_robot.predictor.PredictorConfig``)."""
 
     def __post_init__(self) -> None:
         if self.hidden_dim % self.heads:

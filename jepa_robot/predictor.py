@@ -124,6 +124,12 @@ class PredictorConfig:
     """Apply RoPE with facebookresearch/vjepa2's frequency duplication (``repeat`` instead
     of ``repeat_interleave``), as Meta's published V-JEPA 2-AC weights need; False is the
     proper rotation. Configs saved before this field existed load with False."""
+    residual_latents: bool = False
+    """Predict the change of each frame token: ``z_{t+1} = LN(z_t + proj(.))`` instead of
+    ``LN(proj(.))``. A predictor narrower than the latents (hidden_dim < latent_dim)
+    cannot pass a frame through unchanged otherwise, so small moves drown in the error
+    of copying the frame through its bottleneck. Off for V-JEPA 2-AC (its weights
+    predict the latent itself) and in configs saved before this field existed."""
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "num_tokens", "action_dim", "hidden_dim", "depth", "heads",
@@ -135,7 +141,7 @@ class PredictorConfig:
         self.mlp_ratio = float(self.mlp_ratio)
         if not (self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1):
             raise ValueError(f"PredictorConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name in ("predict_state", "rope_reference_quirk"):
+        for name in ("predict_state", "rope_reference_quirk", "residual_latents"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"PredictorConfig.{name} must be a bool, got {getattr(self, name)!r}"
@@ -504,12 +510,15 @@ class ACPredictor(nn.Module):
                 cache.append(kv)
         return x, (cache if keep_cache else None)
 
-    def _readout(self, x: Tensor, states: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Transformer output [B, T, K, hidden] -> (layer-normed latents [B, T, N, D],
-        next states [B, T, S] from the state head, or None if there is no head or
-        ``states`` is None)."""
+    def _readout(self, x: Tensor, latents: Tensor, states: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None]:
+        """Transformer output [B, T, K, hidden] and the input latents of those steps
+        [B, T, N, D] -> (layer-normed next latents [B, T, N, D], next states [B, T, S]
+        from the state head, or None if there is no head or ``states`` is None)."""
         c = self.config
         frames = self.predictor_proj(self.predictor_norm(x[:, :, c.num_conditioning_tokens :]))
+        if c.residual_latents:
+            frames = latents + frames
         frames = F.layer_norm(frames, (c.latent_dim,))
         next_states = None
         if self.state_head is not None and states is not None:
@@ -590,7 +599,7 @@ class ACPredictor(nn.Module):
             self._check_no_states(states, "states")
         tokens = self._embed(latents, actions, states)
         x, _ = self._run_blocks(tokens, start_step=0, past=None, keep_cache=False)
-        return self._readout(x.view(batch, steps, c.tokens_per_step, -1), states)
+        return self._readout(x.view(batch, steps, c.tokens_per_step, -1), latents, states)
 
     def _check_rollout(
         self,
@@ -724,7 +733,7 @@ class ACPredictor(nn.Module):
                                        keep_cache=step < horizon - 1)
             head_state = None if next_state_fn is not None else state  # skip an unused head
             frames, head_next = self._readout(
-                x.view(batch, 1, c.tokens_per_step, -1),
+                x.view(batch, 1, c.tokens_per_step, -1), latent[:, None],
                 None if head_state is None else head_state[:, None],
             )
             latent = frames[:, 0]

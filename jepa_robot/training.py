@@ -324,6 +324,7 @@ def train(config: TrainConfig) -> TrainResult:
         depth=config.predictor.depth,
         heads=config.predictor.heads,
         mlp_ratio=config.predictor.mlp_ratio,
+        residual_latents=config.predictor.residual_latents,
         max_steps=max(32, config.window),
         predict_state=states is not None,
     )

@@ -55,6 +55,11 @@ class PlannerConfig:
     """Start from the previous plan shifted by one step (receding horizon)."""
     warm_start_fill: str = "repeat"
     """What fills the freed last step: ``repeat`` the last action or the initial ``mean``."""
+    action_cost: float = 0.0
+    """Control-effort weight: every candidate's energy gains ``action_cost`` times its mean
+    absolute action on the bounds' ``move_dims`` (the gripper is free; all dims when the
+    action has none of them). Where the latent
+    energy is flat, near the goal, this makes standing still win over wandering."""
 
     def __post_init__(self) -> None:
         for name in ("horizon", "action_dim", "iterations", "samples"):
@@ -62,6 +67,8 @@ class PlannerConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s={self.time_budget_s} must be > 0 or None")
+        if not self.action_cost >= 0.0:
+            raise ValueError(f"action_cost={self.action_cost} must be >= 0")
         if self.warm_start_fill not in WARM_START_FILLS:
             raise ValueError(
                 f"warm_start_fill={self.warm_start_fill!r}; valid: {list(WARM_START_FILLS)}"
@@ -330,6 +337,10 @@ class Planner(ABC):
         energies = torch.stack([energy(predicted[env], goals[env]) for env in range(num_envs)])
         if energies.shape != (num_envs, num_candidates):
             raise ValueError(f"energy returned {tuple(energies.shape[1:])}; expected [N]")
+        if self.config.action_cost:
+            dims = [d for d in self.bounds.move_dims if d < action_dim] or list(range(action_dim))
+            effort = candidates[..., dims].abs().mean(dim=(-2, -1))  # [E, N]
+            energies = energies + self.config.action_cost * effort
         return energies
 
     def _iterations(self, device: torch.device) -> Iterator[int]:

@@ -316,13 +316,37 @@ def test_action_and_state_tokens_rotate_in_time_only():
     assert block1[-1, 1:].tolist() == [3, 3]
 
 
+def test_residual_latents_predict_the_change():
+    """With residual_latents the output is LN(z_t + proj(.)): zeroing the projection
+    makes the predictor copy each frame (up to the layer norm, a no-op on normed input);
+    without it the same predictor outputs a constant, whatever the frame."""
+    latents, actions, states = sequence()
+    for residual in (True, False):
+        model = make_model(residual_latents=residual)
+        with torch.no_grad():
+            model.predictor_proj.weight.zero_()
+            model.predictor_proj.bias.zero_()
+            predicted, _ = model(latents, actions, states)
+        if residual:
+            assert torch.allclose(predicted, latents, atol=1e-4)
+        else:
+            assert predicted.abs().max() < 1e-3  # LN of zeros
+    # configs saved before the field existed load with it off
+    stored = tiny_config().to_dict()
+    stored.pop("residual_latents")
+    assert PredictorConfig.from_dict(stored).residual_latents is False
+    with pytest.raises(ValueError, match="residual_latents"):
+        tiny_config(residual_latents="yes")
+
+
 # ----------------------------------------------------------------------------- rollout
 
 
+@pytest.mark.parametrize("residual", [False, True], ids=["latents", "residual_latents"])
 @pytest.mark.parametrize("context_len", [1, 3])
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad_buffer", "grad_concat"])
-def test_rollout_cache_matches_recompute(context_len, grad):
-    model = make_model()
+def test_rollout_cache_matches_recompute(context_len, grad, residual):
+    model = make_model(residual_latents=residual)
     context_latents, context_states, actions = rollout_inputs(context_len)
     with torch.set_grad_enabled(grad):
         cached, cached_states = model.rollout(context_latents, context_states, actions)
