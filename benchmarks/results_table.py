@@ -67,7 +67,8 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
                  if "cpu_count" in machine else "")
         lines.append(
             f"- `{path}`: checkpoint `{report['config']['checkpoint']}`, {_planner_summary(report['config'])}; "
-            f"{report['config']['workers']} worker(s) x {report['config']['threads_per_worker']} thread(s)"
+            f"{report['config']['workers']} worker(s) x "
+            f"{machine.get('torch_threads_per_worker') or report['config']['threads_per_worker']} thread(s)"
             + (f" on {where}" if where else "") + f"; {report['seconds'] / 60:.0f} min in all."
         )
     return "\n".join(lines)
