@@ -58,8 +58,9 @@ class PlannerConfig:
     action_cost: float = 0.0
     """Control-effort weight: every candidate's energy gains ``action_cost`` times its mean
     absolute action on the bounds' ``move_dims`` (the gripper is free; all dims when the
-    action has none of them). Where the latent
-    energy is flat, near the goal, this makes standing still win over wandering."""
+    action has none of them). Where the goal energy is flat it favours holding still
+    over wandering; on the default model it slowed the approach more than it helped
+    (benchmarks/README.md), hence 0 by default."""
 
     def __post_init__(self) -> None:
         for name in ("horizon", "action_dim", "iterations", "samples"):
