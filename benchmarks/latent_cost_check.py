@@ -40,28 +40,26 @@ def main() -> None:
     state = np.asarray(columns["observation.state"], dtype=np.float32)
     episode = np.asarray(columns["episode_index"])
     latents = load_latent_cache(args.cache).latents
-    episodes = np.unique(episode)
-    for block in np.array_split(episodes, args.blocks):
+    blocks = np.array_split(np.unique(episode), args.blocks)
+    for block in blocks:
         rhos = []
         for e in block[:: args.every]:
-            idx = np.nonzero(episode == e)[0]
-            lat = np.asarray(latents[idx], dtype=np.float32)
-            d_latent = np.abs(lat - lat[-1]).mean(axis=(1, 2))
-            d_hand = np.linalg.norm(state[idx, :3] - state[idx[-1], :3], axis=1)
-            rhos.append(spearmanr(d_latent, d_hand).statistic)
+            d_latent, offsets = distances_to_last_frame(np.nonzero(episode == e)[0], state, latents)
+            rhos.append(spearmanr(d_latent, np.linalg.norm(offsets[:, :3], axis=1)).statistic)
         print(f"episodes {block[0]}-{block[-1]}: Spearman {np.nanmean(rhos):.2f} over {len(rhos)} episodes")
-    near_goal_fit(np.array_split(episodes, args.blocks)[0], episode, state, latents, args.near)
+    near_goal_fit(blocks[0], episode, state, latents, args.near)
+
+
+def distances_to_last_frame(idx, state, latents):
+    """L1 latent distance of each frame of one episode (rows ``idx``) to its last frame,
+    and the absolute state offsets |dx|, |dy|, |dz|, |d gripper| from the last frame."""
+    lat = np.asarray(latents[idx], dtype=np.float32)
+    return np.abs(lat - lat[-1]).mean(axis=(1, 2)), np.abs(state[idx] - state[idx[-1]])
 
 
 def near_goal_fit(block, episode, state, latents, radius: float) -> None:
-    rows = []
-    for e in block:
-        idx = np.nonzero(episode == e)[0]
-        lat = np.asarray(latents[idx], dtype=np.float32)
-        d_latent = np.abs(lat - lat[-1]).mean(axis=(1, 2))
-        offsets = np.abs(state[idx] - state[idx[-1]])  # |dx|, |dy|, |dz|, |d gripper|
-        rows.append(np.column_stack([d_latent, offsets]))
-    rows = np.concatenate(rows)
+    rows = np.concatenate([np.column_stack(distances_to_last_frame(np.nonzero(episode == e)[0], state, latents))
+                           for e in block])
     near = np.linalg.norm(rows[:, 1:4], axis=1) < radius
     design = np.column_stack([rows[near, 1:], np.ones(near.sum())])
     coef, *_ = np.linalg.lstsq(design, rows[near, 0], rcond=None)

@@ -8,6 +8,7 @@ from a local root or a hub id, and turns every way this can go wrong into a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -220,7 +221,6 @@ def merge_datasets(sources: list[str], root: str | Path, repo_id: str) -> Datase
     existing dataset is never touched. Returns the merged dataset's spec.
     """
     from lerobot.datasets.aggregate import aggregate_datasets
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
 
     if len(sources) < 2:
         raise DatasetError(f"merge needs at least two datasets, got {list(sources)}")
@@ -228,22 +228,17 @@ def merge_datasets(sources: list[str], root: str | Path, repo_id: str) -> Datase
     if root.exists():
         raise DatasetError(f"{root} already exists; merge writes a new dataset (remove it or pick another root)")
     roots = [Path(s).expanduser().resolve() for s in sources]
-    repo_ids = []
+    if len(set(roots)) != len(roots):
+        raise DatasetError(f"merge got the same dataset twice: {sources}")
     for source in roots:
         if not (source / "meta" / "info.json").is_file():
             raise DatasetError(f"{source} is not a local LeRobot dataset (no meta/info.json)")
-        try:
-            repo_ids.append(LeRobotDatasetMetadata(source.name, root=source).repo_id)
-        except Exception as error:  # noqa: BLE001 - lerobot raises several kinds
-            raise DatasetError(f"{source}: cannot read its metadata: {type(error).__name__}: {error}") from error
-    if len(set(roots)) != len(roots):
-        raise DatasetError(f"merge got the same dataset twice: {sources}")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.merge-", dir=root.parent))
     try:
         staging = tmp / "dataset"
-        try:
-            aggregate_datasets(repo_ids, repo_id, roots=roots, aggr_root=staging)
+        try:  # lerobot reads and checks every source's metadata (features, fps) itself
+            aggregate_datasets([s.name for s in roots], repo_id, roots=roots, aggr_root=staging)
         except Exception as error:  # noqa: BLE001 - a mismatch surfaces as ValueError or others
             raise DatasetError(f"cannot merge {sources}: {type(error).__name__}: {error}") from error
         _, spec = open_dataset(str(staging))  # the merged dataset must load before it is kept
@@ -253,8 +248,7 @@ def merge_datasets(sources: list[str], root: str | Path, repo_id: str) -> Datase
         os.replace(staging, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _, spec = open_dataset(str(root))
-    return spec
+    return dataclasses.replace(spec, root=root, repo_id=repo_id)
 
 
 def _total_episodes(root: Path) -> int:
