@@ -43,10 +43,14 @@ class CheckpointError(ValueError):
 @contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Fill a temporary sibling of ``target``; on success it replaces ``target`` by
-    rename, on any error it is removed and ``target`` is left as it was."""
+    rename, on any error it is removed and ``target`` is left as it was. The directory
+    gets the usual permissions (0777 less the umask), not mkdtemp's private 0700."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if target.exists():

@@ -489,10 +489,6 @@ def export_encoder(target_model, model, directory: Path, info: dict[str, Any]) -
     with atomic_directory(directory) as tmp:
         exported.save_pretrained(tmp)
         (tmp / PRETRAINING_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in [tmp, *tmp.iterdir()]:  # mkdtemp makes it private; the export is for sharing
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
     return directory
 
 

@@ -35,6 +35,14 @@ class CEMConfig(EliteConfig):
     """Weight kept on the old mean: ``mean = m * mean + (1 - m) * elite_mean``."""
     std_momentum: float = 0.1
     """Weight kept on the old std, as for the mean."""
+    return_mean: bool = False
+    """Return the final mean (V-JEPA 2-AC's choice) instead of the best candidate ever
+    evaluated. Under a noisy energy the single best sample is partly luck; the elite
+    mean averages it out. The mean is evaluated once more so its energy is reported."""
+    hold_candidate: bool = False
+    """Add a hold candidate to every iteration: the mean with every step's move dims
+    (``bounds.move_dims``) set to 0, the gripper as the mean has it. Holding still is
+    then always weighed against moving."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,11 +83,15 @@ class CEMPlanner(Planner):
         std = torch.full_like(mean, config.init_std)
         best = BestSoFar(num_envs, mean)
         shape = (num_envs, config.samples, config.horizon, config.action_dim)
+        hold_dims = [d for d in self.bounds.move_dims if d < config.action_dim]
 
         with torch.no_grad():  # sampling planners need no gradients through the model
             for _ in self._iterations(like.device):
                 candidates = mean.unsqueeze(1) + std.unsqueeze(1) * self._randn(shape, like)
                 candidates[:, 0] = mean
+                if config.hold_candidate and config.samples > 1:
+                    candidates[:, 1] = mean
+                    candidates[:, 1, :, hold_dims] = 0.0
                 candidates = self.bounds.project(candidates)  # [E, N, H, A]
                 energies = self._evaluate(rollout, energy, candidates, goals)  # [E, N]
                 best.update(candidates, energies)
@@ -89,6 +101,11 @@ class CEMPlanner(Planner):
                 mean = config.mean_momentum * mean + (1 - config.mean_momentum) * elites.mean(1)
                 std = config.std_momentum * std + (1 - config.std_momentum) * elite_std
                 std = std.clamp_min(config.min_std)
+
+            if config.return_mean:
+                mean = self.bounds.project(mean)
+                mean_energy = self._evaluate(rollout, energy, mean.unsqueeze(1), goals)[:, 0]
+                best.actions, best.energy = mean, mean_energy.to(best.energy.dtype)
 
         result = best.result(started)
         self.previous_plan = result.actions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -197,6 +199,10 @@ def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny
 
     model = package_model(tiny_checkpoint, tmp_path / "model")
     assert sorted(p.name for p in model.iterdir()) == ["checkpoint", "encoder"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for directory in (model, *model.iterdir()):  # shareable, not mkdtemp's private 0700
+        assert directory.stat().st_mode & 0o777 == 0o777 & ~umask
     moved = tmp_path / "elsewhere"
     shutil.move(model, moved)
     world_model = WorldModel.load(moved / "checkpoint")

@@ -251,3 +251,63 @@ def test_action_cost_keeps_still_what_the_energy_ignores(name, point_mass, fast_
     assert result.energy.item() == pytest.approx(expected.item(), abs=1e-5)
     with pytest.raises(ValueError, match="action_cost"):
         toy_planner(name, fast_settings, action_cost=-1.0)
+
+
+def test_cem_hold_candidate_keeps_still_at_the_goal(point_mass, fast_settings):
+    """Started on the goal and warm-started from a plan that moves (as after an
+    approach), holding still is the exact optimum. The hold candidate is evaluated
+    every iteration, so CEM returns it exactly; without it CEM returns its best
+    sample, which still moves."""
+    rollout = point_mass(GOAL.unsqueeze(0))
+    moving = torch.full((1, 4, 2), 0.5)
+    results = {}
+    for hold in (True, False):
+        planner = toy_planner("cem", fast_settings, hold_candidate=hold)
+        planner.previous_plan = moving.clone()
+        results[hold] = planner.plan(rollout, GOAL)
+    assert torch.equal(results[True].actions, torch.zeros(1, 4, 2))
+    assert results[True].energy.item() == pytest.approx(0.0, abs=1e-9)
+    assert results[False].actions.abs().max().item() > 1e-3
+
+
+def test_cem_hold_candidate_leaves_the_gripper_to_the_mean(point_mass, fast_settings):
+    """Only the bounds' move dims are zeroed: on a 4-D action with move dims (0, 1, 2),
+    the hold candidate keeps dim 3 from the mean."""
+    seen = []
+    planner = make_planner(
+        "cem", horizon=2, action_dim=4, bounds=ActionBounds.box(4), energy=L2Energy(steps="all"),
+        samples=8, elites=2, iterations=1, hold_candidate=True,
+    )
+    planner.previous_plan = torch.tensor([[[0.3, 0.3, 0.3, 0.7], [0.3, 0.3, 0.3, 0.7]]])
+    planner.plan(point_mass(torch.zeros(1, 4), seen), torch.ones(4))
+    hold = seen[0][1]  # candidate 0 is the mean, candidate 1 the hold
+    assert torch.equal(hold[:, :3], torch.zeros(2, 3))
+    assert torch.allclose(hold[:, 3], torch.full((2,), 0.7))
+
+
+def test_cem_return_mean_averages_out_a_noisy_energy(point_mass, fast_settings):
+    """With iid noise on every candidate's energy, the best sample is partly luck; the
+    final elite mean lands nearer the true optimum, on average over seeds. The goal
+    (0.3, -0.2) is reached in one step by the interior action (0.6, -0.4), then held.
+    The energy reported with return_mean is that of the returned mean."""
+    generator = torch.Generator().manual_seed(0)
+    goal, optimal_first = torch.tensor([0.3, -0.2]), torch.tensor([0.6, -0.4])
+
+    def noisy(predicted, goal):
+        clean = L2Energy(steps="all")(predicted, goal)
+        return clean + 0.3 * torch.rand(clean.shape, generator=generator)
+
+    errors = {False: [], True: []}
+    for seed in range(16):
+        for return_mean in (False, True):
+            planner = toy_planner("cem", fast_settings, return_mean=return_mean, seed=seed)
+            result = planner.plan(point_mass(torch.zeros(1, 2)), goal, energy=noisy)
+            errors[return_mean].append((result.first_action[0] - optimal_first).abs().max())
+    assert torch.stack(errors[True]).mean() < 0.85 * torch.stack(errors[False]).mean()  # measured 0.71x
+
+    planner = toy_planner("cem", fast_settings, return_mean=True)
+    rollout = point_mass(torch.zeros(1, 2))
+    result = planner.plan(rollout, GOAL)
+    assert result.energy.item() == pytest.approx(OPTIMAL_ENERGY, abs=ENERGY_TOLERANCE)
+    recomputed = L2Energy(steps="all")(rollout(result.actions), GOAL)
+    assert torch.allclose(recomputed, result.energy, atol=1e-5)
