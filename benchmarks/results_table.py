@@ -25,8 +25,11 @@ def _pct(value: float) -> str:
 def _planner_summary(config: dict[str, Any]) -> str:
     planner, agent = config["planner"], config["agent"]
     options = planner["options"]
-    shown = ", ".join(f"{k} {options[k]}" for k in ("samples", "elites", "iterations", "horizon")
-                      if k in options)
+    shown = [f"{k} {options[k]}" for k in ("samples", "elites", "iterations", "horizon") if k in options]
+    # settings that change what is searched, named only when switched on
+    shown += [k for k in ("hold_candidate", "return_mean") if options.get(k)]
+    shown += [f"action_cost {options['action_cost']}"] if options.get("action_cost") else []
+    shown = ", ".join(shown)
     return (f"{planner['name']} ({shown}), {planner['energy']} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
             f"per replan, action_repeat={agent['action_repeat']}")

@@ -187,7 +187,10 @@ def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
             if not (source / name).is_file():
                 raise CheckpointError(f"encoder directory {source} has no {name}")
             shutil.copy2(source / name, tmp / "encoder" / name)
-        shutil.copytree(checkpoint, tmp / "checkpoint")
+        (tmp / "checkpoint").mkdir()  # not copytree: it would copy a private source's mode
+        for path in checkpoint.iterdir():
+            if path.is_file():
+                shutil.copy2(path, tmp / "checkpoint" / path.name)
         config["encoder"] = {**reference, "source": "../encoder"}
         (tmp / "checkpoint" / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     return out_dir

@@ -290,6 +290,7 @@ def test_bridge_stops_the_arm_when_commands_stop_or_the_sender_leaves(bridge):
 @pytest.mark.timeout(30)
 def test_sigint_and_exceptions_send_a_zero_twist(bridge):
     start = time.monotonic()
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup / a background job
     with pytest.raises(KeyboardInterrupt):
         with RosArmEnv(sim_robot(bridge.port)) as env:
             env.reset(seed=8)
@@ -300,7 +301,7 @@ def test_sigint_and_exceptions_send_a_zero_twist(bridge):
     time.sleep(0.1)
     after_sigint = twists_from(bridge, interrupted_at)
     assert after_sigint and np.all(after_sigint[0] == 0)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
     with pytest.raises(RuntimeError, match="planner blew up"):
         with RosArmEnv(sim_robot(bridge.port)) as env:

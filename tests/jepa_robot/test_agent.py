@@ -197,11 +197,13 @@ def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny
 
     from jepa_robot.checkpoint import package_model
 
-    model = package_model(tiny_checkpoint, tmp_path / "model")
+    private = shutil.copytree(tiny_checkpoint, tmp_path / "private-checkpoint")
+    private.chmod(0o700)  # as a checkpoint of a run made under a strict umask
+    model = package_model(private, tmp_path / "model")
     assert sorted(p.name for p in model.iterdir()) == ["checkpoint", "encoder"]
     umask = os.umask(0)
     os.umask(umask)
-    for directory in (model, *model.iterdir()):  # shareable, not mkdtemp's private 0700
+    for directory in (model, *model.iterdir()):  # shareable: the usual mode, whatever the source's
         assert directory.stat().st_mode & 0o777 == 0o777 & ~umask
     moved = tmp_path / "elsewhere"
     shutil.move(model, moved)
