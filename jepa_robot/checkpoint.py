@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,13 +44,12 @@ class CheckpointError(ValueError):
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Fill a temporary sibling of ``target``; on success it replaces ``target`` by
     rename, on any error it is removed and ``target`` is left as it was. The directory
-    gets the usual permissions (0777 less the umask), not mkdtemp's private 0700."""
+    is made by ``mkdir`` under a unique name, so it gets the usual permissions (0777
+    less the umask), not mkdtemp's private 0700."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    tmp.mkdir()  # fails rather than reuse an existing directory
     try:
         yield tmp
         if target.exists():

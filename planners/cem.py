@@ -51,6 +51,8 @@ class CEMConfig(EliteConfig):
         for name in ("mean_momentum", "std_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.hold_candidate and self.samples < 2:
+            raise ValueError("hold_candidate needs samples >= 2 (candidate 0 is the mean)")
 
 
 class CEMPlanner(Planner):
@@ -89,7 +91,7 @@ class CEMPlanner(Planner):
             for _ in self._iterations(like.device):
                 candidates = mean.unsqueeze(1) + std.unsqueeze(1) * self._randn(shape, like)
                 candidates[:, 0] = mean
-                if config.hold_candidate and config.samples > 1:
+                if config.hold_candidate:
                     candidates[:, 1] = mean
                     candidates[:, 1, :, hold_dims] = 0.0
                 candidates = self.bounds.project(candidates)  # [E, N, H, A]

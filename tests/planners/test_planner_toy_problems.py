@@ -283,6 +283,8 @@ def test_cem_hold_candidate_leaves_the_gripper_to_the_mean(point_mass, fast_sett
     hold = seen[0][1]  # candidate 0 is the mean, candidate 1 the hold
     assert torch.equal(hold[:, :3], torch.zeros(2, 3))
     assert torch.allclose(hold[:, 3], torch.full((2,), 0.7))
+    with pytest.raises(ValueError, match="hold_candidate"):
+        make_planner("cem", samples=1, elites=1, hold_candidate=True)
 
 
 def test_cem_return_mean_averages_out_a_noisy_energy(point_mass, fast_settings):
