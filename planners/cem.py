@@ -41,8 +41,8 @@ class CEMConfig(EliteConfig):
     mean averages it out. The mean is evaluated once more so its energy is reported."""
     hold_candidate: bool = False
     """Add a hold candidate to every iteration: the mean with every step's move dims
-    (``bounds.move_dims``) set to 0, the gripper as the mean has it. Holding still is
-    then always weighed against moving."""
+    (``bounds.move_dims``; all dims if the action has none of them) set to 0, the
+    gripper as the mean has it. Holding still is then always weighed against moving."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,7 +85,8 @@ class CEMPlanner(Planner):
         std = torch.full_like(mean, config.init_std)
         best = BestSoFar(num_envs, mean)
         shape = (num_envs, config.samples, config.horizon, config.action_dim)
-        hold_dims = [d for d in self.bounds.move_dims if d < config.action_dim]
+        # as for action_cost: the move dims, or every dim when the action has none of them
+        hold_dims = [d for d in self.bounds.move_dims if d < config.action_dim] or list(range(config.action_dim))
 
         with torch.no_grad():  # sampling planners need no gradients through the model
             for _ in self._iterations(like.device):
