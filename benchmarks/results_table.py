@@ -25,7 +25,8 @@ def _pct(value: float) -> str:
 def _planner_summary(config: dict[str, Any]) -> str:
     planner, agent = config["planner"], config["agent"]
     options = planner["options"]
-    shown = [f"{k} {options[k]}" for k in ("samples", "elites", "iterations", "horizon") if k in options]
+    sizes = ("samples", "elites", "iterations", "horizon")
+    shown = [f"{k} {options[k]}" for k in sizes if k in options]
     # settings that change what is searched, named only when switched on
     shown += [k for k in ("hold_candidate", "return_mean") if options.get(k)]
     shown += [f"action_cost {options['action_cost']}"] if options.get("action_cost") else []

@@ -86,7 +86,8 @@ class CEMPlanner(Planner):
         best = BestSoFar(num_envs, mean)
         shape = (num_envs, config.samples, config.horizon, config.action_dim)
         # as for action_cost: the move dims, or every dim when the action has none of them
-        hold_dims = [d for d in self.bounds.move_dims if d < config.action_dim] or list(range(config.action_dim))
+        dims = range(config.action_dim)
+        hold_dims = [d for d in self.bounds.move_dims if d in dims] or list(dims)
 
         with torch.no_grad():  # sampling planners need no gradients through the model
             for _ in self._iterations(like.device):

@@ -305,7 +305,8 @@ def test_cem_return_mean_averages_out_a_noisy_energy(point_mass, fast_settings):
             planner = toy_planner("cem", fast_settings, return_mean=return_mean, seed=seed)
             result = planner.plan(point_mass(torch.zeros(1, 2)), goal, energy=noisy)
             errors[return_mean].append((result.first_action[0] - optimal_first).abs().max())
-    assert torch.stack(errors[True]).mean() < 0.85 * torch.stack(errors[False]).mean()  # measured 0.71x
+    mean_error, best_error = torch.stack(errors[True]).mean(), torch.stack(errors[False]).mean()
+    assert mean_error < 0.85 * best_error  # measured 0.71x
 
     planner = toy_planner("cem", fast_settings, return_mean=True)
     rollout = point_mass(torch.zeros(1, 2))
