@@ -2,6 +2,8 @@
 as a planning cost, before any predictor is trained.
 
     uv run python benchmarks/latent_cost_check.py --dataset data/mw-all --cache data/latents/<key>
+    uv run python benchmarks/latent_cost_check.py --dataset data/mw-reach --blocks 1 \
+        --encoder jepa_robot/models/default/encoder --pool-grid 8   # encodes (and caches) first
 
 For every ``--every``-th episode: the L1 distance of each frame's cached latent to the
 episode's last frame, against the hand's distance to its final position (the first
@@ -24,22 +26,34 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from jepa_robot.data import open_dataset
-from jepa_robot.latent_cache import load_latent_cache
+from jepa_robot.encoders import load_encoder
+from jepa_robot.latent_cache import build_latent_cache, load_latent_cache
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--cache", required=True, help="a complete latent cache directory of that dataset")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", help="a complete latent cache directory of that dataset")
+    source.add_argument("--encoder", help="a local encoder directory: encode the dataset (cached)")
+    parser.add_argument("--pool-grid", type=int, default=4, help="with --encoder: tokens per side")
+    parser.add_argument("--resize-ratio", type=float, default=1.0,
+                        help="with --encoder: as encoder.resize_ratio (the default model's recipe: 1.0)")
+    parser.add_argument("--cache-root", default="data/latents", help="with --encoder: where caches live")
     parser.add_argument("--every", type=int, default=7)
     parser.add_argument("--blocks", type=int, default=3, help="equal blocks of episodes to report apart")
     parser.add_argument("--near", type=float, default=0.12, help="metres: the near-goal fit's radius")
     args = parser.parse_args()
-    dataset, _ = open_dataset(args.dataset)
+    dataset, spec = open_dataset(args.dataset)
     columns = dataset.hf_dataset.with_format("numpy")
     state = np.asarray(columns["observation.state"], dtype=np.float32)
     episode = np.asarray(columns["episode_index"])
-    latents = load_latent_cache(args.cache).latents
+    if args.cache:
+        latents = load_latent_cache(args.cache).latents
+    else:  # the same cache `jepa-robot train` builds and reuses for this encoder and grid
+        encoder = load_encoder(args.encoder, device="cpu", pool_grid=args.pool_grid,
+                               resize_ratio=args.resize_ratio)
+        latents = build_latent_cache(dataset, spec, encoder, args.cache_root).latents
     blocks = np.array_split(np.unique(episode), args.blocks)
     for block in blocks:
         rhos = []
