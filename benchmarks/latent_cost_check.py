@@ -38,8 +38,9 @@ def main() -> None:
     source.add_argument("--encoder", help="a local encoder directory: encode the dataset (cached)")
     parser.add_argument("--pool-grid", type=int, default=4, help="with --encoder: tokens per side")
     parser.add_argument("--resize-ratio", type=float, default=1.0,
-                        help="with --encoder: as encoder.resize_ratio (the default model's recipe: 1.0)")
-    parser.add_argument("--cache-root", default="data/latents", help="with --encoder: where caches live")
+                        help="with --encoder: as encoder.resize_ratio (the default model's: 1.0)")
+    parser.add_argument("--cache-root", default="data/latents",
+                        help="with --encoder: where caches live")
     parser.add_argument("--every", type=int, default=7)
     parser.add_argument("--blocks", type=int, default=3, help="equal blocks of episodes to report apart")
     parser.add_argument("--near", type=float, default=0.12, help="metres: the near-goal fit's radius")
