@@ -137,6 +137,13 @@ class ActionBounds:
     def action_dim(self) -> int:
         return len(self.low)
 
+    @property
+    def moving_dims(self) -> list[int]:
+        """The ``move_dims`` this action has, or every dim if it has none of them: what
+        ``action_cost`` weighs and CEM's hold candidate sets to 0."""
+        dims = [d for d in self.move_dims if 0 <= d < self.action_dim]
+        return dims or list(range(self.action_dim))
+
     def limits(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """``low``, ``high`` as ``[A]`` tensors on ``like``'s device and dtype."""
         return (like.new_tensor(self.low), like.new_tensor(self.high))
@@ -339,8 +346,7 @@ class Planner(ABC):
         if energies.shape != (num_envs, num_candidates):
             raise ValueError(f"energy returned {tuple(energies.shape[1:])}; expected [N]")
         if self.config.action_cost:
-            dims = [d for d in self.bounds.move_dims if d < action_dim] or list(range(action_dim))
-            effort = candidates[..., dims].abs().mean(dim=(-2, -1))  # [E, N]
+            effort = candidates[..., self.bounds.moving_dims].abs().mean(dim=(-2, -1))  # [E, N]
             energies = energies + self.config.action_cost * effort
         return energies
 

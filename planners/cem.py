@@ -85,9 +85,6 @@ class CEMPlanner(Planner):
         std = torch.full_like(mean, config.init_std)
         best = BestSoFar(num_envs, mean)
         shape = (num_envs, config.samples, config.horizon, config.action_dim)
-        # as for action_cost: the move dims, or every dim when the action has none of them
-        dims = range(config.action_dim)
-        hold_dims = [d for d in self.bounds.move_dims if d in dims] or list(dims)
 
         with torch.no_grad():  # sampling planners need no gradients through the model
             for _ in self._iterations(like.device):
@@ -95,7 +92,7 @@ class CEMPlanner(Planner):
                 candidates[:, 0] = mean
                 if config.hold_candidate:
                     candidates[:, 1] = mean
-                    candidates[:, 1, :, hold_dims] = 0.0
+                    candidates[:, 1, :, self.bounds.moving_dims] = 0.0
                 candidates = self.bounds.project(candidates)  # [E, N, H, A]
                 energies = self._evaluate(rollout, energy, candidates, goals)  # [E, N]
                 best.update(candidates, energies)
