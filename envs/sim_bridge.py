@@ -30,7 +30,8 @@ Service:
                   observation_stamp (of the first observation after the reset)}: resets
                   the scene from the seed; with goal_dir, first runs the evaluation
                   protocol's goal-image procedure (``envs.goals``) and writes
-                  ``goal_<seed>_<camera>.png`` (and sub-goal images) there.
+                  ``goal_<seed>_<camera>.png`` (and sub-goal images) there;
+                  goal_images lists sub-goals first, as an agent takes them.
 
 Like a robot, the sim steps on its own clock: each tick applies the newest command,
 or a zero motion when the newest is older than ``command_timeout_s`` or its sender
@@ -469,17 +470,18 @@ class SimBridge:
 
 
 def _write_goal_images(directory: Path, goal: Any) -> list[str]:
-    """Write the goal (and sub-goal) images as PNG files; each written to a temporary
-    name and renamed, so a reader never sees half a file. Returns the paths."""
+    """Write the sub-goal and goal images as PNG files; each written to a temporary
+    name and renamed, so a reader never sees half a file. Returns the paths in the
+    order an agent takes goals: sub-goals first, the final goal last (per camera)."""
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    frames = [(f"goal_{goal.seed}", goal.goal)]
-    frames += [
+    frames = [
         (f"subgoal_{goal.seed}_{index}_{phase}", images)
         for index, (phase, images) in enumerate(zip(goal.subgoal_phases, goal.subgoals))
     ]
+    frames.append((f"goal_{goal.seed}", goal.goal))
     for stem, images in frames:
         for camera, image in images.items():
             path = directory / f"{stem}_{camera}.png"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from envs.metaworld_goal import MetaWorldGoalEnv
 from envs.recording import RecordingSummary
@@ -64,6 +65,18 @@ def record_ros(config: RecordRosConfig) -> RecordingSummary:
     )
 
 
+def camera_goal_files(files: list[str], camera: str, cameras: list[str]) -> list[str]:
+    """The reset service's goal images that ``camera`` sees. The sim bridge writes one
+    file per camera, named ``..._<camera>.png``; a file named after another of the
+    robot's cameras is dropped, and one that names none is kept."""
+
+    def named_camera(path: str) -> str | None:
+        stem = Path(path).stem
+        return next((c for c in cameras if stem.endswith(f"_{c}")), None)
+
+    return [path for path in files if named_camera(path) in (camera, None)]
+
+
 def run_robot(config: RunRobotConfig) -> dict:
     """The MPC agent on a ROS arm for ``config.steps`` bounded commands.
 
@@ -99,7 +112,9 @@ def run_robot(config: RunRobotConfig) -> dict:
     with RosArmEnv(robot) as env:
         options = None if config.goal else {"goal_dir": config.goal_dir}
         observation, info = env.reset(seed=config.seed, options=options)
-        goal_files = list(config.goal) or list(info.get("goal_images") or [])
+        goal_files = list(config.goal) or camera_goal_files(
+            list(info.get("goal_images") or []), world_model.camera, [camera.name for camera in robot.cameras]
+        )
         if not goal_files:
             raise ValueError("no goal images: give goal=[FILE, ...] (this robot's reset service wrote none)")
         size = world_model.image_shape[0]
