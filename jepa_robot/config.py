@@ -32,7 +32,9 @@ class EnvConfig:
     image_size: int = 64
     """Square image side in pixels (16-512); 64 suits the small embedded encoder."""
     cameras: list[str] = field(default_factory=lambda: ["oblique"])
-    """Named camera views (``oblique``, ``front``, ``top``); the first is the primary one."""
+    """Named camera views (``oblique``, ``workspace``, ``front``, ``top``; see
+    ``envs.metaworld_goal.CAMERA_VIEWS``); the first is the primary one. The default
+    model was trained on ``workspace``."""
     step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
 
