@@ -29,7 +29,7 @@ def _planner_summary(config: dict[str, Any]) -> str:
     shown = [f"{k} {options[k]}" for k in sizes if k in options]
     # settings that change what is searched, named only when switched on
     shown += [k for k in ("hold_candidate", "return_mean") if options.get(k)]
-    shown += [f"action_cost {options['action_cost']}"] if options.get("action_cost") else []
+    shown += [f"{k} {options[k]}" for k in ("hold_margin", "action_cost") if options.get(k)]
     shown = ", ".join(shown)
     return (f"{planner['name']} ({shown}), {planner['energy']} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "

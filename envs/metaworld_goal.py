@@ -68,8 +68,9 @@ CAMERA_VIEWS: dict[str, CameraView] = {
     # The oblique view's angles from 0.7 m instead of 0.95, aimed at the middle of the
     # hand's working volume (x in [-0.15, 0.15], y in [0.5, 0.92], z in [0, 0.32]), which
     # then just fills the frame: 5 cm of hand motion moves 5.1 / 3.2 / 5.2 px at 64 px
-    # along x / y / z, against 3.8 / 2.7 / 3.7 in the oblique view. The default model
-    # looks through it.
+    # along x / y / z, against 3.8 / 2.7 / 3.7 in the oblique view. An encoder pretrained
+    # on it did not resolve the hand better near a goal than the oblique one (x and z
+    # sharper, y blunter; benchmarks/README.md), so the default model keeps "oblique".
     "workspace": CameraView(lookat=(0.026, 0.751, 0.111), distance=0.7, azimuth=-65.0, elevation=-28.0),
     # Straight down on the workspace.
     "top": CameraView(lookat=(0.0, 0.72, 0.0), distance=0.8, azimuth=-90.0, elevation=-89.0),

@@ -34,7 +34,7 @@ class EnvConfig:
     cameras: list[str] = field(default_factory=lambda: ["oblique"])
     """Named camera views (``oblique``, ``workspace``, ``front``, ``top``; see
     ``envs.metaworld_goal.CAMERA_VIEWS``); the first is the primary one. The default
-    model was trained on ``workspace``."""
+    model was trained on ``oblique``."""
     step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
 

@@ -43,6 +43,13 @@ class CEMConfig(EliteConfig):
     """Add a hold candidate to every iteration: the mean with every step's move dims
     (``bounds.move_dims``; all dims if the action has none of them) set to 0, the
     gripper as the mean has it. Holding still is then always weighed against moving."""
+    hold_margin: float = 0.0
+    """With ``hold_candidate``: return the last iteration's hold candidate unless the
+    plan chosen (the best, or the mean with ``return_mean``) undercuts its energy by
+    more than this fraction of it.
+    The best of many noisy energies is biased low (the winner's curse), so near the
+    goal some moving plan nearly always looks a little better than holding; a margin
+    keeps the arm still there unless a move is clearly better. 0 (default): off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +60,10 @@ class CEMConfig(EliteConfig):
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
         if self.hold_candidate and self.samples < 2:
             raise ValueError("hold_candidate needs samples >= 2 (candidate 0 is the mean)")
+        if not 0 <= self.hold_margin < 1:
+            raise ValueError(f"hold_margin={self.hold_margin} must be in [0, 1)")
+        if self.hold_margin and not self.hold_candidate:
+            raise ValueError("hold_margin needs hold_candidate: true")
 
 
 class CEMPlanner(Planner):
@@ -96,6 +107,8 @@ class CEMPlanner(Planner):
                 candidates = self.bounds.project(candidates)  # [E, N, H, A]
                 energies = self._evaluate(rollout, energy, candidates, goals)  # [E, N]
                 best.update(candidates, energies)
+                if config.hold_candidate:
+                    hold, hold_energy = candidates[:, 1], energies[:, 1]
 
                 elites, _ = top_elites(candidates, energies, config.elites)  # [E, K, H, A]
                 elite_std = elites.std(dim=1, unbiased=False)
@@ -107,6 +120,11 @@ class CEMPlanner(Planner):
                 mean = self.bounds.project(mean)
                 mean_energy = self._evaluate(rollout, energy, mean.unsqueeze(1), goals)[:, 0]
                 best.actions, best.energy = mean, mean_energy.to(best.energy.dtype)
+            if config.hold_margin:  # the plan chosen above, unless it does not beat holding enough
+                hold_energy = hold_energy.to(best.energy.dtype)
+                keep_still = best.energy > (1 - config.hold_margin) * hold_energy
+                best.actions = torch.where(keep_still[:, None, None], hold, best.actions)
+                best.energy = torch.where(keep_still, hold_energy, best.energy)
 
         result = best.result(started)
         self.previous_plan = result.actions

@@ -79,7 +79,7 @@ def test_episode_moves_the_arm_toward_the_goal(bridge, tmp_path):
         assert observation["images"]["oblique"].dtype == np.uint8 and observation["state"].dtype == np.float32
         assert env.observation_space.contains(observation)
         # one goal image per camera of the robot config
-        assert info["seed"] == 7 and [Path(p).name for p in info["goal_images"]] == ["goal_7_oblique.png", "goal_7_workspace.png"]
+        assert info["seed"] == 7 and [Path(p).name for p in info["goal_images"]] == ["goal_7_oblique.png"]
         goal_image = np.asarray(Image.open(info["goal_images"][0]))
         assert goal_image.shape == (64, 64, 3)
         goal = np.asarray(info["goal_state"][:3])

@@ -314,3 +314,32 @@ def test_cem_return_mean_averages_out_a_noisy_energy(point_mass, fast_settings):
     assert result.energy.item() == pytest.approx(OPTIMAL_ENERGY, abs=ENERGY_TOLERANCE)
     recomputed = L2Energy(steps="all")(rollout(result.actions), GOAL)
     assert torch.allclose(recomputed, result.energy, atol=1e-5)
+
+
+def test_cem_hold_margin_keeps_still_unless_a_move_clearly_pays(point_mass, fast_settings):
+    """Under iid energy noise, the best of many samples nearly always undercuts the hold
+    candidate a little, so a planner at the goal keeps moving; a 30% margin keeps it
+    still. Away from the goal, a move pays more than the margin and is still taken."""
+    generator = torch.Generator().manual_seed(0)
+
+    def noisy(predicted, goal):
+        clean = L2Energy(steps="all")(predicted, goal)
+        return clean + 0.05 * torch.rand(clean.shape, generator=generator) + 0.1
+
+    still = {0.0: 0, 0.3: 0}
+    for seed in range(8):
+        for margin in still:
+            planner = toy_planner("cem", fast_settings, hold_candidate=True, hold_margin=margin, seed=seed)
+            result = planner.plan(point_mass(GOAL.unsqueeze(0)), GOAL, energy=noisy)
+            still[margin] += int(torch.equal(result.actions, torch.zeros(1, 4, 2)))
+    assert still[0.3] == 8 and still[0.0] <= 2, still
+    # the margin applies to the returned mean as well
+    planner = toy_planner("cem", fast_settings, hold_candidate=True, hold_margin=0.3, return_mean=True)
+    assert torch.equal(planner.plan(point_mass(GOAL.unsqueeze(0)), GOAL, energy=noisy).actions, torch.zeros(1, 4, 2))
+    planner = toy_planner("cem", fast_settings, hold_candidate=True, hold_margin=0.3)
+    away = planner.plan(point_mass(torch.zeros(1, 2)), GOAL)
+    assert away.first_action.abs().max().item() > 0.1
+    with pytest.raises(ValueError, match="hold_margin needs hold_candidate"):
+        make_planner("cem", samples=8, elites=2, hold_margin=0.1)
+    with pytest.raises(ValueError, match="hold_margin"):
+        make_planner("cem", samples=8, elites=2, hold_candidate=True, hold_margin=1.0)
