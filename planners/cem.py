@@ -49,7 +49,8 @@ class CEMConfig(EliteConfig):
     more than this fraction of it.
     The best of many noisy energies is biased low (the winner's curse), so near the
     goal some moving plan nearly always looks a little better than holding; a margin
-    keeps the arm still there unless a move is clearly better. 0 (default): off."""
+    keeps the arm still there unless a move is clearly better. Meant for energies >= 0
+    (the goal distances are). 0 (default): off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
