@@ -32,16 +32,11 @@ def sim_robot(port: int, **overrides) -> RosArmConfig:
     return to_schema(config, RosArmConfig)
 
 
-def sim_env(image_size: int) -> MetaWorldGoalEnv:
-    """A reach env rendering every camera of configs/robot/sim.yaml."""
-    return MetaWorldGoalEnv("reach", image_size=image_size, cameras=[c.name for c in sim_robot(0).cameras])
-
-
 @pytest.fixture(scope="module")
 def bridge():
     """One clock-driven bridge (reach, 64 px, 20 Hz) shared by the tests of this module;
     each test resets it through the reset service."""
-    bridge = SimBridge(sim_env(64), sim_robot(0), port=0)
+    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=64), sim_robot(0), port=0)
     bridge.start()
     yield bridge
     bridge.stop()
@@ -78,7 +73,7 @@ def test_episode_moves_the_arm_toward_the_goal(bridge, tmp_path):
         assert observation["images"]["oblique"].shape == (64, 64, 3)
         assert observation["images"]["oblique"].dtype == np.uint8 and observation["state"].dtype == np.float32
         assert env.observation_space.contains(observation)
-        # one goal image per camera of the robot config
+        # one goal image per camera of the robot config (sim.yaml: oblique)
         assert info["seed"] == 7 and [Path(p).name for p in info["goal_images"]] == ["goal_7_oblique.png"]
         goal_image = np.asarray(Image.open(info["goal_images"][0]))
         assert goal_image.shape == (64, 64, 3)
@@ -101,7 +96,7 @@ def test_episode_moves_the_arm_toward_the_goal(bridge, tmp_path):
 @pytest.mark.timeout(30)
 def test_lockstep_applies_each_command_once_and_exactly():
     robot = sim_robot(0)
-    with SimBridge(sim_env(32), robot, port=0, lockstep=True) as bridge:
+    with SimBridge(MetaWorldGoalEnv("reach", image_size=32), robot, port=0, lockstep=True) as bridge:
         with RosArmEnv(sim_robot(bridge.port, image_size=32)) as env:
             env.reset(seed=3)
             time.sleep(0.2)
@@ -122,7 +117,7 @@ def test_gripper_through_the_gripper_command_action():
         "open_position": 0.04, "closed_position": 0.0, "deadband": 0.1,
     }
     robot = sim_robot(0, gripper=action_gripper)
-    with SimBridge(sim_env(32), robot, port=0) as bridge:
+    with SimBridge(MetaWorldGoalEnv("reach", image_size=32), robot, port=0) as bridge:
         with RosArmEnv(sim_robot(bridge.port, image_size=32, gripper=action_gripper)) as env:
             observation, _ = env.reset(seed=2)
             opening = observation["state"][3]
@@ -408,7 +403,7 @@ def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_pat
     dataset, spec = open_dataset(str(root))
     assert dataset.meta.total_episodes == 2 and len(dataset) == 20 and dataset.meta.fps == 20
     assert dataset.meta.robot_type == "sawyer"
-    sim_features = dataset_features(sim_env(64))
+    sim_features = dataset_features(MetaWorldGoalEnv("reach", image_size=64))
     check_features_match(dataset.meta.features, sim_features, root)  # same keys, dtypes, shapes, names
     assert spec.image_key == "observation.images.oblique" and spec.action_dim == 4 and spec.state_dim == 4
     assert sorted(int(s) for s in dataset.hf_dataset.unique("episode_seed")) == [40, 41]

@@ -20,7 +20,7 @@ def bridge():
 
     robot = to_schema(OmegaConf.merge(OmegaConf.load(configs_dir() / "robot" / "sim.yaml"),
                                       {"port": 0, "host": "127.0.0.1", "image_size": 32}), RosArmConfig)
-    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=32, cameras=[c.name for c in robot.cameras]), robot, port=0)
+    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=32), robot, port=0)
     bridge.start()
     yield bridge
     bridge.stop()
@@ -71,6 +71,8 @@ def test_a_model_robot_mismatch_is_refused_before_connecting(tiny_checkpoint, tm
 def test_reset_service_goals_are_the_models_camera_in_agent_order(tmp_path):
     """The sim bridge writes a file per camera, sub-goals first; run-robot keeps the
     world model's camera's (and any file that names no camera), in that order."""
+    from pathlib import Path
+
     import numpy as np
 
     from envs.goals import GoalImages
@@ -82,6 +84,6 @@ def test_reset_service_goals_are_the_models_camera_in_agent_order(tmp_path):
     goal = GoalImages(seed=7, goal=views, goal_state=np.zeros(4, np.float32), subgoals=[views, views],
                       subgoal_phases=["grasp", "lift"])
     files = _write_goal_images(tmp_path, goal) + [str(tmp_path / "mine.png")]
-    kept = [p.split("/")[-1] for p in camera_goal_files(files, "workspace", ["oblique", "workspace"])]
+    kept = [Path(p).name for p in camera_goal_files(files, "workspace", ["oblique", "workspace"])]
     assert kept == ["subgoal_7_0_grasp_workspace.png", "subgoal_7_1_lift_workspace.png",
                     "goal_7_workspace.png", "mine.png"]
