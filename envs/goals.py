@@ -36,6 +36,10 @@ class GoalImages:
     """The phase each sub-goal frame starts (``grasp``, ``lift``)."""
     expert_steps: int = 0
     """Steps the expert took to first success."""
+    goal_distance_m: float | None = None
+    """The env's success distance at the goal frame (``info["goal_distance_m"]``: hand or
+    object to target, metres). The expert stops short of the target's centre, so this
+    says how close to the success radius the goal image itself is."""
 
 
 def make_goal_images(
@@ -82,6 +86,7 @@ def make_goal_images(
         subgoals=subgoals,
         subgoal_phases=phases,
         expert_steps=success_step,
+        goal_distance_m=float(info["goal_distance_m"]) if "goal_distance_m" in info else None,
     )
     observation, info = env.reset(seed=seed)
     return goal, observation, info

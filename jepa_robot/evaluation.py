@@ -191,8 +191,9 @@ class ModelRunner:
             steps: int | None = None, video_path: Path | None = None) -> tuple[dict[str, Any], Path | None]:
         started = time.perf_counter()
         env, camera = self.env(task), self.world_model.camera
+        goal = None
         if goals is None:
-            goals, observation, _ = goal_frames(env, seed, camera, self.subgoals)
+            goals, observation, goal = goal_frames(env, seed, camera, self.subgoals)
         else:
             observation, _ = env.reset(seed=seed)
         steps = steps or EPISODE_BUDGET[task]
@@ -211,6 +212,10 @@ class ModelRunner:
             path = video_path or (self.video_dir / f"{task}-{seed}.mp4")
             written = write_video(path, recorder.frames, fps=20)
         record = episode_record(task, seed, result, self.world_model, self.agent)
+        if goal is not None:  # how well the episode matched the goal image (diagnostic only)
+            record["goal_frame_distance_m"] = goal.goal_distance_m
+            record["final_hand_to_goal_frame_m"] = float(
+                np.linalg.norm(env.state()[:3] - goal.goal_state[:3]))
         record["wall_seconds"] = time.perf_counter() - started
         return record, written
 
@@ -335,6 +340,10 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
                               if r.get(f"{which}_goal_distance_m") is not None])
             for which in ("final", "min")
         }
+        # the goal frame's own distance to the target (the expert stops short of the centre)
+        # and how far the hand ended from where the goal image shows it
+        for key in ("goal_frame_distance_m", "final_hand_to_goal_frame_m"):
+            entry[key] = summarise([r[key] for r in model if r.get(key) is not None])
         entry["budget"] = EPISODE_BUDGET[task]
         entry["references"] = {}
         for kind in config.references:

@@ -86,6 +86,10 @@ def test_goal_images_are_deterministic_and_restore_the_start(task):
     expected_phases = {"reach": [], "push": ["grasp"], "pick-place": ["grasp", "lift"]}[task]
     assert goal.subgoal_phases == expected_phases
     assert len(goal.subgoals) == len(expected_phases)
+    # the goal frame is a success frame: its distance to the target is inside the radius
+    radius = {"reach": 0.05, "push": 0.05, "pick-place": 0.07}[task]
+    assert 0.0 <= goal.goal_distance_m <= radius
+    assert goal.goal_distance_m == goal_again.goal_distance_m
     env.close()
 
 

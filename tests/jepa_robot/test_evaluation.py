@@ -66,6 +66,12 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
         assert 0.0 <= episode["min_goal_distance_m"] <= episode["final_goal_distance_m"]
         assert (episode["final_goal_distance_m"] <= 0.05) == episode["success"]
     assert reach["goal_distance_m"]["final"]["count"] == 2
+    # where the goal frame itself sits, and how far the hand ended from the goal frame's hand
+    for episode in reach["episodes"]:
+        assert 0.0 < episode["goal_frame_distance_m"] <= 0.05
+        assert episode["final_hand_to_goal_frame_m"] >= 0.0
+    assert reach["final_hand_to_goal_frame_m"]["count"] == 2
+    assert reach["goal_frame_distance_m"]["count"] == 2
     assert (out / "summary.png").stat().st_size > 0
     videos = list((out / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["reach-100000.mp4"]

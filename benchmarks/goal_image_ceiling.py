@@ -1,0 +1,135 @@
+"""How closely must a planner match the goal image for the protocol to score a success?
+
+    uv run python benchmarks/goal_image_ceiling.py              # ~2 min on one core
+    uv run python benchmarks/goal_image_ceiling.py --out benchmarks/results/goal_image_ceiling.json
+
+The protocol's goal image is the noise-free scripted expert's frame a few steps after
+the simulator first reports success (envs/goals.py). A goal-image planner can at best
+reproduce that frame, so its success is bounded by where that frame sits:
+
+1. For every task, on the protocol's seeds: the goal frame's own distance to the target
+   (the env's success distance, ``goal_distance_m``) against the task's success radius.
+   Meta-World's reach expert steers the *hand* to the target, but reach-v3 judges the
+   gripper's centre (``tcp_center``, ~4.4 cm below the hand), so reach's goal frames
+   sit just inside the 5 cm radius.
+2. For reach: a privileged servo (it reads the hand position, which no planner here
+   does) drives the hand to the goal frame's hand position plus an offset of ``r`` cm in
+   a random direction, for the protocol's 100-step budget; success is the env's flag at
+   the last step, as in ``jepa-robot eval``. The success rate per ``r`` is what a planner
+   that ends ``r`` cm from the goal image's hand position can expect. Compare it with
+   ``final_hand_to_goal_frame_m`` in an eval report.
+
+Camera-less envs (nothing is rendered); the servo's gain and the gripper command (0)
+are those of Meta-World's reach expert.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from envs.experts import ScriptedExpert
+from envs.metaworld_goal import EPISODE_BUDGET, TASKS, MetaWorldGoalEnv
+
+SUCCESS_RADIUS_M = {"reach": 0.05, "push": 0.05, "pick-place": 0.07}
+"""Meta-World v3's success thresholds (sawyer_reach_v3: reach_dist <= 0.05; push:
+TARGET_RADIUS = 0.05; pick-place: obj_to_target <= 0.07)."""
+SERVO_GAIN = 5.0
+"""Action per metre of hand error, clipped to [-1, 1]; SawyerReachV3Policy's ``p``."""
+
+
+def goal_frame(env: MetaWorldGoalEnv, seed: int, settle_steps: int = 5, max_steps: int = 500):
+    """Run the noise-free expert as ``make_goal_images`` does; returns the hand position
+    and the env's success distance at the goal frame (no images)."""
+    env.reset(seed=seed)
+    expert = ScriptedExpert(env.task, seed=seed)
+    success_step = None
+    for step in range(1, max_steps + 1):
+        _, _, _, _, info = env.step(expert.expert_action(env.privileged_obs))
+        if info["success"] and success_step is None:
+            success_step = step
+        if success_step is not None and step >= success_step + settle_steps:
+            return env.state()[:3].copy(), float(info["goal_distance_m"])
+    raise RuntimeError(f"the {env.task} expert did not succeed from seed {seed}")
+
+
+def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Drive the hand to ``target`` for the reach budget; (success at the last step,
+    the final hand position)."""
+    env.reset(seed=seed)
+    info: dict = {"success": False}
+    for _ in range(EPISODE_BUDGET["reach"]):
+        move = np.clip(SERVO_GAIN * (target - env.state()[:3]), -1.0, 1.0)
+        _, _, _, _, info = env.step(np.append(move, 0.0).astype(np.float32))
+    return bool(info["success"]), env.state()[:3].copy()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=50, help="protocol seeds 100000..")
+    parser.add_argument("--seed-start", type=int, default=100000)
+    parser.add_argument("--offsets-cm", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2, 3, 4])
+    parser.add_argument("--directions", type=int, default=2,
+                        help="random directions per seed and offset")
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    seeds = range(args.seed_start, args.seed_start + args.episodes)
+    started = time.perf_counter()
+    result: dict = {"seeds": [seeds[0], seeds[-1]], "goal_frame": {}, "reach_servo": []}
+
+    print("| task | success radius, cm "
+          "| goal frame's distance to target, cm (median / min / max) |")
+    print("|---|---|---|")
+    reach_goals = {}
+    for task in TASKS:
+        env = MetaWorldGoalEnv(task, cameras=())
+        frames = {seed: goal_frame(env, seed)
+                  for seed in tqdm(seeds, desc=f"{task} goals", leave=False)}
+        env.close()
+        if task == "reach":
+            reach_goals = frames
+        distances = np.array([distance for _, distance in frames.values()]) * 100
+        result["goal_frame"][task] = {
+            "success_radius_cm": SUCCESS_RADIUS_M[task] * 100,
+            "distance_cm": {"median": float(np.median(distances)),
+                            "min": float(distances.min()), "max": float(distances.max())},
+        }
+        print(f"| {task} | {SUCCESS_RADIUS_M[task] * 100:.0f} | {np.median(distances):.1f} / "
+              f"{distances.min():.1f} / {distances.max():.1f} |")
+
+    print("\n| reach: servo ends this far from the goal frame's hand, cm (target / reached, "
+          "median) | success | N |")
+    print("|---|---|---|")
+    env = MetaWorldGoalEnv("reach", cameras=())
+    rng = np.random.default_rng(0)
+    for offset in args.offsets_cm:
+        outcomes, reached = [], []
+        for seed in tqdm(seeds, desc=f"servo {offset} cm", leave=False):
+            hand, _ = reach_goals[seed]
+            for _ in range(args.directions if offset > 0 else 1):
+                direction = rng.normal(size=3)
+                target = hand + offset / 100 * direction / np.linalg.norm(direction)
+                success, final_hand = servo_episode(env, seed, target)
+                outcomes.append(success)
+                reached.append(np.linalg.norm(final_hand - hand) * 100)
+        rate = float(np.mean(outcomes))
+        result["reach_servo"].append({"offset_cm": offset, "success_rate": rate, "n": len(outcomes),
+                                      "reached_offset_cm_median": float(np.median(reached))})
+        print(f"| {offset:g} / {np.median(reached):.1f} | {rate:.0%} | {len(outcomes)} |")
+    env.close()
+    result["seconds"] = time.perf_counter() - started
+    print(f"\n{result['seconds']:.0f} s")
+    if args.out:
+        tmp = f"{args.out}.tmp{os.getpid()}"
+        with open(tmp, "w") as handle:
+            json.dump(result, handle, indent=2)
+        os.replace(tmp, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""benchmarks/goal_image_ceiling.py and hold_drift.py: what the protocol's goal frames
+demand of a planner, on a couple of seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_goal_frames_sit_inside_the_radius_and_an_offset_servo_misses(tmp_path):
+    out = tmp_path / "ceiling.json"
+    result = load("goal_image_ceiling").main(
+        ["--episodes", "2", "--offsets-cm", "0", "12", "--directions", "1", "--out", str(out)])
+    assert out.is_file()
+    for entry in result["goal_frame"].values():
+        distance = entry["distance_cm"]
+        assert 0 < distance["min"] <= distance["max"] <= entry["success_radius_cm"]
+    # reach's goal frame is near the radius: the expert steers the hand, success is judged
+    # at the gripper's centre below it
+    assert result["goal_frame"]["reach"]["distance_cm"]["min"] > 3.0
+    on_goal, far = result["reach_servo"]
+    assert on_goal["reached_offset_cm_median"] < 1.5 and on_goal["n"] == 2
+    # 12 cm from a frame that is itself < 5 cm from the target: > 7 cm from it, a miss
+    assert far["success_rate"] == 0.0 and far["reached_offset_cm_median"] > 10.0
+
+
+def test_the_arm_drifts_in_its_null_space_while_the_hand_holds():
+    table = load("hold_drift").main(["--seeds", "1", "--steps", "20", "--every", "10"])
+    assert table.shape == (2, 4)
+    hand_cm, joint_rad, pixels_pct, latent = table.T
+    # the joints move far more than the hand does, and the frame drifts away from the goal's
+    assert joint_rad[-1] > 0.1 and hand_cm[-1] < 3.0
+    assert pixels_pct[-1] > pixels_pct[0] > 0 and latent[-1] > latent[0] > 0
+
+
+def test_latent_probe_replays_the_recorded_episodes(small_dataset, tiny_encoder_dir, tmp_path):
+    import numpy as np
+    import pytest
+
+    from envs.metaworld_goal import MetaWorldGoalEnv
+
+    probe = load("latent_probe")
+    root, _, _ = small_dataset
+    results = probe.main(["--dataset", str(root), "--encoder", str(tiny_encoder_dir),
+                          "--pool-grid", "2", "--cache-root", str(tmp_path), "--holdout", "3"])
+    assert set(results) == {"reach", "all"}
+    for entry in results.values():
+        assert all(np.isfinite(v) and v >= 0 for v in entry["hand_cm"] + entry["object_cm"])
+    # a replay whose hand leaves the recorded path is refused, not scored
+    env = MetaWorldGoalEnv("reach", cameras=())
+    with pytest.raises(RuntimeError, match="left the recorded hand path"):
+        probe.replay_object_positions("reach", 0, np.zeros((2, 4), np.float32),
+                                      np.full((2, 3), 9.0, np.float32), env)
+    env.close()
