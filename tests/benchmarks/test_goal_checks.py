@@ -61,3 +61,14 @@ def test_latent_probe_replays_the_recorded_episodes(small_dataset, tiny_encoder_
         probe.replay_object_positions("reach", 0, np.zeros((2, 4), np.float32),
                                       np.full((2, 3), 9.0, np.float32), env)
     env.close()
+
+
+def test_tcp_centred_goal_frames_put_the_fingers_on_the_target(tiny_checkpoint, tmp_path):
+    out = tmp_path / "tcp.json"
+    result = load("reach_tcp_goals").main(["--checkpoint", str(tiny_checkpoint), "--episodes", "1",
+                                           "--workers", "1", "--out", str(out)])
+    assert out.is_file() and result["n"] == 1
+    (episode,) = result["episodes"]
+    # the protocol's frames sit 4.2-4.9 cm from the target; these sit on it
+    assert episode["goal_frame_distance_m"] < 0.015
+    assert episode["success"] == (episode["final_goal_distance_m"] <= 0.05)
