@@ -46,11 +46,13 @@ def rows(report: dict[str, Any]) -> list[str]:
         replan = entry["plan_time_per_replan_s"]
         final = (entry.get("goal_distance_m") or {}).get("final")
         end = f"{100 * final['p50']:.1f}" if final else "-"
+        hand = entry.get("final_hand_to_goal_frame_m")
+        matched = f"{100 * hand['p50']:.1f}" if hand else "-"
         out.append(
             f"| {task} | {goals} | {entry['n']} | **{_pct(entry['success_rate'])}** "
             f"| {_pct(low)}-{_pct(high)} | {ref['random']} | {ref['expert']} "
             f"| {1e3 * replan['mean']:.0f} / {1e3 * replan['p50']:.0f} / {1e3 * replan['p95']:.0f} "
-            f"| {entry['episode_wall_s']['mean']:.1f} | {end} |"
+            f"| {entry['episode_wall_s']['mean']:.1f} | {end} | {matched} |"
         )
     return out
 
@@ -59,8 +61,9 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
     lines = [
         "| task | goal images | N | success | 95% Wilson | random | scripted expert "
         "| plan time per replan, ms (mean / p50 / p95) | s per episode "
-        "| distance to target at the end, cm (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| distance to target at the end, cm (median) "
+        "| hand to the goal frame's hand at the end, cm (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, report in reports:
         lines += rows(report)

@@ -23,9 +23,20 @@ def test_table_rows_come_from_the_report():
     table = load().render([("r.json", json.loads(REPORT.read_text()))])
     rows = [line for line in table.splitlines() if line.startswith("| reach")]
     # reach in that report: 4/50 successes, Wilson [3%, 19%], random 0%, expert 100%, 469 ms mean
-    # (that report predates the end-distance diagnostic: "-")
-    assert rows == ["| reach | final goal | 50 | **8%** | 3%-19% | 0% | 100% | 469 / 419 / 801 | 13.0 | - |"]
+    # (that report predates the end-distance and goal-frame diagnostics: "-")
+    assert rows == [
+        "| reach | final goal | 50 | **8%** | 3%-19% | 0% | 100% | 469 / 419 / 801 | 13.0 | - | - |"]
     assert "| pick-place | final goal | 50 | **0%** |" in table
+
+
+def test_goal_frame_match_is_shown_when_the_report_has_it():
+    module = load()
+    report = json.loads(REPORT.read_text())
+    report["tasks"]["reach"]["final_hand_to_goal_frame_m"] = {"mean": 0.03, "p50": 0.023,
+                                                              "p95": 0.08, "count": 50}
+    (row,) = [line for line in module.render([("r.json", report)]).splitlines()
+              if line.startswith("| reach")]
+    assert row.endswith("| 13.0 | - | 2.3 |")
 
 
 def test_switched_on_search_settings_are_named():
