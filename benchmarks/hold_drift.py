@@ -5,9 +5,9 @@ Sawyer under zero actions, seen through a world model's encoder.
     uv run python benchmarks/hold_drift.py --checkpoint runs/x/checkpoint --task reach
 
 Meta-World moves the arm through a mocap body welded to the hand; the 7 joints are
-otherwise free. With the xyz action at 0 the hand stays (nearly) put, but the arm keeps
-moving in its null space (the elbow sinks), so the frame keeps changing. A goal-image
-cost sees that as distance to the goal frame that no hand motion removes.
+otherwise free. With the xyz action at 0 the hand moves little (it creeps ~2 cm in 60
+steps), but the arm keeps moving in its null space, so the frame keeps changing. A
+goal-image cost sees that as distance to the goal frame that no hand motion removes.
 
 For each seed: the noise-free expert runs to the protocol's goal frame (success plus 5
 settle steps), then the action is 0 (gripper 0, the reach expert's) for ``--steps``
