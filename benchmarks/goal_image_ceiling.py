@@ -25,15 +25,15 @@ are those of Meta-World's reach expert.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from envs.experts import ScriptedExpert
 from envs.metaworld_goal import EPISODE_BUDGET, TASKS, MetaWorldGoalEnv
+from jepa_robot.evaluation import write_json_atomic
 
 SUCCESS_RADIUS_M = {"reach": 0.05, "push": 0.05, "pick-place": 0.07}
 """Meta-World v3's success thresholds (sawyer_reach_v3: reach_dist <= 0.05; push:
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["seconds"] = time.perf_counter() - started
     print(f"\n{result['seconds']:.0f} s")
     if args.out:
-        tmp = f"{args.out}.tmp{os.getpid()}"
-        with open(tmp, "w") as handle:
-            json.dump(result, handle, indent=2)
-        os.replace(tmp, args.out)
+        write_json_atomic(Path(args.out), result)
     return result
 
 

@@ -17,17 +17,16 @@ episode from ``reset(seed)`` with ``planner=default_model`` (or ``--planner``):
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from envs.metaworld_goal import MetaWorldGoalEnv
 from jepa_robot.config import EvalConfig, compose
-from jepa_robot.evaluation import ModelRunner, success_summary
+from jepa_robot.evaluation import ModelRunner, success_summary, write_json_atomic
 
 SERVO_GAIN = 5.0
 """Action per metre of error, clipped to [-1, 1]; SawyerReachV3Policy's ``p``."""
@@ -96,10 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": args.checkpoint, "planner": args.planner, **summary,
               "episodes": episodes}
     if args.out:
-        tmp = f"{args.out}.tmp{os.getpid()}"
-        with open(tmp, "w") as handle:
-            json.dump(result, handle, indent=2)
-        os.replace(tmp, args.out)
+        write_json_atomic(Path(args.out), result)
     return result
 
 
