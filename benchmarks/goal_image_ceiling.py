@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs.experts import ScriptedExpert
+from envs.goals import make_goal_images
 from envs.metaworld_goal import EPISODE_BUDGET, TASKS, MetaWorldGoalEnv
 from jepa_robot.evaluation import write_json_atomic
 
@@ -42,19 +42,11 @@ SERVO_GAIN = 5.0
 """Action per metre of hand error, clipped to [-1, 1]; SawyerReachV3Policy's ``p``."""
 
 
-def goal_frame(env: MetaWorldGoalEnv, seed: int, settle_steps: int = 5, max_steps: int = 500):
-    """Run the noise-free expert as ``make_goal_images`` does; returns the hand position
-    and the env's success distance at the goal frame (no images)."""
-    env.reset(seed=seed)
-    expert = ScriptedExpert(env.task, seed=seed)
-    success_step = None
-    for step in range(1, max_steps + 1):
-        _, _, _, _, info = env.step(expert.expert_action(env.privileged_obs))
-        if info["success"] and success_step is None:
-            success_step = step
-        if success_step is not None and step >= success_step + settle_steps:
-            return env.state()[:3].copy(), float(info["goal_distance_m"])
-    raise RuntimeError(f"the {env.task} expert did not succeed from seed {seed}")
+def goal_frame(env: MetaWorldGoalEnv, seed: int) -> tuple[np.ndarray, float]:
+    """The protocol's goal frame for ``seed`` (``make_goal_images``, on a camera-less env):
+    the hand position there and the env's success distance there."""
+    goal, _, _ = make_goal_images(env, seed)
+    return goal.goal_state[:3].copy(), float(goal.goal_distance_m)
 
 
 def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple[bool, np.ndarray]:
