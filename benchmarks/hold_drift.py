@@ -9,11 +9,12 @@ otherwise free. With the xyz action at 0 the hand moves little (it creeps ~2 cm 
 steps), but the arm keeps moving in its null space, so the frame keeps changing. A
 goal-image cost sees that as distance to the goal frame that no hand motion removes.
 
-For each seed: the noise-free expert runs to the protocol's goal frame (success plus 5
-settle steps), then the action is 0 (gripper 0, the reach expert's) for ``--steps``
-steps. Printed every ``--every`` steps, as the median over seeds: how far the hand
-moved, the largest joint excursion, the share of pixels that changed, and the encoder's
-L1 latent distance to the goal frame (the planner's energy unit).
+For each seed: the noise-free expert runs to the protocol's goal frame (success plus
+``SETTLE_STEPS``, as ``make_goal_images`` does), then the action is 0 (gripper 0, the
+reach expert's) for ``--steps`` steps. Printed every ``--every`` steps, as the median
+over seeds: how far the hand moved, the largest joint excursion, the share of pixels
+that changed, and the encoder's L1 latent distance to the goal frame (the planner's
+energy unit).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from envs.experts import ScriptedExpert
+from envs.goals import SETTLE_STEPS, make_goal_images
 from envs.metaworld_goal import TASKS, MetaWorldGoalEnv
 from jepa_robot.world_model import WorldModel
 
@@ -44,16 +46,15 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     env = MetaWorldGoalEnv(args.task, image_size=world_model.image_shape[0], cameras=(camera,))
     rows: list[list[tuple[float, float, float, float]]] = []
     for seed in range(100000, 100000 + args.seeds):
-        observation, _ = env.reset(seed=seed)
-        expert, success_step, step = ScriptedExpert(args.task, seed=seed), None, 0
-        while success_step is None or step < success_step + 5:
-            step += 1
-            observation, _, _, _, info = env.step(expert.expert_action(env.privileged_obs))
-            if info["success"] and success_step is None:
-                success_step = step
-            if step > 500:
-                raise RuntimeError(f"the expert did not succeed from seed {seed}")
+        # make_goal_images gives the protocol's goal frame and how many expert steps reach
+        # it; replaying those (deterministic) leaves the sim in that state, to hold from.
+        goal, _, _ = make_goal_images(env, seed)
+        expert = ScriptedExpert(args.task, seed=seed)
+        for _ in range(goal.expert_steps + SETTLE_STEPS):
+            observation, *_ = env.step(expert.expert_action(env.privileged_obs))
         goal_frame = observation["images"][camera]
+        np.testing.assert_array_equal(goal_frame, goal.goal[camera],
+                                      err_msg=f"seed {seed}: the replay missed the goal frame")
         goal_latent = world_model.encode(goal_frame[None])[0]
         goal_hand, goal_joints = env.state()[:3].copy(), env.get_sim_state()[0][:ARM_JOINTS].copy()
         row = []

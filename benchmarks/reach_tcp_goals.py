@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.goals import SETTLE_STEPS
 from envs.metaworld_goal import MetaWorldGoalEnv
 from jepa_robot.config import EvalConfig, compose
 from jepa_robot.evaluation import ModelRunner, success_summary, write_json_atomic
@@ -31,7 +32,6 @@ from jepa_robot.evaluation import ModelRunner, success_summary, write_json_atomi
 SERVO_GAIN = 5.0
 """Action per metre of error, clipped to [-1, 1]; SawyerReachV3Policy's ``p``."""
 SERVO_STEPS = 150
-SETTLE_STEPS = 5
 
 
 def tcp_centred_goal(env: MetaWorldGoalEnv, seed: int, camera: str) -> tuple[np.ndarray, float]:

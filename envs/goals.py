@@ -16,6 +16,10 @@ import numpy as np
 from envs.experts import ScriptedExpert, expert_phase
 from envs.metaworld_goal import MetaWorldGoalEnv
 
+SETTLE_STEPS = 5
+"""Expert steps after the first success before the goal frame is taken (the protocol's
+"a few settle steps")."""
+
 
 class GoalNotReachedError(RuntimeError):
     """The scripted expert did not solve the task from this seed."""
@@ -43,7 +47,7 @@ class GoalImages:
 
 
 def make_goal_images(
-    env: MetaWorldGoalEnv, seed: int, settle_steps: int = 5, max_steps: int = 500
+    env: MetaWorldGoalEnv, seed: int, settle_steps: int = SETTLE_STEPS, max_steps: int = 500
 ) -> tuple[GoalImages, dict[str, Any], dict[str, Any]]:
     """Goal images for ``seed``; leaves ``env`` freshly reset to ``seed``.
 
