@@ -34,8 +34,9 @@ from planners import ActionBounds, Planner, make_energy, make_planner
 log = logging.getLogger(__name__)
 
 
-def build_planner(settings: PlannerSettings, action_dim: int) -> Planner:
-    """A planner from its config-group settings, for ``action_dim``-D planned actions."""
+def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> Planner:
+    """A planner from its config-group settings, for ``action_dim``-D planned actions.
+    ``readout`` (latents -> states) is the world model's, for ``energy: readout``."""
     if "action_dim" in settings.options:
         raise ValueError("planner.options.action_dim is derived from the checkpoint; remove it")
     low, high = (np.broadcast_to(np.asarray(v, dtype=float), (action_dim,)).tolist()
@@ -46,7 +47,14 @@ def build_planner(settings: PlannerSettings, action_dim: int) -> Planner:
         move_norm=settings.bounds.move_norm,
         move_dims=list(settings.bounds.move_dims),
     )
-    energy = make_energy(settings.energy, steps=settings.energy_steps)
+    if settings.energy == "readout":
+        if readout is None:
+            raise ValueError("planner.energy=readout needs a checkpoint with a state readout "
+                             "(readout.json); fit one with `jepa-robot fit-readout checkpoint=...`")
+        weights = None if settings.energy_weights is None else tuple(settings.energy_weights)
+        energy = make_energy("readout", steps=settings.energy_steps, readout=readout, weights=weights)
+    else:
+        energy = make_energy(settings.energy, steps=settings.energy_steps)
     try:
         return make_planner(settings.name, bounds=bounds, energy=energy, action_dim=action_dim,
                             **dict(settings.options))
@@ -100,7 +108,8 @@ class MPCAgent:
     def from_settings(cls, world_model: WorldModel, planner: PlannerSettings,
                       config: AgentConfig) -> MPCAgent:
         action_dim = world_model.planned_action_dim(config.action_repeat)
-        return cls(world_model, build_planner(planner, action_dim), config)
+        readout = getattr(world_model, "readout", None)  # test doubles may have none
+        return cls(world_model, build_planner(planner, action_dim, readout), config)
 
     # ------------------------------------------------------------------ episode
     def reset(self, goals: Sequence[np.ndarray]) -> None:

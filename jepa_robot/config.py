@@ -343,9 +343,12 @@ class PlannerSettings:
     options: dict[str, Any] = field(default_factory=dict)
     """Fields of that planner's config dataclass (horizon, samples, iterations, ...)."""
     energy: str = "l1"
-    """Distance to the goal latent: l1 (V-JEPA 2-AC) or l2."""
+    """Distance to the goal latent: l1 (V-JEPA 2-AC), l2, or readout (a weighted distance
+    between the checkpoint's state readouts of both latents; ``jepa-robot fit-readout``)."""
     energy_steps: str = "final"
     """final: only the last predicted step counts; all: summed over the horizon."""
+    energy_weights: list[float] | None = None
+    """readout only: one weight per state dimension (None: all 1)."""
     bounds: BoundsSettings = field(default_factory=BoundsSettings)
 
     def __post_init__(self) -> None:
@@ -353,8 +356,12 @@ class PlannerSettings:
 
         if self.name not in PLANNERS:
             raise ConfigError(f"planner.name={self.name!r}; valid: {sorted(PLANNERS)}")
-        if self.energy not in ("l1", "l2"):
-            raise ConfigError(f"planner.energy={self.energy!r} must be l1 or l2")
+        if self.energy not in ("l1", "l2", "readout"):
+            raise ConfigError(f"planner.energy={self.energy!r} must be l1, l2 or readout")
+        if self.energy_weights is not None and self.energy != "readout":
+            raise ConfigError("planner.energy_weights only apply with planner.energy=readout")
+        if self.energy_weights is not None and any(w < 0 for w in self.energy_weights):
+            raise ConfigError(f"planner.energy_weights={list(self.energy_weights)} must be >= 0")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
 

@@ -24,9 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_robot.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint_config
+from jepa_robot.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_config,
+)
 from jepa_robot.encoders import VJEPA2Encoder, load_encoder_from_reference
 from jepa_robot.predictor import ACPredictor
+from jepa_robot.readout import load_readout
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +114,8 @@ class WorldModel:
             self._stats(stats, "state", self.state_dim) if self.state_dim else (None, None)
         )
         self._next_state = self._next_state_function(data.get("next_state"))
+        self.readout = load_readout(checkpoint.directory, encoder.reference(), device)
+        """The checkpoint's state readout (latents -> raw states), or None."""
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> WorldModel:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from planners.base import ActionBounds, Planner, PlannerConfig, PlanResult, shift_plan
-from planners.energy import L1Energy, L2Energy, make_energy
+from planners.energy import L1Energy, L2Energy, ReadoutDistance, make_energy
 
 PLANNERS = {
     "cem": "planners.cem:CEMPlanner",
@@ -51,6 +51,7 @@ __all__ = [
     "PlanResult",
     "Planner",
     "PlannerConfig",
+    "ReadoutDistance",
     "make_energy",
     "make_planner",
     "planner_class",

@@ -2,6 +2,10 @@
 
 An energy is any callable ``(predicted [B, H, *latent], goal) -> [B]`` where
 ``goal`` is ``[*latent]`` (shared by all B rows) or ``[B, *latent]`` (one per row).
+
+``l1`` / ``l2`` compare every latent element alike. ``readout`` first maps both sides
+through a fixed function of the latent (for a world model, a state readout fit on its
+training frames) and takes a weighted Euclidean distance there.
 """
 
 from __future__ import annotations
@@ -82,11 +86,50 @@ class L2Energy(GoalDistance):
         return difference.square()
 
 
-ENERGIES = {"l1": L1Energy, "l2": L2Energy}
+@dataclass(frozen=True)
+class ReadoutDistance(GoalDistance):
+    """Weighted Euclidean distance between ``readout(predicted)`` and ``readout(goal)``.
+
+    ``readout`` maps latents ``[..., *latent]`` to features ``[..., F]`` (for the
+    world models here, a state readout: hand position in metres and gripper opening);
+    ``weights`` (F of them, default all 1) set what a unit of each feature is worth.
+    """
+
+    readout: Callable[[Tensor], Tensor] | None = None
+    weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.readout is None:
+            raise ValueError("the readout energy needs a readout function (latent -> features)")
+
+    def per_step(self, predicted: Tensor, goal: Tensor) -> Tensor:
+        latent_dims = predicted.dim() - 2
+        if goal.dim() not in (latent_dims, latent_dims + 1) or (
+                goal.dim() == latent_dims + 1 and goal.shape[0] != predicted.shape[0]):
+            raise ValueError(
+                f"goal {tuple(goal.shape)} fits neither [*latent] nor [B, *latent] for "
+                f"predicted {tuple(predicted.shape)} = [B, H, *latent]"
+            )
+        features = self.readout(predicted)  # [B, H, F]
+        target = self.readout(goal)  # [F] or [B, F]
+        if target.dim() == 2:
+            target = target.unsqueeze(1)
+        difference = features - target
+        if self.weights is not None:
+            if len(self.weights) != difference.shape[-1]:
+                raise ValueError(f"{len(self.weights)} readout weights for "
+                                 f"{difference.shape[-1]} readout features")
+            difference = difference * difference.new_tensor(self.weights)
+        return difference.norm(dim=-1)
+
+
+ENERGIES = {"l1": L1Energy, "l2": L2Energy, "readout": ReadoutDistance}
 
 
 def make_energy(name: str, **options) -> GoalDistance:
-    """``make_energy("l1", steps="all")``; an unknown name lists the valid ones."""
+    """``make_energy("l1", steps="all")``, ``make_energy("readout", readout=fn,
+    weights=(1, 1, 1, 0.1))``; an unknown name lists the valid ones."""
     if name not in ENERGIES:
         raise ValueError(f"unknown energy {name!r}; valid: {sorted(ENERGIES)}")
     return ENERGIES[name](**options)

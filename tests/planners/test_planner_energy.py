@@ -58,5 +58,5 @@ def test_bad_goal_shapes_and_options_are_refused(predicted):
 def test_make_energy_by_name():
     assert isinstance(make_energy("l1"), L1Energy)
     assert make_energy("l2", steps="all").steps == "all"
-    with pytest.raises(ValueError, match=r"valid: \['l1', 'l2'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['l1', 'l2', 'readout'\]"):
         make_energy("cosine")

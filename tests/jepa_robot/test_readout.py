@@ -1,0 +1,81 @@
+"""State readout (jepa_robot.readout) and the readout energy (planners.energy)."""
+import numpy as np
+import pytest
+import torch
+
+from jepa_robot.checkpoint import CheckpointError
+from jepa_robot.config import ConfigError, PlannerSettings
+from jepa_robot.readout import READOUT_CONFIG, fit_readout, load_readout, save_readout
+from planners import make_energy
+
+
+def _linear_data(frames=2000, tokens=4, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    latents = rng.normal(size=(frames, tokens, dim)).astype(np.float16)
+    mixing = rng.normal(size=(tokens * dim, 3)).astype(np.float32)
+    states = latents.reshape(frames, -1).astype(np.float32) @ mixing * 0.01
+    episodes = np.repeat(np.arange(frames // 20), 20)
+    return latents, states, episodes
+
+
+def test_fit_readout_recovers_a_linear_state_on_held_out_episodes():
+    latents, states, episodes = _linear_data()
+    readout, metrics = fit_readout(latents, states, episodes, epochs=15, hidden=64, progress=False)
+    spread = states.std(0)
+    rmse = np.asarray(metrics["held_out_rmse"])
+    assert metrics["held_out_frames"] == int((episodes % 10 == 0).sum())
+    assert (rmse < 0.5 * spread).all(), (rmse, spread)  # predicting the mean scores 1.0
+    with torch.no_grad():
+        out = readout(torch.from_numpy(latents[:5].astype(np.float32)))
+    assert out.shape == (5, 3)
+
+
+def test_readout_saves_loads_and_refuses_another_encoder(tmp_path):
+    latents, states, episodes = _linear_data(frames=400)
+    readout, metrics = fit_readout(latents, states, episodes, epochs=1, hidden=16, progress=False)
+    reference = {"source": "enc", "weights_sha256": "abc"}
+    save_readout(tmp_path, readout, metrics, reference)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+    loaded = load_readout(tmp_path, {"source": "elsewhere", "weights_sha256": "abc"})
+    x = torch.from_numpy(latents[:3].astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), readout(x))
+    with pytest.raises(CheckpointError, match="another encoder"):
+        load_readout(tmp_path, {"source": "enc", "weights_sha256": "def"})
+    with pytest.raises(ValueError, match="takes latents"):
+        loaded(torch.zeros(2, 5, 8))
+    assert load_readout(tmp_path / "missing") is None
+    (tmp_path / READOUT_CONFIG).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_readout(tmp_path)
+
+
+def test_readout_energy_is_a_weighted_distance_in_readout_space():
+    readout = lambda latents: latents.flatten(-2)[..., :2]  # noqa: E731 - the first two elements
+    energy = make_energy("readout", steps="all", readout=readout, weights=(1.0, 2.0))
+    predicted = torch.zeros(2, 3, 1, 4)
+    predicted[1, :, 0, :2] = torch.tensor([3.0, 2.0])
+    goal = torch.zeros(1, 4)
+    goal[0, 3] = 100.0  # outside the readout: ignored
+    values = energy(predicted, goal)
+    assert values[0] == 0
+    assert values[1] == pytest.approx(3 * 5.0)  # sqrt(3^2 + (2*2)^2) per step, 3 steps
+    with pytest.raises(ValueError, match="readout weights"):
+        make_energy("readout", readout=readout, weights=(1.0,))(predicted, goal)
+    with pytest.raises(ValueError, match="needs a readout"):
+        make_energy("readout")
+
+
+def test_planner_settings_check_readout_weights():
+    assert PlannerSettings(energy="readout", energy_weights=[1, 1, 1, 0.1]).energy == "readout"
+    with pytest.raises(ConfigError, match="only apply"):
+        PlannerSettings(energy="l1", energy_weights=[1.0])
+    with pytest.raises(ConfigError, match=">= 0"):
+        PlannerSettings(energy="readout", energy_weights=[-1.0])
+
+
+def test_build_planner_without_a_readout_says_how_to_fit_one():
+    from jepa_robot.agent import build_planner
+
+    with pytest.raises(ValueError, match="fit-readout|readout.json"):
+        build_planner(PlannerSettings(energy="readout", options={"horizon": 1}), 4, readout=None)
