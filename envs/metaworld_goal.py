@@ -39,6 +39,8 @@ TASKS: dict[str, str] = {
 EPISODE_BUDGET: dict[str, int] = {"reach": 100, "push": 150, "pick-place": 200}
 
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
+# The task object's position (Meta-World's puck or block; reach has one too, unused).
+OBJECT_NAMES = ["object_x", "object_y", "object_z"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
 # Seeds at or above this are reserved for evaluation (DESIGN.md protocol).
@@ -245,6 +247,12 @@ class MetaWorldGoalEnv(gym.Env):
     def state(self) -> np.ndarray:
         """Proprio state: hand xyz and gripper opening, float32 (4,)."""
         return np.asarray(self.privileged_obs[:4], dtype=np.float32)
+
+    def object_position(self) -> np.ndarray:
+        """The task object's xyz, float32 (3,). Privileged like ``privileged_obs``: it is
+        recorded as a training label (``observation.environment_state``, for state
+        readouts fit on the latents), never given to a world model or planner."""
+        return np.asarray(self.privileged_obs[4:7], dtype=np.float32)
 
     def images(self) -> dict[str, np.ndarray]:
         return {camera: self._render_camera(camera) for camera in self.cameras}

@@ -3,6 +3,9 @@
 Keys follow LeRobot's conventions (DESIGN.md): ``observation.images.<camera>``
 (video), ``observation.state`` and ``action`` (float32 with per-dimension names),
 ``next.success``, ``task``, plus ``episode_seed`` so every episode can be replayed.
+Simulated recordings also carry ``observation.environment_state``, the object's xyz: a
+label for fitting state readouts on the latents (``jepa-robot fit-readout``); no world
+model or planner input reads it.
 
 Episode seeds are ``seed_start, seed_start + 1, ...`` and must stay below
 ``EVAL_SEED_START`` (100000): evaluation seeds never appear in training data. Seeds
@@ -28,12 +31,19 @@ from tqdm.auto import tqdm
 
 from envs.experts import Exploration, ScriptedExpert
 from envs.media import quiet_ffmpeg
-from envs.metaworld_goal import ACTION_NAMES, EVAL_SEED_START, STATE_NAMES, MetaWorldGoalEnv
+from envs.metaworld_goal import (
+    ACTION_NAMES,
+    EVAL_SEED_START,
+    OBJECT_NAMES,
+    STATE_NAMES,
+    MetaWorldGoalEnv,
+)
 
 log = logging.getLogger(__name__)
 
 IMAGE_KEY_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
+ENV_STATE_KEY = "observation.environment_state"  # lerobot's OBS_ENV_STATE
 ACTION_KEY = "action"
 SUCCESS_KEY = "next.success"
 SEED_KEY = "episode_seed"
@@ -45,7 +55,7 @@ class DatasetMismatchError(ValueError):
 
 
 def dataset_features(env: MetaWorldGoalEnv) -> dict[str, dict]:
-    """LeRobot feature spec for an env's observations and actions."""
+    """LeRobot feature spec for an arm's observations and actions (sim and ROS alike)."""
     size = env.image_size
     features: dict[str, dict] = {
         f"{IMAGE_KEY_PREFIX}{camera}": {
@@ -59,6 +69,14 @@ def dataset_features(env: MetaWorldGoalEnv) -> dict[str, dict]:
     features[ACTION_KEY] = {"dtype": "float32", "shape": (4,), "names": list(ACTION_NAMES)}
     features[SUCCESS_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
     features[SEED_KEY] = {"dtype": "int64", "shape": (1,), "names": None}
+    return features
+
+
+def sim_dataset_features(env: MetaWorldGoalEnv) -> dict[str, dict]:
+    """``dataset_features`` plus the object's position, which only a simulator knows."""
+    features = dataset_features(env)
+    features[ENV_STATE_KEY] = {"dtype": "float32", "shape": (len(OBJECT_NAMES),),
+                               "names": list(OBJECT_NAMES)}
     return features
 
 
@@ -195,7 +213,7 @@ def record_episodes(
         encoder = RGBEncoderConfig(vcodec=video_codec)
     root = Path(root)
     env = make_env()
-    features = dataset_features(env)
+    features = sim_dataset_features(env)
     summary = RecordingSummary(root=root, repo_id=repo_id)
 
     if (root / "meta" / "info.json").exists():
@@ -244,6 +262,7 @@ def record_episodes(
                     success = False
                     while not truncated:
                         action = expert.act(env.privileged_obs)
+                        object_position = env.object_position()  # before the step, as the state
                         frames.append(observation["images"])
                         next_observation, _, _, truncated, info = env.step(action)
                         success = info["success"]
@@ -252,6 +271,7 @@ def record_episodes(
                             for camera, image in observation["images"].items()
                         }
                         frame[STATE_KEY] = observation["state"]
+                        frame[ENV_STATE_KEY] = object_position
                         frame[ACTION_KEY] = action
                         frame[SUCCESS_KEY] = np.array([success], dtype=bool)
                         frame[SEED_KEY] = np.array([seed], dtype=np.int64)

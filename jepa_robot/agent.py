@@ -108,8 +108,7 @@ class MPCAgent:
     def from_settings(cls, world_model: WorldModel, planner: PlannerSettings,
                       config: AgentConfig) -> MPCAgent:
         action_dim = world_model.planned_action_dim(config.action_repeat)
-        readout = getattr(world_model, "readout", None)  # test doubles may have none
-        return cls(world_model, build_planner(planner, action_dim, readout), config)
+        return cls(world_model, build_planner(planner, action_dim, world_model.readout), config)
 
     # ------------------------------------------------------------------ episode
     def reset(self, goals: Sequence[np.ndarray]) -> None:

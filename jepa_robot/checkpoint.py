@@ -126,12 +126,17 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: {CONFIG} is missing")
+    return read_format_json(path, FORMAT)
+
+
+def read_format_json(path: Path, expected_format: str) -> dict[str, Any]:
+    """A JSON file whose ``format`` field must be ``expected_format``."""
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from error
-    if config.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    if config.get("format") != expected_format:
+        raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {expected_format!r}")
     return config
 
 

@@ -88,6 +88,13 @@ def _pretrain_encoder(config) -> int:
     return 0
 
 
+def _fit_readout(config) -> int:
+    from jepa_robot.readout import describe, fit_checkpoint_readout
+
+    print(describe(fit_checkpoint_readout(config)))
+    return 0
+
+
 def _sim_bridge(config) -> int:
     from jepa_robot.ros_bridge import run_sim_bridge
 
@@ -153,6 +160,9 @@ COMMANDS: dict[str, Command] = {
     "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
     "merge": Command("merge local LeRobot v3 datasets (same features) into a new one", _schema("MergeConfig"), _merge),
     "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
+    "fit-readout": Command(
+        "fit a state readout (latents -> state) for planner.energy=readout", _schema("FitReadoutConfig"), _fit_readout
+    ),
     "sim-bridge": Command("serve a Meta-World arm over rosbridge (the topics of robot=sim)", _schema("SimBridgeConfig"), _sim_bridge),
     "run-robot": Command("run the MPC agent on an arm behind rosbridge", _schema("RunRobotConfig"), _run_robot),
     "record-ros": Command("record teleoperated episodes from ROS topics into a LeRobot v3 dataset", _schema("RecordRosConfig"), _record_ros),

@@ -144,6 +144,51 @@ class MergeConfig:
     repo_id: str = "local/merged"
 
 
+@dataclass
+class FitReadoutConfig:
+    """``jepa-robot fit-readout``: fit a state readout (latents -> state) for a world model.
+
+    The readout lets the planner use ``planner.energy=readout`` (``jepa_robot.readout``).
+    """
+
+    checkpoint: str = MISSING
+    """World-model checkpoint directory, or a built-in name (``default``)."""
+    dataset: str = MISSING
+    """LeRobot v3 dataset recorded with the checkpoint's camera (a local directory or hub id)."""
+    state_keys: list[str] | None = None
+    """Float columns the readout predicts, concatenated. null: ``observation.state``, plus
+    ``observation.environment_state`` (simulated recordings: the object's xyz) when present."""
+    out_dir: str | None = None
+    """null: write the readout into the checkpoint directory (replacing one it has). A path:
+    copy the model there first (a packaged model with its ``encoder/``) and write it into
+    the copy; the path must not exist."""
+    cache_dir: str = "data/latents"
+    """Where the dataset's latents are cached (encoded once; reused by later fits)."""
+    holdout: int = 10
+    """Every n-th episode is held out of the fit and its error reported."""
+    epochs: int = 20
+    hidden: int = 512
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int | None = None
+    """torch threads; null: torch's default."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.holdout < 2:
+            raise ConfigError(f"holdout={self.holdout}: every n-th episode is held out, n must be >= 2")
+        for name in ("epochs", "hidden", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be > 0")
+        if self.state_keys is not None and not self.state_keys:
+            raise ConfigError("state_keys=[] names no column; null picks the defaults")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be >= 1")
+
+
 def configs_dir() -> Path:
     """The Hydra config directory: inside the package when installed from a wheel,
     else ``configs/`` at the top of the source tree."""

@@ -16,6 +16,10 @@ image; the readout is a fixed function of latents, fit once on training data.
 
 ``readout.json`` is written last, so a checkpoint either has a complete readout or none.
 
+From the command line (encodes the dataset once into the latent cache, then fits):
+
+    jepa-robot fit-readout checkpoint=runs/mw/checkpoint dataset=data/mw-all
+
 ```python
 readout, metrics = fit_readout(latents, states, episodes)      # held-out RMSE per state dim
 save_readout("runs/mw/checkpoint", readout, metrics, encoder_reference)
@@ -26,7 +30,10 @@ readout = load_readout("runs/mw/checkpoint", encoder_reference)  # None if it ha
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,9 +45,19 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from jepa_robot.checkpoint import CheckpointError, encoder_differences
+from jepa_robot.checkpoint import (
+    CheckpointError,
+    atomic_directory,
+    encoder_differences,
+    read_format_json,
+)
+
+log = logging.getLogger(__name__)
 
 READOUT_FORMAT = "jepa_robot.readout/1"
+DEFAULT_STATE_KEYS = ("observation.state",)
+OPTIONAL_STATE_KEYS = ("observation.environment_state",)
+"""Fit too when the dataset has them (simulated recordings: the object's position)."""
 READOUT_CONFIG = "readout.json"
 READOUT_WEIGHTS = "readout.safetensors"
 
@@ -200,12 +217,7 @@ def load_readout(checkpoint_dir: str | Path, encoder_reference: dict[str, Any] |
     path = directory / READOUT_CONFIG
     if not path.is_file():
         return None
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
-    if config.get("format") != READOUT_FORMAT:
-        raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {READOUT_FORMAT!r}")
+    config = read_format_json(path, READOUT_FORMAT)
     if encoder_reference is not None:
         diff = encoder_differences(config["encoder"], encoder_reference)
         if diff:
@@ -219,3 +231,107 @@ def load_readout(checkpoint_dir: str | Path, encoder_reference: dict[str, Any] |
     except Exception as error:  # noqa: BLE001 - a missing file or mismatched tensors
         raise CheckpointError(f"{weights} does not fit the readout in {path}: {error}") from error
     return readout.to(device).eval()
+
+
+def readout_columns(features: dict[str, dict], state_keys: list[str] | None) -> list[str]:
+    """The dataset columns a readout predicts: ``state_keys`` as given (each must be a
+    float vector feature), or by default ``observation.state`` plus
+    ``observation.environment_state`` when the dataset has it."""
+    keys = (list(DEFAULT_STATE_KEYS) + [k for k in OPTIONAL_STATE_KEYS if k in features]
+            if state_keys is None else list(state_keys))
+    for key in keys:
+        if key not in features:
+            vectors = sorted(k for k, v in features.items()
+                             if v.get("dtype") in ("float32", "float64") and len(v.get("shape", ())) == 1)
+            raise ValueError(f"the dataset has no {key!r} column; float vector columns: {vectors}")
+        if features[key].get("dtype") not in ("float32", "float64") or len(features[key]["shape"]) != 1:
+            raise ValueError(f"{key!r} is {features[key].get('dtype')} {tuple(features[key]['shape'])}; "
+                             "a readout predicts float vectors")
+    return keys
+
+
+def column_names(features: dict[str, dict], key: str) -> list[str]:
+    """Per-dimension names of a vector feature (``key[i]`` where the dataset has none)."""
+    size = int(features[key]["shape"][0])
+    names = features[key].get("names")
+    if isinstance(names, dict):  # some datasets nest them: {"motors": [...]}
+        names = next(iter(names.values()), None)
+    if isinstance(names, list) and len(names) == size:
+        return [str(name) for name in names]
+    return [f"{key}[{i}]" for i in range(size)]
+
+
+def fit_checkpoint_readout(config) -> dict[str, Any]:
+    """``jepa-robot fit-readout``: fit a readout on a dataset's frames for a checkpoint.
+
+    ``config`` is a ``jepa_robot.config.FitReadoutConfig``. The dataset's frames are
+    encoded with the checkpoint's own encoder (through the latent cache, so a second fit
+    encodes nothing); the readout goes into the checkpoint directory, or into a copy of
+    the model at ``out_dir``. Returns a summary (held-out RMSE per column, paths, time).
+    """
+    from jepa_robot.data import DatasetError, episode_vectors, open_dataset
+    from jepa_robot.latent_cache import build_latent_cache
+    from jepa_robot.world_model import WorldModel, resolve_checkpoint
+
+    started = time.perf_counter()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    source = resolve_checkpoint(config.checkpoint)
+    if config.out_dir is not None and Path(config.out_dir).exists():
+        raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
+                              "(or out_dir=null to write into the checkpoint)")
+    world_model = WorldModel.load(source)
+    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=None)
+    features = dataset.meta.features
+    image_shape = tuple(features[spec.image_key]["shape"])
+    if image_shape != tuple(world_model.image_shape):
+        raise DatasetError(f"{config.dataset}: {spec.image_key} frames are {image_shape}; the world "
+                           f"model {source} was trained on {tuple(world_model.image_shape)}")
+    keys = readout_columns(features, config.state_keys)
+    names = [name for key in keys for name in column_names(features, key)]
+    states = np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1)
+    episodes = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
+    cache = build_latent_cache(dataset, spec, world_model.encoder, config.cache_dir,
+                               progress=config.progress)
+    if cache.num_frames != len(states):
+        raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
+                           f"{config.dataset} {len(states)}")
+    readout, metrics = fit_readout(
+        cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
+        batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
+        seed=config.seed, progress=config.progress,
+    )
+    metrics.update(dataset=str(spec.root), state_keys=keys)
+    # The checkpoint's own reference: a packaged model's relative encoder path stays relative.
+    reference = world_model.checkpoint.encoder_reference
+    if config.out_dir is None:
+        written = save_readout(source, readout, metrics, reference)
+    else:
+        written = _save_into_copy(source, Path(config.out_dir), readout, metrics, reference)
+    return {"readout": str(written), "held_out_rmse": dict(zip(names, metrics["held_out_rmse"])),
+            "frames": metrics["frames"], "held_out_frames": metrics["held_out_frames"],
+            "seconds": time.perf_counter() - started}
+
+
+def _save_into_copy(source: Path, out_dir: Path, readout: StateReadout, metrics: dict[str, Any],
+                    reference: dict[str, Any]) -> Path:
+    """Copy the model at ``source`` to ``out_dir`` and write the readout into the copy;
+    ``out_dir`` appears complete or not at all. A packaged model (its checkpoint names
+    ``../encoder``) is copied whole, encoder included; any other, the checkpoint only."""
+    packaged = str(reference.get("source", "")).startswith("..")
+    with atomic_directory(out_dir) as tmp:
+        if packaged:
+            shutil.copytree(source.parent, tmp, dirs_exist_ok=True)
+            checkpoint = tmp / source.name
+        else:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            checkpoint = tmp
+        written = save_readout(checkpoint, readout, metrics, reference)
+    return out_dir / written.relative_to(tmp)
+
+
+def describe(summary: dict[str, Any]) -> str:
+    rmse = ", ".join(f"{name} {value:.4g}" for name, value in summary["held_out_rmse"].items())
+    return (f"readout fit on {summary['frames'] - summary['held_out_frames']} frames in "
+            f"{summary['seconds']:.0f} s; held-out RMSE ({summary['held_out_frames']} frames): "
+            f"{rmse}\nwrote {summary['readout']}")

@@ -21,6 +21,20 @@ Energy = Callable[[Tensor, Tensor], Tensor]
 STEP_MODES = ("final", "all")
 
 
+def goal_is_batched(predicted: Tensor, goal: Tensor) -> bool:
+    """Whether ``goal`` is ``[B, *latent]`` (one per row) rather than ``[*latent]``
+    (shared) for ``predicted [B, H, *latent]``; any other shape is refused."""
+    latent_dims = predicted.dim() - 2
+    if goal.dim() == latent_dims:
+        return False
+    if goal.dim() == latent_dims + 1 and goal.shape[0] == predicted.shape[0]:
+        return True
+    raise ValueError(
+        f"goal {tuple(goal.shape)} fits neither [*latent] nor [B, *latent] for "
+        f"predicted {tuple(predicted.shape)} = [B, H, *latent]"
+    )
+
+
 @dataclass(frozen=True)
 class GoalDistance:
     """Distance to the goal on the final predicted step, or summed over all steps.
@@ -45,17 +59,8 @@ class GoalDistance:
 
     def per_step(self, predicted: Tensor, goal: Tensor) -> Tensor:
         """Distance of every predicted step to the goal, ``[B, H]``."""
-        latent_dims = predicted.dim() - 2
-        if goal.dim() == latent_dims:  # shared goal: broadcasts over B and H
-            difference = predicted - goal
-        elif goal.dim() == latent_dims + 1 and goal.shape[0] == predicted.shape[0]:
-            difference = predicted - goal.unsqueeze(1)
-        else:
-            raise ValueError(
-                f"goal {tuple(goal.shape)} fits neither [*latent] nor [B, *latent] for "
-                f"predicted {tuple(predicted.shape)} = [B, H, *latent]"
-            )
-        return self.elementwise(difference).flatten(2).mean(-1)
+        goal = goal.unsqueeze(1) if goal_is_batched(predicted, goal) else goal
+        return self.elementwise(predicted - goal).flatten(2).mean(-1)
 
     def __call__(self, predicted: Tensor, goal: Tensor) -> Tensor:
         distances = self.per_step(predicted, goal)
@@ -104,18 +109,9 @@ class ReadoutDistance(GoalDistance):
             raise ValueError("the readout energy needs a readout function (latent -> features)")
 
     def per_step(self, predicted: Tensor, goal: Tensor) -> Tensor:
-        latent_dims = predicted.dim() - 2
-        if goal.dim() not in (latent_dims, latent_dims + 1) or (
-                goal.dim() == latent_dims + 1 and goal.shape[0] != predicted.shape[0]):
-            raise ValueError(
-                f"goal {tuple(goal.shape)} fits neither [*latent] nor [B, *latent] for "
-                f"predicted {tuple(predicted.shape)} = [B, H, *latent]"
-            )
-        features = self.readout(predicted)  # [B, H, F]
+        batched = goal_is_batched(predicted, goal)
         target = self.readout(goal)  # [F] or [B, F]
-        if target.dim() == 2:
-            target = target.unsqueeze(1)
-        difference = features - target
+        difference = self.readout(predicted) - (target.unsqueeze(1) if batched else target)
         if self.weights is not None:
             if len(self.weights) != difference.shape[-1]:
                 raise ValueError(f"{len(self.weights)} readout weights for "

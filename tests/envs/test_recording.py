@@ -27,6 +27,7 @@ def test_round_trip_through_lerobot(small_dataset):
     assert dataset.meta.fps == 80 and dataset.meta.robot_type == "sawyer"
     assert dataset.meta.features["observation.state"]["names"] == ["hand_x", "hand_y", "hand_z", "gripper"]
     assert dataset.meta.features["action"]["names"] == ["delta_x", "delta_y", "delta_z", "gripper"]
+    assert dataset.meta.features["observation.environment_state"]["names"] == ["object_x", "object_y", "object_z"]
 
     # Replay episode 1 (seed 1) with the same expert and compare frame by frame.
     env = MetaWorldGoalEnv("reach", image_size=32, step_budget=12)
@@ -36,6 +37,8 @@ def test_round_trip_through_lerobot(small_dataset):
     for offset in range(12):
         item = dataset[start + offset]
         action = expert.act(env.privileged_obs)
+        # The object's position before the step, like the state (a readout label only).
+        np.testing.assert_array_equal(item["observation.environment_state"].numpy(), env.object_position())
         assert int(item["episode_seed"]) == 1 and item["task"] == "reach"
         np.testing.assert_array_equal(item["observation.state"].numpy(), observation["state"])
         np.testing.assert_array_equal(item["action"].numpy(), action)

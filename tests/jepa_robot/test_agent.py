@@ -148,6 +148,7 @@ class PositionModel:
 
     camera, frameskip, state_dim, env_action_dim = "oblique", 1, 2, 2
     device = torch.device("cpu")
+    readout = None
 
     def __init__(self, env):
         self.env = env

@@ -79,3 +79,52 @@ def test_build_planner_without_a_readout_says_how_to_fit_one():
 
     with pytest.raises(ValueError, match="fit-readout|readout.json"):
         build_planner(PlannerSettings(energy="readout", options={"horizon": 1}), 4, readout=None)
+
+
+def test_fit_readout_command_writes_into_a_copy_and_leaves_the_source(tmp_path, capsys,
+                                                                     small_dataset, tiny_checkpoint):
+    from jepa_robot.cli import main
+    from jepa_robot.world_model import WorldModel
+
+    root, _, _ = small_dataset
+    out = tmp_path / "with-readout"
+    args = ["fit-readout", f"checkpoint={tiny_checkpoint}", f"dataset={root}", "holdout=2",
+            "epochs=2", "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]
+    assert main([*args, f"out_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out RMSE" in printed and "object_x" in printed and str(out) in printed
+    assert not (tiny_checkpoint / READOUT_CONFIG).exists()  # the source is left as it was
+    readout = WorldModel.load(out).readout
+    # observation.state (4) and, recorded in simulation, the object's xyz (3).
+    assert readout.config.state_names == ["hand_x", "hand_y", "hand_z", "gripper",
+                                          "object_x", "object_y", "object_z"]
+    with torch.no_grad():
+        assert readout(torch.zeros(2, 4, 64)).shape == (2, 7)  # 2x2 pooled tokens of 64 dims
+
+    # An existing out_dir is refused and left alone; so is a column the dataset lacks.
+    before = sorted(p.name for p in out.iterdir())
+    assert main([*args, f"out_dir={out}"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert main([*args, f"out_dir={tmp_path}/other", "state_keys=[observation.velocity]"]) == 2
+    assert "no 'observation.velocity' column" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
+def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_dataset, tiny_checkpoint):
+    import shutil
+
+    from jepa_robot.cli import main
+    from jepa_robot.world_model import WorldModel
+
+    root, _, _ = small_dataset
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    args = ["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2", "epochs=1",
+            "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]
+    assert main([*args, "state_keys=[observation.state]"]) == 0
+    assert WorldModel.load(checkpoint).readout.config.state_dim == 4
+    assert main(args) == 0  # a second fit replaces the first (and reuses the latent cache)
+    assert WorldModel.load(checkpoint).readout.config.state_dim == 7
+    assert len(list((tmp_path / "latents").iterdir())) == 1
+    assert not [p for p in checkpoint.iterdir() if p.name.startswith(".")]
