@@ -31,9 +31,17 @@ def _planner_summary(config: dict[str, Any]) -> str:
     shown += [k for k in ("hold_candidate", "return_mean") if options.get(k)]
     shown += [f"{k} {options[k]}" for k in ("hold_margin", "action_cost") if options.get(k)]
     shown = ", ".join(shown)
-    return (f"{planner['name']} ({shown}), {planner['energy']} energy on the "
+    energy = planner["energy"]
+    if planner.get("energy_weights"):
+        energy += f" (weights {planner['energy_weights']})"
+    subgoals = ""
+    if config.get("subgoals"):
+        subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"
+                    + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
+                    + f" (at most {agent['subgoal_steps']} steps each)")
+    return (f"{planner['name']} ({shown}), {energy} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
-            f"per replan, action_repeat={agent['action_repeat']}")
+            f"per replan, action_repeat={agent['action_repeat']}{subgoals}")
 
 
 def rows(report: dict[str, Any]) -> list[str]:

@@ -65,7 +65,14 @@ train 8000
 # 4. Package: encoder + checkpoint in one directory, loadable as checkpoint=default.
 uv run python -c "from jepa_robot.checkpoint import package_model as p; p('$PREDICTOR_RUN/checkpoint', 'jepa_robot/models/default')"
 
-# 5. Evaluate with the protocol (the README's results table comes from this report).
+# 5. State readout for planner.energy=readout (planner=default_model): an MLP from the
+#    latents to the hand xyz, gripper and object xyz, fit on the same 600 episodes (every
+#    10th held out), written into the packaged checkpoint. Encodes the dataset once more
+#    with the packaged encoder (the latent cache is keyed on its path).
+OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/models/default/checkpoint \
+    dataset=$DATA threads=$THREADS
+
+# 6. Evaluate with the protocol (the README's results table comes from this report).
 uv run jepa-robot eval checkpoint=default planner=default_model workers=2 out_dir=runs/eval-default
 uv run jepa-robot eval checkpoint=default planner=default_model workers=2 tasks=[pick-place] \
     subgoals=true out_dir=runs/eval-default-subgoals

@@ -46,12 +46,17 @@ def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> P
         move_radius=settings.bounds.move_radius,
         move_norm=settings.bounds.move_norm,
         move_dims=list(settings.bounds.move_dims),
+        binary_dims=list(settings.bounds.binary_dims),
     )
     if settings.energy == "readout":
         if readout is None:
             raise ValueError("planner.energy=readout needs a checkpoint with a state readout "
                              "(readout.json); fit one with `jepa-robot fit-readout checkpoint=...`")
         weights = None if settings.energy_weights is None else tuple(settings.energy_weights)
+        config = getattr(readout, "config", None)  # a StateReadout says what it predicts
+        if weights is not None and config is not None and len(weights) != config.state_dim:
+            raise ValueError(f"planner.energy_weights has {len(weights)} weights; the checkpoint's "
+                             f"readout predicts {config.state_dim} values {config.state_names}")
         energy = make_energy("readout", steps=settings.energy_steps, readout=readout, weights=weights)
     else:
         energy = make_energy(settings.energy, steps=settings.energy_steps)

@@ -7,7 +7,7 @@ value of the wrong type fails loudly, and ``__post_init__`` checks ranges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -366,6 +366,8 @@ class BoundsSettings:
     """Radius of a per-step ball on ``move_dims`` (V-JEPA 2-AC: L1 ball of 0.075); null: none."""
     move_norm: str = "l1"
     move_dims: list[int] = field(default_factory=lambda: [0, 1, 2])
+    binary_dims: list[int] = field(default_factory=list)
+    """Dims commanded at one bound or the other only (Meta-World's gripper: [3])."""
 
     def __post_init__(self) -> None:
         for name in ("low", "high"):
@@ -394,6 +396,10 @@ class PlannerSettings:
     """final: only the last predicted step counts; all: summed over the horizon."""
     energy_weights: list[float] | None = None
     """readout only: one weight per state dimension (None: all 1)."""
+    task_energy_weights: dict[str, list[float]] = field(default_factory=dict)
+    """readout only: ``energy_weights`` for one Meta-World task (eval, demo, plan), in place
+    of the shared ones; the goal image is still the only goal. Say which parts of the
+    state a task's goal is about: reach the hand's position, pick-place also the object's."""
     bounds: BoundsSettings = field(default_factory=BoundsSettings)
 
     def __post_init__(self) -> None:
@@ -405,10 +411,25 @@ class PlannerSettings:
             raise ConfigError(f"planner.energy={self.energy!r} must be l1, l2 or readout")
         if self.energy_weights is not None and self.energy != "readout":
             raise ConfigError("planner.energy_weights only apply with planner.energy=readout")
-        if self.energy_weights is not None and any(w < 0 for w in self.energy_weights):
-            raise ConfigError(f"planner.energy_weights={list(self.energy_weights)} must be >= 0")
+        weight_lists = {"planner.energy_weights": self.energy_weights,
+                        **{f"planner.task_energy_weights.{task}": weights
+                           for task, weights in self.task_energy_weights.items()}}
+        for key, weights in weight_lists.items():
+            if weights is not None and any(w < 0 for w in weights):
+                raise ConfigError(f"{key}={list(weights)} must be >= 0")
+        if self.task_energy_weights and self.energy != "readout":
+            raise ConfigError("planner.task_energy_weights only apply with planner.energy=readout")
+        unknown = sorted(set(self.task_energy_weights) - set(TASKS))
+        if unknown:
+            raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
+
+    def for_task(self, task: str) -> PlannerSettings:
+        """These settings with the task's own ``task_energy_weights``, if it has any."""
+        if task not in self.task_energy_weights:
+            return self
+        return replace(self, energy_weights=list(self.task_energy_weights[task]))
 
 
 SUBGOAL_SWITCHES = ("schedule", "distance")

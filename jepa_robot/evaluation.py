@@ -176,7 +176,8 @@ class ModelRunner:
     def __init__(self, checkpoint: str, planner, agent_config, subgoals: bool,
                  video_dir: Path | None) -> None:
         self.world_model = WorldModel.load(checkpoint, device=agent_config.device)
-        self.agent = MPCAgent.from_settings(self.world_model, planner, agent_config)
+        self.planner_settings, self.agent_config = planner, agent_config
+        self.agents: dict[str, MPCAgent] = {}  # one per task: weights may differ by task
         self.subgoals = subgoals
         self.video_dir = video_dir
         self.envs: dict[str, MetaWorldGoalEnv] = {}
@@ -186,6 +187,12 @@ class ModelRunner:
             size = self.world_model.image_shape[0]
             self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=(self.world_model.camera,))
         return self.envs[task]
+
+    def agent(self, task: str) -> MPCAgent:
+        if task not in self.agents:
+            self.agents[task] = MPCAgent.from_settings(
+                self.world_model, self.planner_settings.for_task(task), self.agent_config)
+        return self.agents[task]
 
     def run(self, task: str, seed: int, video: bool = False, goals: list[np.ndarray] | None = None,
             steps: int | None = None, video_path: Path | None = None) -> tuple[dict[str, Any], Path | None]:
@@ -197,21 +204,22 @@ class ModelRunner:
         else:
             observation, _ = env.reset(seed=seed)
         steps = steps or EPISODE_BUDGET[task]
-        self.agent.reset(goals)
+        agent = self.agent(task)
+        agent.reset(goals)
         recorder = EpisodeVideo(goals, steps) if video else None
 
         def on_step(_step: int, obs: dict[str, Any], _action: np.ndarray, _info: dict[str, Any]) -> None:
-            recorder.add(obs["images"][camera], self.agent)
+            recorder.add(obs["images"][camera], agent)
 
         if recorder is not None:
-            recorder.add(observation["images"][camera], self.agent)
-        result = run_episode(env, self.agent, observation, steps,
+            recorder.add(observation["images"][camera], agent)
+        result = run_episode(env, agent, observation, steps,
                              on_step=on_step if recorder is not None else None)
         written = None
         if recorder is not None:
             path = video_path or (self.video_dir / f"{task}-{seed}.mp4")
             written = write_video(path, recorder.frames, fps=20)
-        record = episode_record(task, seed, result, self.world_model, self.agent)
+        record = episode_record(task, seed, result, self.world_model, agent)
         if goal is not None:  # how well the episode matched the goal image (diagnostic only)
             record["goal_frame_distance_m"] = goal.goal_distance_m
             record["final_hand_to_goal_frame_m"] = float(
@@ -319,7 +327,8 @@ def check_setup(config: EvalConfig) -> None:
     """Load the checkpoint and build the agent once in this process, so a missing
     checkpoint, a mismatched encoder or a bad planner option fails fast and clearly."""
     world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
-    MPCAgent.from_settings(world_model, config.planner, config.agent)
+    for task in config.tasks:
+        MPCAgent.from_settings(world_model, config.planner.for_task(task), config.agent)
 
 
 def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: float,

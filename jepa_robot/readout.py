@@ -230,7 +230,8 @@ def load_readout(checkpoint_dir: str | Path, encoder_reference: dict[str, Any] |
         readout.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
     except Exception as error:  # noqa: BLE001 - a missing file or mismatched tensors
         raise CheckpointError(f"{weights} does not fit the readout in {path}: {error}") from error
-    return readout.to(device).eval()
+    # Frozen: planners differentiate through it with respect to the latents only.
+    return readout.requires_grad_(False).to(device).eval()
 
 
 def readout_columns(features: dict[str, dict], state_keys: list[str] | None) -> list[str]:

@@ -108,10 +108,19 @@ class ActionBounds:
     """Norm of that ball: ``l1`` or ``l2``."""
     move_dims: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Action dimensions the ball applies to (xyz by default)."""
+    binary_dims: list[int] = field(default_factory=list)
+    """Dimensions that take only their two bounds, such as a gripper commanded open or
+    closed: a value at or above the box's midpoint becomes ``high``, below it ``low``
+    (no gradient flows through them)."""
 
     def __post_init__(self) -> None:
         self.low, self.high = [float(v) for v in self.low], [float(v) for v in self.high]
         self.move_dims = [int(d) for d in self.move_dims]
+        self.binary_dims = [int(d) for d in self.binary_dims]
+        for d in self.binary_dims:
+            if not 0 <= d < len(self.low) or not math.isfinite(self.low[d]) or not math.isfinite(self.high[d]):
+                raise ValueError(f"binary_dims={self.binary_dims}: dim {d} needs finite bounds "
+                                 f"among {len(self.low)} dims")
         if len(self.low) != len(self.high):
             raise ValueError(f"low has {len(self.low)} entries but high has {len(self.high)}")
         if any(lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
@@ -172,7 +181,13 @@ class ActionBounds:
             scale = (self.move_radius / length.clamp_min(1e-12)).clamp(max=1.0)
             actions = actions.index_copy(-1, dims, moves * scale)
         low, high = self.limits(actions)
-        return actions.clamp(low, high)
+        actions = actions.clamp(low, high)
+        if self.binary_dims:
+            dims = torch.tensor(self.binary_dims, device=actions.device)
+            values = actions.index_select(-1, dims)
+            low, high = low[dims], high[dims]
+            actions = actions.index_copy(-1, dims, torch.where(values >= (low + high) / 2, high, low))
+        return actions
 
     def contains(self, actions: Tensor, tolerance: float = 1e-5) -> bool:
         """Whether every action in ``actions [..., A]`` lies within the bounds."""

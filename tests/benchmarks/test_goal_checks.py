@@ -72,3 +72,29 @@ def test_tcp_centred_goal_frames_put_the_fingers_on_the_target(tiny_checkpoint, 
     # the protocol's frames sit 4.2-4.9 cm from the target; these sit on it
     assert episode["goal_frame_distance_m"] < 0.015
     assert episode["success"] == (episode["final_goal_distance_m"] <= 0.05)
+
+
+def test_readout_rollout_scores_predicted_states_against_the_recording(
+        small_dataset, tiny_checkpoint, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from jepa_robot.cli import main as cli
+
+    root, _, _ = small_dataset
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
+                "epochs=1", "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]) == 0
+    out = tmp_path / "rollout.json"
+    report = load("readout_rollout").main(
+        ["--checkpoint", str(checkpoint), "--dataset", str(root), "--holdout", "2", "--steps", "2",
+         "--stride", "3", "--threads", "1", "--out", str(out)])
+    assert out.is_file() and report["steps"] == 2 and report["frameskip"] == 2
+    entry = report["tasks"]["reach"]["all"]
+    # held-out episodes 0 and 2, 12 frames each: starts 0, 3, 6 (8 = 12 - 2 * 2 is the last)
+    assert entry["start_frames"] == 6
+    for kind in ("predicted", "readout_of_real_frame", "copy_start"):
+        values = [v for step in entry[kind].values() for v in step.values()]
+        assert len(values) == 2 * 7 and all(np.isfinite(v) and v >= 0 for v in values)

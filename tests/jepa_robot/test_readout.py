@@ -128,3 +128,29 @@ def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_datas
     assert WorldModel.load(checkpoint).readout.config.state_dim == 7
     assert len(list((tmp_path / "latents").iterdir())) == 1
     assert not [p for p in checkpoint.iterdir() if p.name.startswith(".")]
+
+
+def test_task_energy_weights_replace_the_shared_ones_for_their_task():
+    settings = PlannerSettings(energy="readout", energy_weights=[1, 1, 1, 0.5],
+                               task_energy_weights={"reach": [1, 1, 1, 0]})
+    assert settings.for_task("reach").energy_weights == [1, 1, 1, 0]
+    assert settings.for_task("push") is settings
+    with pytest.raises(ConfigError, match="unknown tasks"):
+        PlannerSettings(energy="readout", task_energy_weights={"stack": [1.0]})
+    with pytest.raises(ConfigError, match="only apply"):
+        PlannerSettings(energy="l1", task_energy_weights={"reach": [1.0]})
+    with pytest.raises(ConfigError, match="task_energy_weights.reach"):
+        PlannerSettings(energy="readout", task_energy_weights={"reach": [1.0, -1.0]})
+
+
+def test_build_planner_refuses_weights_that_do_not_fit_the_readout():
+    from jepa_robot.agent import build_planner
+    from jepa_robot.readout import ReadoutConfig, StateReadout
+
+    readout = StateReadout(ReadoutConfig(latent_shape=(4, 8), state_dim=3, hidden=8,
+                                         state_names=["x", "y", "z"]))
+    settings = PlannerSettings(energy="readout", energy_weights=[1, 1, 1, 0], options={"horizon": 1})
+    with pytest.raises(ValueError, match=r"4 weights.*predicts 3 values \['x', 'y', 'z'\]"):
+        build_planner(settings, 4, readout=readout)
+    settings.energy_weights = [1, 1, 0]
+    assert build_planner(settings, 4, readout=readout).energy.weights == (1, 1, 0)

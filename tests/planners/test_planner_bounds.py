@@ -96,3 +96,18 @@ def test_shift_plan_drops_the_first_step_and_fills_the_last():
 
     with pytest.raises(ValueError, match="fill"):
         shift_plan(plan, "zeros")
+
+
+def test_binary_dims_take_only_their_bounds():
+    bounds = ActionBounds([-1, -1, -1, -1], [1, 1, 1, 1], binary_dims=[3])
+    actions = torch.tensor([[0.3, -2.0, 0.0, 0.2], [0.3, 0.5, 0.0, -0.01], [0, 0, 0, 0.0]])
+    projected = bounds.project(actions)
+    assert projected[:, 3].tolist() == [1.0, -1.0, 1.0]  # midpoint and above -> high
+    assert torch.equal(projected[:, :3], actions[:, :3].clamp(-1, 1))  # the rest only clipped
+    assert torch.equal(bounds.project(projected), projected)
+    asymmetric = ActionBounds([0.0], [0.5], binary_dims=[0])
+    assert asymmetric.project(torch.tensor([[0.2], [0.3]])).flatten().tolist() == [0.0, 0.5]
+    with pytest.raises(ValueError, match="finite bounds"):
+        ActionBounds([-math.inf], [1.0], binary_dims=[0])
+    with pytest.raises(ValueError, match="finite bounds"):
+        ActionBounds([-1.0], [1.0], binary_dims=[1])
