@@ -22,6 +22,10 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
+def _numbers(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
 def _planner_summary(config: dict[str, Any]) -> str:
     planner, agent = config["planner"], config["agent"]
     options = planner["options"]
@@ -33,7 +37,13 @@ def _planner_summary(config: dict[str, Any]) -> str:
     shown = ", ".join(shown)
     energy = planner["energy"]
     if planner.get("energy_weights"):
-        energy += f" (weights {planner['energy_weights']})"
+        energy += f" (weights {_numbers(planner['energy_weights'])}"
+        energy += "".join(f"; {task} {_numbers(weights)}"
+                          for task, weights in (planner.get("task_energy_weights") or {}).items())
+        energy += ")"
+    binary = (planner.get("bounds") or {}).get("binary_dims")
+    if binary:
+        shown += f", binary action dims {binary}"
     subgoals = ""
     if config.get("subgoals"):
         subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"

@@ -73,6 +73,7 @@ OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/mod
     dataset=$DATA threads=$THREADS
 
 # 6. Evaluate with the protocol (the README's results table comes from this report).
-uv run jepa-robot eval checkpoint=default planner=default_model workers=2 out_dir=runs/eval-default
-uv run jepa-robot eval checkpoint=default planner=default_model workers=2 tasks=[pick-place] \
+uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 \
+    out_dir=runs/eval-default
+uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 tasks=[pick-place] \
     subgoals=true out_dir=runs/eval-default-subgoals

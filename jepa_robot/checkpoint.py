@@ -6,6 +6,8 @@
                      training settings and step: all that is needed to rebuild it
   model.safetensors  predictor weights
   stats.json         action and state normalisation (mean, std per dimension)
+  readout.json       optional: a state readout for planner.energy=readout, with
+  readout.safetensors  its weights (jepa_robot.readout; `jepa-robot fit-readout`)
 ```
 
 Written to a temporary sibling directory and renamed into place, so a reader never

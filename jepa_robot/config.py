@@ -396,7 +396,7 @@ class PlannerSettings:
     """final: only the last predicted step counts; all: summed over the horizon."""
     energy_weights: list[float] | None = None
     """readout only: one weight per state dimension (None: all 1)."""
-    task_energy_weights: dict[str, list[float]] = field(default_factory=dict)
+    task_energy_weights: dict[str, Any] = field(default_factory=dict)
     """readout only: ``energy_weights`` for one Meta-World task (eval, demo, plan), in place
     of the shared ones; the goal image is still the only goal. Say which parts of the
     state a task's goal is about: reach the hand's position, pick-place also the object's."""
@@ -411,6 +411,13 @@ class PlannerSettings:
             raise ConfigError(f"planner.energy={self.energy!r} must be l1, l2 or readout")
         if self.energy_weights is not None and self.energy != "readout":
             raise ConfigError("planner.energy_weights only apply with planner.energy=readout")
+        # dict[str, list[float]], typed loosely: OmegaConf refuses ints in nested float lists
+        try:
+            self.task_energy_weights = {str(task): [float(w) for w in weights]
+                                        for task, weights in dict(self.task_energy_weights).items()}
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"planner.task_energy_weights={self.task_energy_weights}: "
+                              f"each task needs a list of numbers ({error})") from error
         weight_lists = {"planner.energy_weights": self.energy_weights,
                         **{f"planner.task_energy_weights.{task}": weights
                            for task, weights in self.task_energy_weights.items()}}

@@ -67,3 +67,19 @@ def test_a_readme_without_markers_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="results:begin"):
         load().main([str(REPORT), "--readme", str(readme)])
     assert readme.read_text() == "no section here\n"
+
+
+def test_readout_energy_weights_binary_dims_and_subgoal_switch_are_named():
+    module = load()
+    report = json.loads(REPORT.read_text())
+    report["config"]["planner"] |= {
+        "energy": "readout", "energy_weights": [1.0, 1.0, 1.0, 0.5],
+        "task_energy_weights": {"reach": [1.0, 1.0, 1.0, 0.0]},
+        "bounds": {**report["config"]["planner"].get("bounds", {}), "binary_dims": [3]}}
+    report["config"]["subgoals"] = True
+    report["config"]["agent"] |= {"subgoal_switch": "distance", "subgoal_threshold": 0.025,
+                                  "subgoal_steps": 60}
+    table = module.render([("r.json", report)])
+    assert "readout (weights [1, 1, 1, 0.5]; reach [1, 1, 1, 0]) energy" in table
+    assert "binary action dims [3]" in table
+    assert "sub-goals switched on distance <= 0.025 (at most 60 steps each)" in table
