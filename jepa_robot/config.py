@@ -457,6 +457,8 @@ class AgentConfig:
     distance falls below subgoal_threshold (or after subgoal_steps)."""
     subgoal_steps: int = 60
     subgoal_threshold: float = 0.3
+    """In the planner energy's units (per step): latent L1 for ``l1``, metres of the
+    weighted readout for ``readout`` (agent=default_model: 0.025)."""
     device: str = "cpu"
     """Where encoder, predictor and planner run (cpu, cuda, cuda:1)."""
 

@@ -30,7 +30,6 @@ readout = load_readout("runs/mw/checkpoint", encoder_reference)  # None if it ha
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -52,7 +51,6 @@ from jepa_robot.checkpoint import (
     read_format_json,
 )
 
-log = logging.getLogger(__name__)
 
 READOUT_FORMAT = "jepa_robot.readout/1"
 DEFAULT_STATE_KEYS = ("observation.state",)
@@ -281,7 +279,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     if config.out_dir is not None and Path(config.out_dir).exists():
         raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
                               "(or out_dir=null to write into the checkpoint)")
-    world_model = WorldModel.load(source)
+    world_model = WorldModel.load(source, with_readout=False)  # a broken old one is replaced
     dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=None)
     features = dataset.meta.features
     image_shape = tuple(features[spec.image_key]["shape"])

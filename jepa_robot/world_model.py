@@ -90,7 +90,8 @@ class Context:
 class WorldModel:
     """Frozen encoder + action-conditioned predictor + normalisation stats."""
 
-    def __init__(self, checkpoint: Checkpoint, encoder: VJEPA2Encoder, device: torch.device) -> None:
+    def __init__(self, checkpoint: Checkpoint, encoder: VJEPA2Encoder, device: torch.device,
+                 with_readout: bool = True) -> None:
         self.checkpoint = checkpoint
         self.encoder = encoder
         self.predictor: ACPredictor = checkpoint.predictor
@@ -114,13 +115,15 @@ class WorldModel:
             self._stats(stats, "state", self.state_dim) if self.state_dim else (None, None)
         )
         self._next_state = self._next_state_function(data.get("next_state"))
-        self.readout = load_readout(checkpoint.directory, encoder.reference(), device)
+        self.readout = (load_readout(checkpoint.directory, encoder.reference(), device)
+                        if with_readout else None)
         """The checkpoint's state readout (latents -> raw states), or None."""
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> WorldModel:
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu",
+             with_readout: bool = True) -> WorldModel:
         """Load a checkpoint directory (or a built-in name such as ``default``) and the
-        encoder it was trained with."""
+        encoder it was trained with; ``with_readout=False`` skips its state readout."""
         device = torch.device(device)
         checkpoint = resolve_checkpoint(checkpoint)
         config = read_checkpoint_config(checkpoint)
@@ -129,7 +132,7 @@ class WorldModel:
         log.info("world model %s: predictor %.1fM params, encoder %s, frameskip %d",
                  checkpoint, sum(p.numel() for p in loaded.predictor.parameters()) / 1e6,
                  config["encoder"].get("source"), loaded.frameskip)
-        return cls(loaded, encoder, device)
+        return cls(loaded, encoder, device, with_readout)
 
     def _stats(self, stats: dict[str, Any], key: str, dim: int) -> tuple[Tensor, Tensor]:
         entry = stats.get(key)

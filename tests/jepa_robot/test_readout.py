@@ -124,6 +124,7 @@ def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_datas
             "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]
     assert main([*args, "state_keys=[observation.state]"]) == 0
     assert WorldModel.load(checkpoint).readout.config.state_dim == 4
+    (checkpoint / READOUT_CONFIG).write_text("{broken")  # a damaged readout is refit, not fatal
     assert main(args) == 0  # a second fit replaces the first (and reuses the latent cache)
     assert WorldModel.load(checkpoint).readout.config.state_dim == 7
     assert len(list((tmp_path / "latents").iterdir())) == 1
