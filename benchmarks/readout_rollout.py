@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
     episodes = [e for e in range(dataset.meta.total_episodes) if e % args.holdout == 0]
     episodes = episodes[: args.max_episodes]
 
+    bounds = episode_bounds(dataset)
     rows = []  # per start frame: task, moved, errors [3 kinds, steps, dims]
     for episode in episodes:
-        start, end = episode_bounds(dataset)[episode]
+        start, end = bounds[episode]
         frames = episode_frames(dataset, spec.image_key, episode).numpy()
         latents = world_model.encode(frames)
         with torch.no_grad():
