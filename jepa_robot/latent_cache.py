@@ -3,7 +3,8 @@
 A cache is a directory holding ``latents.npy`` (float16 [frames, tokens, dim], a
 NumPy file opened with ``mmap_mode``) and ``manifest.json``. The manifest records the
 dataset fingerprint, the encoder reference (weights hash and preprocessing) and the
-image key; a cache whose manifest disagrees with the request is not used. Its name
+image key; a cache whose manifest disagrees with the request is not used (an encoder
+directory's path does not count where its weights are hashed). Its name
 is a hash of those three, so a changed input gets a fresh directory and an old cache
 stays valid for what it was made from.
 
@@ -71,9 +72,19 @@ class LatentCache:
         return int(self.latents.shape[0])
 
 
+def encoder_identity(encoder_reference: dict[str, Any]) -> dict[str, Any]:
+    """What decides an encoder's latents: its reference, less the ``source`` directory when
+    the weights are content-hashed (``weights_sha256``). A copied or moved model directory,
+    such as a packaged model in another checkout, then keeps its caches."""
+    if encoder_reference.get("weights_sha256"):
+        return {k: v for k, v in encoder_reference.items() if k != "source"}
+    return dict(encoder_reference)
+
+
 def cache_key(fingerprint: str, encoder_reference: dict[str, Any], image_key: str) -> str:
     blob = json.dumps(
-        {"dataset": fingerprint, "encoder": encoder_reference, "image_key": image_key, "v": CACHE_VERSION},
+        {"dataset": fingerprint, "encoder": encoder_identity(encoder_reference), "image_key": image_key,
+         "v": CACHE_VERSION},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -112,7 +123,10 @@ def build_latent_cache(
     manifest: dict[str, Any] | None = None
     if manifest_path.exists() and latents_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if {k: manifest.get(k) for k in expected} != expected:
+        same = ({k: manifest.get(k) for k in expected if k != "encoder"}
+                == {k: v for k, v in expected.items() if k != "encoder"}
+                and encoder_identity(manifest.get("encoder") or {}) == encoder_identity(reference))
+        if not same:
             log.warning("latent cache %s does not match its request; rebuilding it", directory)
             manifest = None
     if manifest is not None and manifest.get("complete"):

@@ -100,3 +100,59 @@ def test_readout_rollout_scores_predicted_states_against_the_recording(
     for kind in ("predicted", "readout_of_real_frame", "copy_start"):
         values = [v for step in entry[kind].values() for v in step.values()]
         assert len(values) == 2 * 7 and all(np.isfinite(v) and v >= 0 for v in values)
+
+
+
+def test_object_visibility_counts_the_pucks_pixels_and_scores_the_readout(
+        small_dataset, tiny_checkpoint, tmp_path):
+    import shutil
+
+    from envs.metaworld_goal import CAMERA_VIEWS, EPISODE_BUDGET
+    from jepa_robot.cli import main as cli
+
+    root, _, _ = small_dataset
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
+                "epochs=1", "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]) == 0
+    out = tmp_path / "visibility.json"
+    report = load("object_visibility").main(
+        ["--episodes", "1", "--tasks", "push", "--size", "32", "--checkpoint", str(checkpoint),
+         "--out", str(out)])
+    assert out.is_file() and report["size"] == 32 and set(report["tasks"]) == {"push"}
+    entry = report["tasks"]["push"]
+    assert set(entry) == set(CAMERA_VIEWS) | {"readout"}
+    frames = EPISODE_BUDGET["push"] + 1  # the reset frame and every step
+    for view in CAMERA_VIEWS:
+        for kind in ("expert", "hand_to_goal"):
+            s = entry[view][kind]
+            assert s["frames"] == frames
+            assert 0.0 <= s["hidden"] <= s["under_few"] <= 1.0
+    # the oblique camera (the default model's) shows the puck at the start of the episode
+    assert entry["oblique"]["expert"]["median_px"] > 0
+    for kind in ("expert", "hand_to_goal"):
+        parts = entry["readout"][kind]
+        assert sum(part["frames"] for part in parts.values()) <= frames and parts
+        assert all(part["median_error_cm"] >= 0 for part in parts.values())
+
+
+def test_hand_pull_is_one_when_the_object_is_read_where_the_hand_is():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    readout_errors = load("object_visibility").readout_errors
+    rng = np.random.default_rng(0)
+    frames = [{"object": rng.uniform(-0.2, 0.2, 3), "hand": rng.uniform(-0.2, 0.2, 3),
+               "pixels": {"oblique": 10}, "image": np.zeros((4, 4, 3), np.uint8)} for _ in range(20)]
+
+    def read(latents):  # a "readout" that puts the object where the hand is
+        return latents
+
+    read.config = SimpleNamespace(state_names=["object_x", "object_y", "object_z"])
+    hands = torch.tensor(np.stack([f["hand"] for f in frames]), dtype=torch.float32)
+    model = SimpleNamespace(camera="oblique", readout=read, encode=lambda images: hands)
+    result = readout_errors(model, frames, few=4)
+    assert set(result) == {"visible"} and result["visible"]["frames"] == 20
+    assert abs(result["visible"]["hand_pull"] - 1.0) < 1e-3

@@ -78,3 +78,16 @@ def test_changed_inputs_get_a_new_cache(small_dataset, encoder, tiny_encoder_dir
 def test_not_a_cache(tmp_path):
     with pytest.raises(CacheError, match="manifest.json is missing"):
         load_latent_cache(tmp_path)
+
+
+def test_a_copied_encoder_directory_reuses_the_cache(small_dataset, tiny_encoder_dir, tmp_path, monkeypatch):
+    dataset, spec = open_dataset(str(small_dataset[0]))
+    original = load_encoder(str(tiny_encoder_dir), device="cpu", resize_ratio=1.0)
+    first = build_latent_cache(dataset, spec, original, tmp_path / "caches", progress=False)
+    copy = tmp_path / "moved-encoder"
+    shutil.copytree(tiny_encoder_dir, copy)
+    moved = load_encoder(str(copy), device="cpu", resize_ratio=1.0)
+    assert moved.reference()["source"] != original.reference()["source"]
+    monkeypatch.setattr(moved, "encode", lambda *a, **k: pytest.fail("encoded again"))
+    again = build_latent_cache(dataset, spec, moved, tmp_path / "caches", progress=False)
+    assert again.directory == first.directory
