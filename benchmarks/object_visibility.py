@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from envs.experts import ScriptedExpert
@@ -116,8 +117,6 @@ def readout_errors(world_model, frames: list[dict], few: int) -> dict:
     """The checkpoint's readout of the object on ``frames`` (its own camera's images):
     median error (cm) and pull toward the hand, where the object shows >= ``few`` pixels
     on that camera and where it shows fewer."""
-    import torch
-
     names = list(world_model.readout.config.state_names)
     columns = [names.index(n) for n in ("object_x", "object_y", "object_z")]
     with torch.no_grad():
