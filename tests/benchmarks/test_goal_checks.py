@@ -1,10 +1,12 @@
-"""benchmarks/goal_image_ceiling.py and hold_drift.py: what the protocol's goal frames
-demand of a planner, on a couple of seeds."""
+"""The diagnostic benchmarks (goal_image_ceiling, hold_drift, latent_probe,
+reach_tcp_goals, readout_rollout, object_visibility) on a couple of seeds."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,19 +78,27 @@ def test_tcp_centred_goal_frames_put_the_fingers_on_the_target(tiny_checkpoint, 
     assert episode["success"] == (episode["final_goal_distance_m"] <= 0.05)
 
 
-def test_readout_rollout_scores_predicted_states_against_the_recording(
-        small_dataset, tiny_checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def readout_checkpoint(small_dataset, tiny_checkpoint, tmp_path_factory):
+    """A copy of the tiny checkpoint with a readout fit on the small dataset (shared)."""
     import shutil
-
-    import numpy as np
 
     from jepa_robot.cli import main as cli
 
     root, _, _ = small_dataset
-    checkpoint = tmp_path / "checkpoint"
+    work = tmp_path_factory.mktemp("readout")
+    checkpoint = work / "checkpoint"
     shutil.copytree(tiny_checkpoint, checkpoint)
     assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
-                "epochs=1", "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]) == 0
+                "epochs=1", "hidden=16", f"cache_dir={work}/latents", "progress=false"]) == 0
+    return checkpoint
+
+
+def test_readout_rollout_scores_predicted_states_against_the_recording(
+        small_dataset, readout_checkpoint, tmp_path):
+    import numpy as np
+
+    root, checkpoint = small_dataset[0], readout_checkpoint
     out = tmp_path / "rollout.json"
     report = load("readout_rollout").main(
         ["--checkpoint", str(checkpoint), "--dataset", str(root), "--holdout", "2", "--steps", "2",
@@ -102,19 +112,10 @@ def test_readout_rollout_scores_predicted_states_against_the_recording(
         assert len(values) == 2 * 7 and all(np.isfinite(v) and v >= 0 for v in values)
 
 
-
-def test_object_visibility_counts_the_pucks_pixels_and_scores_the_readout(
-        small_dataset, tiny_checkpoint, tmp_path):
-    import shutil
-
+def test_object_visibility_counts_the_pucks_pixels_and_scores_the_readout(readout_checkpoint, tmp_path):
     from envs.metaworld_goal import CAMERA_VIEWS, EPISODE_BUDGET
-    from jepa_robot.cli import main as cli
 
-    root, _, _ = small_dataset
-    checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(tiny_checkpoint, checkpoint)
-    assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
-                "epochs=1", "hidden=16", f"cache_dir={tmp_path}/latents", "progress=false"]) == 0
+    checkpoint = readout_checkpoint
     out = tmp_path / "visibility.json"
     report = load("object_visibility").main(
         ["--episodes", "1", "--tasks", "push", "--size", "32", "--checkpoint", str(checkpoint),
