@@ -44,6 +44,12 @@ class GoalImages:
     """The env's success distance at the goal frame (``info["goal_distance_m"]``: hand or
     object to target, metres). The expert stops short of the target's centre, so this
     says how close to the success radius the goal image itself is."""
+    subgoal_truth: list[np.ndarray] = field(default_factory=list)
+    """Hand xyz, gripper opening and object xyz at each sub-goal frame, float32 (7,).
+    Privileged, like ``goal_distance_m``: for diagnostics (how well a readout reads the
+    goal frames), never shown to an agent."""
+    goal_truth: np.ndarray | None = None
+    """The same at the final goal frame."""
 
 
 def make_goal_images(
@@ -63,6 +69,7 @@ def make_goal_images(
     phase = "approach"
     subgoals: list[dict[str, np.ndarray]] = []
     phases: list[str] = []
+    truths: list[np.ndarray] = []
     success_step: int | None = None
     # The expert runs on the raw sim budget, not the evaluation budget.
     for step in range(1, max_steps + 1):
@@ -73,6 +80,7 @@ def make_goal_images(
             # The frame *before* acting in the new phase shows where the phase begins.
             subgoals.append(observation["images"])
             phases.append(new_phase)
+            truths.append(np.asarray(privileged[:7], dtype=np.float32).copy())
         phase = new_phase
         observation, _, _, _, info = unwrapped.step(action)
         if info["success"] and success_step is None:
@@ -91,6 +99,8 @@ def make_goal_images(
         subgoal_phases=phases,
         expert_steps=success_step,
         goal_distance_m=float(info["goal_distance_m"]) if "goal_distance_m" in info else None,
+        subgoal_truth=truths,
+        goal_truth=np.asarray(unwrapped.privileged_obs[:7], dtype=np.float32).copy(),
     )
     observation, info = env.reset(seed=seed)
     return goal, observation, info

@@ -171,6 +171,14 @@ class FitReadoutConfig:
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
+    rollout_steps: int = 0
+    """Also fit on the checkpoint predictor's own predictions: from every
+    ``rollout_stride``-th frame, roll it out this many predictor steps with the recorded
+    actions and pair each predicted latent with the recorded state at its time. The
+    planner's energy reads predicted latents; for the default model this cut the readout's
+    error on them by about a quarter but did not change success (benchmarks/README.md).
+    0: encoded frames only."""
+    rollout_stride: int = 3
     threads: int | None = None
     """torch threads; null: torch's default."""
     progress: bool = True
@@ -178,6 +186,9 @@ class FitReadoutConfig:
     def __post_init__(self) -> None:
         if self.holdout < 2:
             raise ConfigError(f"holdout={self.holdout}: every n-th episode is held out, n must be >= 2")
+        if self.rollout_steps < 0 or self.rollout_stride < 1:
+            raise ConfigError(f"rollout_steps={self.rollout_steps} must be >= 0 and "
+                              f"rollout_stride={self.rollout_stride} >= 1")
         for name in ("epochs", "hidden", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")

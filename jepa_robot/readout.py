@@ -101,6 +101,77 @@ class StateReadout(nn.Module):
         return normalised * self.out_std + self.out_mean
 
 
+@dataclass
+class RolloutPairs:
+    """Predicted latents with the recorded state at the time each one predicts."""
+
+    latents: np.ndarray
+    """``[M, N, D]`` float16: the predictor's latents, ``steps`` per start frame."""
+    states: np.ndarray
+    """``[M, S]``: the recorded state at each predicted latent's time."""
+    episodes: np.ndarray
+    """``[M]``: the episode each rollout started in."""
+    steps: int
+
+
+@torch.no_grad()
+def rollout_pairs(
+    world_model,
+    latents: np.ndarray,
+    states: np.ndarray,
+    proprio: np.ndarray | None,
+    actions: np.ndarray,
+    bounds: list[tuple[int, int]],
+    steps: int = 3,
+    stride: int = 3,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> RolloutPairs:
+    """Roll ``world_model``'s predictor out from recorded frames with the recorded actions.
+
+    From every ``stride``-th frame of every episode (``bounds``: (first, end) frame
+    indices), with that frame's latent (``latents [F, N, D]``, a latent cache) and
+    proprio state (``proprio [F, S_model]``, or None for a stateless predictor) as the
+    context, the predictor runs ``steps`` predictor steps with the ``frameskip`` env
+    actions actually taken per step (``actions [F, A_env]``). Each predicted latent is
+    paired with the recorded state (``states [F, S]``, the readout's columns) at the
+    frame it predicts. Rollouts never cross an episode's end.
+
+    A readout fit on these as well as on encoded frames is fit on what the planner will
+    apply it to: the energy reads predicted latents, and those are smoother than
+    encoded ones (TD-MPC2 likewise fits its reward head on latent rollouts).
+    """
+    skip = world_model.frameskip
+    if actions.shape[1] != world_model.env_action_dim:
+        raise ValueError(f"the dataset's actions are {actions.shape[1]}-D; the predictor takes "
+                         f"{world_model.env_action_dim}-D env actions ({skip} per predictor step)")
+    if world_model.state_dim and (proprio is None or proprio.shape[1] != world_model.state_dim):
+        raise ValueError(f"the predictor takes {world_model.state_dim}-D proprio states; got "
+                         f"{None if proprio is None else proprio.shape[1]}-D")
+    starts = np.array([t for first, end in bounds for t in range(first, end - steps * skip, stride)],
+                      dtype=np.int64)
+    if not len(starts):
+        raise ValueError(f"no episode is longer than {steps} predictor steps ({steps * skip} frames)")
+    predicted = np.empty((len(starts), steps, *latents.shape[1:]), dtype=np.float16)
+    offsets = np.arange(steps * skip)
+    for first in tqdm(range(0, len(starts), batch_size), desc="predictor rollouts", unit="batch",
+                      disable=not progress):
+        rows = starts[first:first + batch_size]
+        taken = actions[rows[:, None] + offsets].reshape(len(rows), steps, -1)
+        out = world_model.rollout_from_frames(
+            torch.from_numpy(np.asarray(latents[rows], dtype=np.float32)),
+            world_model.normalise_state(proprio[rows]) if world_model.state_dim else None,
+            torch.from_numpy(taken), action_repeat=False)
+        predicted[first:first + len(rows)] = out.cpu().numpy()
+    times = starts[:, None] + skip * np.arange(1, steps + 1)  # [M, steps]
+    episode_of = np.empty(int(bounds[-1][1]) if bounds else 0, dtype=np.int64)
+    for index, (first, end) in enumerate(bounds):
+        episode_of[first:end] = index
+    return RolloutPairs(latents=predicted.reshape(-1, *latents.shape[1:]),
+                        states=np.asarray(states, dtype=np.float32)[times.reshape(-1)],
+                        episodes=np.repeat(episode_of[starts], steps), steps=steps)
+
+
 def fit_readout(
     latents: np.ndarray,
     states: np.ndarray,
@@ -113,12 +184,16 @@ def fit_readout(
     state_names: list[str] | None = None,
     seed: int = 0,
     progress: bool = True,
+    rollouts: RolloutPairs | None = None,
 ) -> tuple[StateReadout, dict[str, Any]]:
     """Fit a readout on every frame; every ``holdout``-th episode is held out and scored.
 
     ``latents [F, N, D]`` (a latent cache, float16 is fine), ``states [F, S]``,
-    ``episodes [F]`` (the episode index of each frame). Returns the readout and its
-    held-out error: RMSE per state dimension, in the state's units.
+    ``episodes [F]`` (the episode index of each frame). ``rollouts`` (see
+    :func:`rollout_pairs`): predicted latents to fit on as well, held out by the same
+    episodes. Returns the readout and its held-out error: RMSE per state dimension, in
+    the state's units, on encoded frames (``held_out_rmse``) and, with rollouts, per
+    predictor step on predicted latents (``held_out_rollout_rmse``).
     """
     if (latents.ndim != 3 or states.ndim != 2
             or not len(latents) == len(states) == len(episodes)):
@@ -130,8 +205,17 @@ def fit_readout(
     if held_out.all() or not held_out.any():
         raise ValueError(f"holdout={holdout} leaves no training or no held-out frames "
                          f"({len(np.unique(episodes))} episodes)")
+    if rollouts is not None and (rollouts.latents.shape[1:] != latents.shape[1:]
+                                 or rollouts.states.shape[1:] != states.shape[1:]):
+        raise ValueError(f"rollout latents {rollouts.latents.shape} / states {rollouts.states.shape} "
+                         f"do not match the frames' {latents.shape} / {states.shape}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    frames = len(latents)
+    if rollouts is not None:
+        latents = np.concatenate([np.asarray(latents, dtype=np.float16), rollouts.latents])
+        states = np.concatenate([states, rollouts.states])
+        held_out = np.concatenate([held_out, rollouts.episodes % holdout == 0])
     x = torch.from_numpy(np.asarray(latents, dtype=np.float32).reshape(len(latents), -1))
     y = torch.from_numpy(np.asarray(states, dtype=np.float32))
     train = torch.from_numpy(~held_out)
@@ -163,13 +247,18 @@ def fit_readout(
     bar.close()
     readout.eval()
     with torch.no_grad():
-        predicted = readout(torch.from_numpy(np.asarray(latents[held_out], dtype=np.float32)))
+        predicted = readout(x[~train].view(-1, *latents.shape[1:]))
     error = predicted - y[~train]
+    is_frame = (torch.arange(len(x)) < frames)[~train]
     metrics = {
-        "frames": int(len(x)), "held_out_frames": int((~train).sum()), "holdout": holdout,
-        "epochs": epochs, "held_out_rmse": error.square().mean(0).sqrt().tolist(),
+        "frames": frames, "held_out_frames": int(is_frame.sum()), "holdout": holdout,
+        "epochs": epochs, "held_out_rmse": error[is_frame].square().mean(0).sqrt().tolist(),
         "state_names": list(state_names or []),
     }
+    if rollouts is not None:
+        per_step = error[~is_frame].view(-1, rollouts.steps, error.shape[1])  # [starts, steps, S]
+        metrics.update(rollout_latents=len(rollouts.latents), rollout_steps=rollouts.steps,
+                       held_out_rollout_rmse=per_step.square().mean(0).sqrt().tolist())
     return readout, metrics
 
 
@@ -268,7 +357,8 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     encodes nothing); the readout goes into the checkpoint directory, or into a copy of
     the model at ``out_dir``. Returns a summary (held-out RMSE per column, paths, time).
     """
-    from jepa_robot.data import DatasetError, episode_vectors, open_dataset
+    from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
+    from envs.recording import STATE_KEY
     from jepa_robot.latent_cache import build_latent_cache
     from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
@@ -280,7 +370,10 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
                               "(or out_dir=null to write into the checkpoint)")
     world_model = WorldModel.load(source, with_readout=False)  # a broken old one is replaced
-    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=None)
+    # The predictor's own proprio input is needed only to roll it out.
+    state_key = (world_model.checkpoint.config["data"].get("state_key") or STATE_KEY
+                 if world_model.state_dim and config.rollout_steps else None)
+    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=state_key)
     features = dataset.meta.features
     image_shape = tuple(features[spec.image_key]["shape"])
     if image_shape != tuple(world_model.image_shape):
@@ -295,12 +388,24 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     if cache.num_frames != len(states):
         raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
                            f"{config.dataset} {len(states)}")
+    rollouts = None
+    if config.rollout_steps:
+        if spec.action_dim != world_model.env_action_dim:
+            raise DatasetError(f"{config.dataset}: {spec.action_key} is {spec.action_dim}-D; the "
+                               f"predictor of {source} takes {world_model.env_action_dim}-D actions")
+        rollouts = rollout_pairs(
+            world_model, cache.latents, states,
+            episode_vectors(dataset, spec.state_key) if world_model.state_dim else None,
+            episode_vectors(dataset, spec.action_key), episode_bounds(dataset),
+            steps=config.rollout_steps, stride=config.rollout_stride, progress=config.progress)
     readout, metrics = fit_readout(
         cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
-        seed=config.seed, progress=config.progress,
+        seed=config.seed, progress=config.progress, rollouts=rollouts,
     )
     metrics.update(dataset=str(spec.root), state_keys=keys)
+    if rollouts is not None:
+        metrics.update(rollout_stride=config.rollout_stride)
     # The checkpoint's own reference: a packaged model's relative encoder path stays relative.
     reference = world_model.checkpoint.encoder_reference
     if config.out_dir is None:
@@ -308,6 +413,8 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     else:
         written = _save_into_copy(source, Path(config.out_dir), readout, metrics, reference)
     return {"readout": str(written), "held_out_rmse": dict(zip(names, metrics["held_out_rmse"])),
+            "held_out_rollout_rmse": [dict(zip(names, row)) for row in
+                                      metrics.get("held_out_rollout_rmse", [])],
             "frames": metrics["frames"], "held_out_frames": metrics["held_out_frames"],
             "seconds": time.perf_counter() - started}
 
@@ -331,6 +438,10 @@ def _save_into_copy(source: Path, out_dir: Path, readout: StateReadout, metrics:
 
 def describe(summary: dict[str, Any]) -> str:
     rmse = ", ".join(f"{name} {value:.4g}" for name, value in summary["held_out_rmse"].items())
-    return (f"readout fit on {summary['frames'] - summary['held_out_frames']} frames in "
-            f"{summary['seconds']:.0f} s; held-out RMSE ({summary['held_out_frames']} frames): "
-            f"{rmse}\nwrote {summary['readout']}")
+    lines = [(f"readout fit on {summary['frames'] - summary['held_out_frames']} frames in "
+              f"{summary['seconds']:.0f} s; held-out RMSE ({summary['held_out_frames']} frames): {rmse}")]
+    for step, row in enumerate(summary.get("held_out_rollout_rmse", []), 1):
+        values = ", ".join(f"{name} {value:.4g}" for name, value in row.items())
+        lines.append(f"  on predicted latents, predictor step {step}: {values}")
+    lines.append(f"wrote {summary['readout']}")
+    return "\n".join(lines)

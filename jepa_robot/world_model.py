@@ -241,3 +241,15 @@ class WorldModel:
         predicted, _ = self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions,
                                               next_state_fn=self._next_state)
         return predicted
+
+    def rollout_from_frames(self, latents: Tensor, states: Tensor | None, actions: Tensor,
+                            action_repeat: bool) -> Tensor:
+        """One rollout per start frame, batched over frames: ``latents [B, N, D]``, their
+        normalised states ``[B, S]`` (None for a stateless predictor) and ``actions
+        [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``."""
+        model_actions = self.model_actions(actions.to(self.device, torch.float32), action_repeat)
+        predicted, _ = self.predictor.rollout(
+            latents.to(self.device, torch.float32).unsqueeze(1),
+            None if states is None else states.unsqueeze(1), model_actions,
+            next_state_fn=self._next_state)
+        return predicted

@@ -1,5 +1,6 @@
 """The diagnostic benchmarks (goal_image_ceiling, hold_drift, latent_probe,
-reach_tcp_goals, readout_rollout, object_visibility) on a couple of seeds."""
+reach_tcp_goals, readout_rollout, object_visibility, goal_frame_readout) on a couple of
+seeds."""
 
 from __future__ import annotations
 
@@ -135,6 +136,35 @@ def test_object_visibility_counts_the_pucks_pixels_and_scores_the_readout(readou
         parts = entry["readout"][kind]
         assert sum(part["frames"] for part in parts.values()) <= frames and parts
         assert all(part["median_error_cm"] >= 0 for part in parts.values())
+
+
+def test_goal_frame_readout_reads_every_phase_of_pick_place(readout_checkpoint, tmp_path):
+    out = tmp_path / "goal_frames.json"
+    report = load("goal_frame_readout").main(
+        ["--checkpoint", str(readout_checkpoint), "--tasks", "pick-place", "--episodes", "2",
+         "--out", str(out)])
+    assert out.is_file() and report["seeds"] == [100000, 100001]
+    phases = report["tasks"]["pick-place"]
+    assert set(phases) == {"grasp", "lift", "final"}
+    for entry in phases.values():
+        assert entry["frames"] == 2
+        assert all(v >= 0 for v in entry["median_abs_error"].values())
+        assert 0 <= entry["object_misread"] <= 2 and 0 <= entry["gripper_misread"] <= 2
+
+
+def test_goal_frame_readout_counts_gross_misreads():
+    import numpy as np
+
+    summarise = load("goal_frame_readout").summarise_phase
+    truth = np.zeros((3, 7))
+    read = truth.copy()
+    read[0, 4] = 0.03   # object 3 cm off: gross
+    read[1, 6] = 0.01   # 1 cm: not
+    read[2, 3] = 0.5    # gripper half open against closed: gross
+    entry = summarise(truth, read, object_cm=2.0, gripper=0.2)
+    assert entry["object_misread"] == 1 and entry["gripper_misread"] == 1
+    assert entry["object_error_m"]["max"] == 0.03
+    assert entry["median_abs_error"]["object_z"] == 0.0
 
 
 def test_hand_pull_is_one_when_the_object_is_read_where_the_hand_is():

@@ -90,6 +90,13 @@ def test_goal_images_are_deterministic_and_restore_the_start(task):
     radius = {"reach": 0.05, "push": 0.05, "pick-place": 0.07}[task]
     assert 0.0 <= goal.goal_distance_m <= radius
     assert goal.goal_distance_m == goal_again.goal_distance_m
+    # the simulator's state at each goal frame, for diagnostics: the final one is the
+    # goal's proprio state plus the object; a lift frame shows the object up
+    assert len(goal.subgoal_truth) == len(expected_phases)
+    np.testing.assert_allclose(goal.goal_truth[:4], goal.goal_state[:4], atol=1e-5)
+    if task == "pick-place":
+        grasp, lift = goal.subgoal_truth
+        assert lift[6] > grasp[6] + 0.03 and grasp[3] > lift[3]  # lifted, gripper closed on it
     env.close()
 
 

@@ -1,11 +1,20 @@
 """State readout (jepa_robot.readout) and the readout energy (planners.energy)."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from jepa_robot.checkpoint import CheckpointError
 from jepa_robot.config import ConfigError, PlannerSettings
-from jepa_robot.readout import READOUT_CONFIG, fit_readout, load_readout, save_readout
+from jepa_robot.readout import (
+    READOUT_CONFIG,
+    RolloutPairs,
+    fit_readout,
+    load_readout,
+    rollout_pairs,
+    save_readout,
+)
 from planners import make_energy
 
 
@@ -28,6 +37,53 @@ def test_fit_readout_recovers_a_linear_state_on_held_out_episodes():
     with torch.no_grad():
         out = readout(torch.from_numpy(latents[:5].astype(np.float32)))
     assert out.shape == (5, 3)
+
+
+def test_rollout_pairs_match_the_world_models_rollout_and_stay_in_their_episode(tiny_checkpoint):
+    from jepa_robot.world_model import Context, WorldModel
+
+    wm = WorldModel.load(tiny_checkpoint, with_readout=False)  # frameskip 2, 4-D env actions
+    rng = np.random.default_rng(0)
+    bounds = [(0, 11), (11, 20)]  # two episodes of 11 and 9 frames
+    latents = rng.normal(size=(20, *wm.latent_shape)).astype(np.float16)
+    states = rng.normal(size=(20, 7)).astype(np.float32)
+    proprio = states[:, :4]
+    actions = rng.uniform(-1, 1, size=(20, 4)).astype(np.float32)
+    pairs = rollout_pairs(wm, latents, states, proprio, actions, bounds, steps=2, stride=3,
+                          batch_size=2, progress=False)
+    # starts: 0, 3, 6 (6 + 2 * 2 < 11) and 11, 14 (14 + 4 < 20); 2 predictions each
+    assert pairs.latents.shape == (10, *wm.latent_shape) and pairs.steps == 2
+    assert pairs.episodes.tolist() == [0] * 6 + [1] * 4
+    starts = [0, 3, 6, 11, 14]
+    expected_states = [states[t + 2 * k] for t in starts for k in (1, 2)]
+    np.testing.assert_array_equal(pairs.states, np.stack(expected_states))
+    # the prediction from frame 14 is the world model's own rollout with the actions taken
+    context = Context(latents=torch.from_numpy(latents[14:15].astype(np.float32)),
+                      states=wm.normalise_state(proprio[14:15]), past_actions=torch.zeros(0, 8))
+    with torch.no_grad():
+        expected = wm.rollout(context, torch.from_numpy(actions[14:18].reshape(1, 2, 8)),
+                              action_repeat=False)[0]
+    torch.testing.assert_close(torch.from_numpy(pairs.latents[8:10].astype(np.float32)), expected,
+                               atol=2e-3, rtol=2e-3)  # stored as float16
+    with pytest.raises(ValueError, match="4-D env actions"):
+        rollout_pairs(wm, latents, states, proprio, actions[:, :3], bounds, progress=False)
+    with pytest.raises(ValueError, match="no episode is longer"):
+        rollout_pairs(wm, latents, states, proprio, actions, bounds, steps=6, progress=False)
+
+
+def test_fit_readout_on_rollouts_scores_frames_and_predictions_apart():
+    latents, states, episodes = _linear_data(frames=400)
+    rollouts = RolloutPairs(latents=latents[:300], states=states[:300], episodes=episodes[:300] // 3,
+                            steps=3)
+    _, metrics = fit_readout(latents, states, episodes, epochs=2, hidden=16, progress=False,
+                             rollouts=rollouts)
+    assert metrics["frames"] == 400
+    assert metrics["held_out_frames"] == int((episodes % 10 == 0).sum())  # encoded frames only
+    assert metrics["rollout_latents"] == 300 and metrics["rollout_steps"] == 3
+    assert np.shape(metrics["held_out_rollout_rmse"]) == (3, 3)  # [steps, state dims]
+    with pytest.raises(ValueError, match="do not match"):
+        fit_readout(latents, states, episodes, progress=False,
+                    rollouts=RolloutPairs(latents[:30, :2], states[:30], episodes[:30], 3))
 
 
 def test_readout_saves_loads_and_refuses_another_encoder(tmp_path):
@@ -128,6 +184,11 @@ def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_datas
     assert main(args) == 0  # a second fit replaces the first (and reuses the latent cache)
     assert WorldModel.load(checkpoint).readout.config.state_dim == 7
     assert len(list((tmp_path / "latents").iterdir())) == 1
+    # Fit on the predictor's rollouts as well: the held-out error per predictor step is kept.
+    assert main([*args, "rollout_steps=2", "rollout_stride=2"]) == 0
+    metrics = json.loads((checkpoint / READOUT_CONFIG).read_text())["metrics"]
+    assert metrics["rollout_steps"] == 2 and len(metrics["held_out_rollout_rmse"]) == 2
+    assert main([*args, "rollout_steps=-1"]) == 2
     assert not [p for p in checkpoint.iterdir() if p.name.startswith(".")]
 
 
