@@ -511,6 +511,11 @@ class EvalConfig:
     """torch threads per worker; null: the machine's cores split among the workers."""
     videos: int = 2
     """Episodes per task whose video (observation | goal | energy) is written."""
+    traces: int = 0
+    """Episodes per task (the first ones) whose report record gets a per-step ``trace``:
+    after every predictor step, the simulator's hand, gripper and object (privileged:
+    for diagnosis, never seen by the agent), the readout of the frame (if the model has
+    a readout), the plan's energy and the active goal."""
     out_dir: str = "runs/eval"
     progress: bool = True
 
@@ -528,8 +533,8 @@ class EvalConfig:
                 f"seed_start={self.seed_start}: evaluation seeds start at {EVAL_SEED_START} "
                 "(lower seeds are training data)"
             )
-        if self.workers < 1 or self.videos < 0:
-            raise ConfigError("workers must be >= 1 and videos >= 0")
+        if self.workers < 1 or self.videos < 0 or self.traces < 0:
+            raise ConfigError("workers must be >= 1, videos and traces >= 0")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
 

@@ -10,6 +10,9 @@ references.
 Outputs under ``out_dir``: ``report.json`` (everything below, written atomically),
 ``summary.png`` (success with 95% Wilson intervals against the references, plan-time
 histogram) and ``videos/<task>-<seed>.mp4`` (observation | active goal | energy).
+With ``traces=N`` the first N model episodes per task carry a per-step ``trace`` in
+their record (:class:`EpisodeTrace`): where the hand and the object really were, beside
+what the readout made of the frame and the plan's energy.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class Job:
     seed: int
     kind: str
     video: bool = False
+    trace: bool = False
 
 
 _reference_envs: dict[str, MetaWorldGoalEnv] = {}
@@ -170,6 +174,40 @@ def energy_panel(replans: list[Replan], steps: int, height: int) -> np.ndarray:
     return image
 
 
+class EpisodeTrace:
+    """One row per predictor step: the simulator's state after it (hand xyz, gripper,
+    object xyz; privileged, a diagnostic only), the world model's readout of that frame
+    (when it has a readout) and the latest plan's energy, active goal and goal distance."""
+
+    TRUE_COLUMNS = ("hand_x", "hand_y", "hand_z", "gripper", "object_x", "object_y", "object_z")
+
+    def __init__(self, world_model: WorldModel, frameskip: int) -> None:
+        self.world_model = world_model
+        self.frameskip = frameskip
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def columns(self) -> dict[str, list[str]]:
+        """What the ``true`` and ``read`` lists of a row hold."""
+        readout = self.world_model.readout
+        return {"true": list(self.TRUE_COLUMNS),
+                "read": list(readout.config.state_names) if readout is not None else []}
+
+    def add(self, step: int, env: MetaWorldGoalEnv, frame: np.ndarray, agent: MPCAgent) -> None:
+        if (step + 1) % self.frameskip or not agent.replans:
+            return
+        replan = agent.replans[-1]
+        row = {"step": step + 1, "goal_index": replan.goal_index, "energy": replan.energy,
+               "goal_distance": replan.goal_distance,
+               "true": [round(float(v), 4) for v in (*env.state(), *env.object_position())]}
+        readout = self.world_model.readout
+        if readout is not None:
+            with torch.no_grad():
+                read = readout(self.world_model.encode(frame[None]))[0]
+            row["read"] = [round(float(v), 4) for v in read]
+        self.rows.append(row)
+
+
 class ModelRunner:
     """Runs model episodes in one process: loads the world model once, keeps one env per task."""
 
@@ -195,7 +233,8 @@ class ModelRunner:
         return self.agents[task]
 
     def run(self, task: str, seed: int, video: bool = False, goals: list[np.ndarray] | None = None,
-            steps: int | None = None, video_path: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+            steps: int | None = None, video_path: Path | None = None,
+            trace: bool = False) -> tuple[dict[str, Any], Path | None]:
         started = time.perf_counter()
         env, camera = self.env(task), self.world_model.camera
         goal = None
@@ -207,14 +246,18 @@ class ModelRunner:
         agent = self.agent(task)
         agent.reset(goals)
         recorder = EpisodeVideo(goals, steps) if video else None
+        tracer = EpisodeTrace(self.world_model, self.world_model.frameskip) if trace else None
 
-        def on_step(_step: int, obs: dict[str, Any], _action: np.ndarray, _info: dict[str, Any]) -> None:
-            recorder.add(obs["images"][camera], agent)
+        def on_step(step: int, obs: dict[str, Any], _action: np.ndarray, _info: dict[str, Any]) -> None:
+            if recorder is not None:
+                recorder.add(obs["images"][camera], agent)
+            if tracer is not None:
+                tracer.add(step, env, obs["images"][camera], agent)
 
         if recorder is not None:
             recorder.add(observation["images"][camera], agent)
         result = run_episode(env, agent, observation, steps,
-                             on_step=on_step if recorder is not None else None)
+                             on_step=on_step if recorder is not None or tracer is not None else None)
         written = None
         if recorder is not None:
             path = video_path or (self.video_dir / f"{task}-{seed}.mp4")
@@ -224,6 +267,9 @@ class ModelRunner:
             record["goal_frame_distance_m"] = goal.goal_distance_m
             record["final_hand_to_goal_frame_m"] = float(
                 np.linalg.norm(env.state()[:3] - goal.goal_state[:3]))
+        if tracer is not None:
+            record["trace"] = tracer.rows
+            record["trace_columns"] = tracer.columns
         record["wall_seconds"] = time.perf_counter() - started
         return record, written
 
@@ -273,7 +319,7 @@ def _run_job(job: Job) -> dict[str, Any]:
     if job.kind != "model":
         return run_reference(job.task, job.seed, job.kind)
     assert _runner is not None
-    record, video = _runner.run(job.task, job.seed, video=job.video)
+    record, video = _runner.run(job.task, job.seed, video=job.video, trace=job.trace)
     if video is not None:
         record["video"] = str(video)
     return record
@@ -293,7 +339,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        Job(task, config.seed_start + i, kind, video=(kind == "model" and i < config.videos))
+        Job(task, config.seed_start + i, kind, video=(kind == "model" and i < config.videos),
+            trace=(kind == "model" and i < config.traces))
         for task in config.tasks
         for kind in ("model", *config.references)
         for i in range(config.episodes)

@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 
 from jepa_robot.cli import main
-from jepa_robot.evaluation import format_table, run_reference, summarise, wilson_interval
+from jepa_robot.evaluation import (
+    EpisodeTrace,
+    format_table,
+    run_reference,
+    summarise,
+    wilson_interval,
+)
 
 SMALL_PLANNER = [
     "planner.options.samples=16", "planner.options.elites=4", "planner.options.iterations=2",
@@ -46,7 +52,7 @@ def test_references_run_the_protocol_budget():
 def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", f"checkpoint={tiny_checkpoint}", "tasks=[reach]", "episodes=2", "workers=2",
-                 "videos=1", f"out_dir={out}", "progress=false", *SMALL_PLANNER])
+                 "videos=1", "traces=1", f"out_dir={out}", "progress=false", *SMALL_PLANNER])
     assert code == 0
     printed = capsys.readouterr().out
     assert "reach" in printed and "95% CI" in printed
@@ -71,6 +77,14 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
         assert 0.0 < episode["goal_frame_distance_m"] <= 0.05
         assert episode["final_hand_to_goal_frame_m"] >= 0.0
     assert reach["final_hand_to_goal_frame_m"]["count"] == 2
+    # traces=1: the first episode carries one row per predictor step (frameskip 2)
+    trace = reach["episodes"][0]["trace"]
+    assert "trace" not in reach["episodes"][1]
+    assert [row["step"] for row in trace] == list(range(2, 101, 2))
+    assert all(len(row["true"]) == 7 and row["goal_index"] == 0 for row in trace)
+    assert all(row["energy"] >= 0 and "read" not in row for row in trace)  # no readout here
+    assert reach["episodes"][0]["trace_columns"]["true"][3] == "gripper"
+    assert trace[0]["true"][:3] != trace[-1]["true"][:3]  # the hand moved
     assert reach["goal_frame_distance_m"]["count"] == 2
     assert (out / "summary.png").stat().st_size > 0
     videos = list((out / "videos").glob("*.mp4"))
@@ -80,6 +94,34 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert len(frames) == 101  # the first observation and one frame per step
     assert frames[0].shape[0] == 192 and frames[0].shape[1] > 3 * 192  # obs | goal | energy
     assert "reach" in format_table(report)
+
+
+def test_episode_trace_puts_the_readout_beside_the_simulator_every_predictor_step():
+    from types import SimpleNamespace
+
+    import torch
+
+    from jepa_robot.agent import Replan
+
+    model = SimpleNamespace(
+        encode=lambda frames: torch.full((len(frames), 7, 1), float(frames.mean())),
+        readout=lambda latents: latents[..., 0],  # [1, 7]: the frame's mean, 7 times
+    )
+    env = SimpleNamespace(state=lambda: np.array([0.1, 0.6, 0.2, 1.0]),
+                          object_position=lambda: np.array([0.0, 0.7, 0.02]))
+    agent = SimpleNamespace(replans=[])
+    trace = EpisodeTrace(model, frameskip=5)
+    frame = np.full((8, 8, 3), 3, np.uint8)
+    trace.add(4, env, frame, agent)  # nothing planned yet: no row
+    agent.replans.append(Replan(step=0, seconds=0.1, plan_seconds=0.1, energy=0.25, iterations=3,
+                                goal_index=1, goal_distance=0.5))
+    for step in range(5, 15):
+        trace.add(step, env, frame, agent)
+    assert [row["step"] for row in trace.rows] == [10, 15]  # after each predictor step
+    row = trace.rows[0]
+    assert row["true"] == [0.1, 0.6, 0.2, 1.0, 0.0, 0.7, 0.02]
+    assert row["read"] == [3.0] * 7
+    assert (row["energy"], row["goal_index"], row["goal_distance"]) == (0.25, 1, 0.5)
 
 
 def test_plan_toward_a_goal_image_file(tiny_checkpoint, tmp_path, capsys):
