@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     readout = world_model.readout
     if readout is None:
         raise SystemExit(f"{args.checkpoint} has no readout; run `jepa-robot fit-readout` first")
-    if readout.config.state_names[:7] != COLUMNS:
+    if list(readout.config.state_names) != COLUMNS:
         raise SystemExit(f"the readout predicts {readout.config.state_names}; this check needs "
                          f"{COLUMNS} (a readout fit on a simulated recording)")
     report = {"checkpoint": str(args.checkpoint),
