@@ -26,11 +26,11 @@ import torch
 from tqdm import tqdm
 
 from envs.goals import make_goal_images
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES, MetaWorldGoalEnv
 from jepa_robot.evaluation import write_json_atomic
-from jepa_robot.world_model import WorldModel, resolve_checkpoint
+from jepa_robot.world_model import WorldModel
 
-COLUMNS = ["hand_x", "hand_y", "hand_z", "gripper", "object_x", "object_y", "object_z"]
+COLUMNS = STATE_NAMES + OBJECT_NAMES
 """What ``GoalImages.subgoal_truth`` holds, in this order."""
 
 
@@ -75,10 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    world_model = WorldModel.load(resolve_checkpoint(args.checkpoint))
-    readout = world_model.readout
-    if readout is None:
-        raise SystemExit(f"{args.checkpoint} has no readout; run `jepa-robot fit-readout` first")
+    world_model = WorldModel.load(args.checkpoint)
+    readout = world_model.require_readout()
     if list(readout.config.state_names) != COLUMNS:
         raise SystemExit(f"the readout predicts {readout.config.state_names}; this check needs "
                          f"{COLUMNS} (a readout fit on a simulated recording)")

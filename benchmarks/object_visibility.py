@@ -158,11 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     world_model = camera = None
     if args.checkpoint:
-        from jepa_robot.world_model import WorldModel, resolve_checkpoint
+        from jepa_robot.world_model import WorldModel
 
-        world_model = WorldModel.load(resolve_checkpoint(args.checkpoint))
-        if world_model.readout is None:
-            raise SystemExit(f"{args.checkpoint} has no readout; run `jepa-robot fit-readout` first")
+        world_model = WorldModel.load(args.checkpoint)
+        world_model.require_readout()
         camera = world_model.camera
         if args.size != world_model.image_shape[0]:
             raise SystemExit(f"--size {args.size}: {args.checkpoint} takes {world_model.image_shape[0]} px frames")

@@ -26,7 +26,7 @@ import torch
 from jepa_robot.data import episode_bounds, episode_frames, episode_vectors, open_dataset
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.readout import readout_columns
-from jepa_robot.world_model import Context, WorldModel, resolve_checkpoint
+from jepa_robot.world_model import Context, WorldModel
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,10 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    world_model = WorldModel.load(resolve_checkpoint(args.checkpoint))
-    readout = world_model.readout
-    if readout is None:
-        raise SystemExit(f"{args.checkpoint} has no readout; run `jepa-robot fit-readout` first")
+    world_model = WorldModel.load(args.checkpoint)
+    readout = world_model.require_readout()
     dataset, spec = open_dataset(args.dataset, image_key=world_model.image_key)
     keys = readout_columns(dataset.meta.features, None)
     names = readout.config.state_names

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from envs.experts import ScriptedExpert
 from envs.goals import make_goal_images
 from envs.media import side_by_side, upscale, write_video
-from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv
+from envs.metaworld_goal import EPISODE_BUDGET, OBJECT_NAMES, STATE_NAMES, MetaWorldGoalEnv
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
@@ -179,8 +179,6 @@ class EpisodeTrace:
     object xyz; privileged, a diagnostic only), the world model's readout of that frame
     (when it has a readout) and the latest plan's energy, active goal and goal distance."""
 
-    TRUE_COLUMNS = ("hand_x", "hand_y", "hand_z", "gripper", "object_x", "object_y", "object_z")
-
     def __init__(self, world_model: WorldModel, frameskip: int) -> None:
         self.world_model = world_model
         self.frameskip = frameskip
@@ -190,7 +188,7 @@ class EpisodeTrace:
     def columns(self) -> dict[str, list[str]]:
         """What the ``true`` and ``read`` lists of a row hold."""
         readout = self.world_model.readout
-        return {"true": list(self.TRUE_COLUMNS),
+        return {"true": STATE_NAMES + OBJECT_NAMES,
                 "read": list(readout.config.state_names) if readout is not None else []}
 
     def add(self, step: int, env: MetaWorldGoalEnv, frame: np.ndarray, agent: MPCAgent) -> None:

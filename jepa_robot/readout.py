@@ -148,8 +148,9 @@ def rollout_pairs(
     if world_model.state_dim and (proprio is None or proprio.shape[1] != world_model.state_dim):
         raise ValueError(f"the predictor takes {world_model.state_dim}-D proprio states; got "
                          f"{None if proprio is None else proprio.shape[1]}-D")
-    starts = np.array([t for first, end in bounds for t in range(first, end - steps * skip, stride)],
-                      dtype=np.int64)
+    pairs = [(t, index) for index, (first, end) in enumerate(bounds)
+             for t in range(first, end - steps * skip, stride)]  # (start frame, its episode)
+    starts = np.array([t for t, _ in pairs], dtype=np.int64)
     if not len(starts):
         raise ValueError(f"no episode is longer than {steps} predictor steps ({steps * skip} frames)")
     predicted = np.empty((len(starts), steps, *latents.shape[1:]), dtype=np.float16)
@@ -164,12 +165,9 @@ def rollout_pairs(
             torch.from_numpy(taken), action_repeat=False)
         predicted[first:first + len(rows)] = out.cpu().numpy()
     times = starts[:, None] + skip * np.arange(1, steps + 1)  # [M, steps]
-    episode_of = np.empty(int(bounds[-1][1]) if bounds else 0, dtype=np.int64)
-    for index, (first, end) in enumerate(bounds):
-        episode_of[first:end] = index
     return RolloutPairs(latents=predicted.reshape(-1, *latents.shape[1:]),
                         states=np.asarray(states, dtype=np.float32)[times.reshape(-1)],
-                        episodes=np.repeat(episode_of[starts], steps), steps=steps)
+                        episodes=np.repeat([index for _, index in pairs], steps), steps=steps)
 
 
 def fit_readout(
@@ -357,8 +355,8 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     encodes nothing); the readout goes into the checkpoint directory, or into a copy of
     the model at ``out_dir``. Returns a summary (held-out RMSE per column, paths, time).
     """
-    from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
     from envs.recording import STATE_KEY
+    from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
     from jepa_robot.latent_cache import build_latent_cache
     from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
@@ -389,10 +387,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
                            f"{config.dataset} {len(states)}")
     rollouts = None
-    if config.rollout_steps:
-        if spec.action_dim != world_model.env_action_dim:
-            raise DatasetError(f"{config.dataset}: {spec.action_key} is {spec.action_dim}-D; the "
-                               f"predictor of {source} takes {world_model.env_action_dim}-D actions")
+    if config.rollout_steps:  # rollout_pairs refuses actions of the wrong size
         rollouts = rollout_pairs(
             world_model, cache.latents, states,
             episode_vectors(dataset, spec.state_key) if world_model.state_dim else None,

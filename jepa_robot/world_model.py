@@ -32,7 +32,7 @@ from jepa_robot.checkpoint import (
 )
 from jepa_robot.encoders import VJEPA2Encoder, load_encoder_from_reference
 from jepa_robot.predictor import ACPredictor
-from jepa_robot.readout import load_readout
+from jepa_robot.readout import StateReadout, load_readout
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,14 @@ class WorldModel:
             return (update(raw_state, raw_action) - self._state_mean) / self._state_std
 
         return next_state
+
+    def require_readout(self) -> StateReadout:
+        """The checkpoint's state readout; a ``CheckpointError`` saying how to fit one if
+        it has none."""
+        if self.readout is None:
+            raise CheckpointError(f"{self.checkpoint.directory} has no state readout; fit one with "
+                                  "`jepa-robot fit-readout checkpoint=... dataset=...`")
+        return self.readout
 
     # ------------------------------------------------------------------ verbs
     @property

@@ -150,7 +150,9 @@ def test_fit_readout_command_writes_into_a_copy_and_leaves_the_source(tmp_path, 
     printed = capsys.readouterr().out
     assert "held-out RMSE" in printed and "object_x" in printed and str(out) in printed
     assert not (tiny_checkpoint / READOUT_CONFIG).exists()  # the source is left as it was
-    readout = WorldModel.load(out).readout
+    with pytest.raises(CheckpointError, match="no state readout.*fit-readout"):
+        WorldModel.load(tiny_checkpoint).require_readout()
+    readout = WorldModel.load(out).require_readout()
     # observation.state (4) and, recorded in simulation, the object's xyz (3).
     assert readout.config.state_names == ["hand_x", "hand_y", "hand_z", "gripper",
                                           "object_x", "object_y", "object_z"]
