@@ -19,8 +19,13 @@ reproduce that frame, so its success is bounded by where that frame sits:
    that ends ``r`` cm from the goal image's hand position can expect. Compare it with
    ``final_hand_to_goal_frame_m`` in an eval report.
 
-Camera-less envs (nothing is rendered); the servo's gain and the gripper command (0)
-are those of Meta-World's reach expert.
+3. With ``--checkpoint``: the same servo aimed at where the checkpoint's state readout
+   puts the hand in the goal image (rendered through the checkpoint's camera). That is
+   the best a planner whose goal is that readout can do, however well it plans: its
+   success rate bounds reach for the readout energy and ``planner.arm_state``.
+
+Camera-less envs for the servo (nothing is rendered); its gain and the gripper command
+(0) are those of Meta-World's reach expert.
 """
 from __future__ import annotations
 
@@ -60,6 +65,26 @@ def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple
     return bool(info["success"]), env.state()[:3].copy()
 
 
+def readout_goal_hands(checkpoint: str, seeds: range) -> dict[int, np.ndarray]:
+    """Where ``checkpoint``'s state readout puts the hand in each seed's reach goal image."""
+    import torch
+
+    from jepa_robot.world_model import WorldModel
+
+    world_model = WorldModel.load(checkpoint)
+    readout = world_model.require_readout()
+    env = MetaWorldGoalEnv("reach", image_size=world_model.image_shape[0],
+                           cameras=(world_model.camera,))
+    hands = {}
+    for seed in tqdm(seeds, desc="readout of the goal images", leave=False):
+        goal, _, _ = make_goal_images(env, seed)
+        with torch.no_grad():
+            latent = world_model.encode(goal.goal[world_model.camera][None])
+            hands[seed] = readout(latent)[0, :3].cpu().numpy().astype(np.float64)
+    env.close()
+    return hands
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=50, help="protocol seeds 100000..")
@@ -67,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--offsets-cm", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2, 3, 4])
     parser.add_argument("--directions", type=int, default=2,
                         help="random directions per seed and offset")
+    parser.add_argument("--checkpoint", help="also servo to this checkpoint's readout of the "
+                        "goal image (e.g. default)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     seeds = range(args.seed_start, args.seed_start + args.episodes)
@@ -112,6 +139,28 @@ def main(argv: list[str] | None = None) -> dict:
         result["reach_servo"].append({"offset_cm": offset, "success_rate": rate, "n": len(outcomes),
                                       "reached_offset_cm_median": float(np.median(reached))})
         print(f"| {offset:g} / {np.median(reached):.1f} | {rate:.0%} | {len(outcomes)} |")
+    if args.checkpoint:
+        read = readout_goal_hands(args.checkpoint, seeds)
+        outcomes, reached, errors = [], [], []
+        for seed in tqdm(seeds, desc="servo to the readout", leave=False):
+            hand, _ = reach_goals[seed]
+            success, final_hand = servo_episode(env, seed, read[seed])
+            outcomes.append(success)
+            reached.append(np.linalg.norm(final_hand - hand) * 100)
+            errors.append((read[seed] - hand) * 100)
+        errors = np.array(errors)
+        rate = float(np.mean(outcomes))
+        result["reach_servo_to_readout"] = {
+            "checkpoint": args.checkpoint, "success_rate": rate, "n": len(outcomes),
+            "reached_offset_cm_median": float(np.median(reached)),
+            "readout_error_cm": {"mean": errors.mean(0).round(3).tolist(),
+                                 "std": errors.std(0).round(3).tolist(),
+                                 "norm_median": float(np.median(np.linalg.norm(errors, axis=1)))},
+        }
+        print(f"| readout of the goal image ({args.checkpoint}) / {np.median(reached):.1f} "
+              f"| {rate:.0%} | {len(outcomes)} |")
+        print(f"readout's hand error on the goal images, cm (x / y / z): mean "
+              f"{np.round(errors.mean(0), 2).tolist()}, std {np.round(errors.std(0), 2).tolist()}")
     env.close()
     result["seconds"] = time.perf_counter() - started
     print(f"\n{result['seconds']:.0f} s")

@@ -41,6 +41,8 @@ def _planner_summary(config: dict[str, Any]) -> str:
         energy += "".join(f"; {task} {_numbers(weights)}"
                           for task, weights in (planner.get("task_energy_weights") or {}).items())
         energy += ")"
+    if planner.get("arm_state", "readout") != "readout":
+        energy += f" with arm_state {planner['arm_state']}"
     binary = (planner.get("bounds") or {}).get("binary_dims")
     if binary:
         shown += f", binary action dims {binary}"
@@ -49,13 +51,20 @@ def _planner_summary(config: dict[str, Any]) -> str:
         subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"
                     + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
                     + f" (at most {agent['subgoal_steps']} steps each)")
+        phases = config.get("subgoal_phases") or ["grasp", "lift"]
+        if phases != ["grasp", "lift"]:
+            subgoals += f", at the expert's {'/'.join(phases)} frames (not the protocol's)"
     return (f"{planner['name']} ({shown}), {energy} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
             f"per replan, action_repeat={agent['action_repeat']}{subgoals}")
 
 
 def rows(report: dict[str, Any]) -> list[str]:
-    goals = "sub-goals" if report["config"]["subgoals"] else "final goal"
+    config = report["config"]
+    goals = "final goal"
+    if config["subgoals"]:
+        phases = config.get("subgoal_phases") or ["grasp", "lift"]
+        goals = "sub-goals" if phases == ["grasp", "lift"] else f"sub-goals ({', '.join(phases)})"
     out = []
     for task, entry in report["tasks"].items():
         low, high = entry["wilson_95"]

@@ -107,11 +107,18 @@ class ScriptedExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def expert_phase(task: str, privileged_obs: np.ndarray, expert_action: np.ndarray, object_start_z: float) -> str:
-    """The expert's phase, for sub-goal images: ``approach`` -> ``grasp`` -> ``lift``.
+DESCEND_XY_M = 0.02
+"""Meta-World's push and pick-place experts stop moving above the object and start down
+once the hand is this close to it in x, y (to a point 5 mm before its centre in x)."""
 
-    ``grasp`` starts when the expert closes the gripper (action[3] > 0); ``lift`` when
-    the object is 3 cm above where it started. Reach has a single phase.
+
+def expert_phase(task: str, privileged_obs: np.ndarray, expert_action: np.ndarray, object_start_z: float) -> str:
+    """The expert's phase, for sub-goal images: ``approach`` -> ``descend`` -> ``grasp``
+    -> ``lift``.
+
+    ``descend`` starts when the hand is over the object (the expert then comes straight
+    down); ``grasp`` when the expert closes the gripper (action[3] > 0); ``lift`` when the
+    object is 3 cm above where it started. Reach has a single phase.
     """
     if task == "reach":
         return "approach"
@@ -120,5 +127,8 @@ def expert_phase(task: str, privileged_obs: np.ndarray, expert_action: np.ndarra
         return "lift"
     if expert_action[3] > 0:
         return "grasp"
+    over = np.asarray(privileged_obs[4:6], dtype=float) + (-0.005, 0.0)
+    if np.linalg.norm(np.asarray(privileged_obs[:2], dtype=float) - over) <= DESCEND_XY_M:
+        return "descend"
     return "approach"
 

@@ -4,10 +4,14 @@ reset(seed), run the noise-free scripted expert until the simulator reports succ
 then a few settle steps; the last frame is the goal image. The frames where the
 expert's phase changes (grasp, lift) are kept as sub-goal images. Then reset(seed)
 again, so the episode starts from exactly the state the goal was made from.
+
+``phases`` can ask for other phase changes (``envs.experts.expert_phase``): ``descend``,
+the hand over the object before it comes down, is a diagnostic beyond the protocol.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +19,11 @@ import numpy as np
 
 from envs.experts import ScriptedExpert, expert_phase
 from envs.metaworld_goal import MetaWorldGoalEnv
+
+PROTOCOL_PHASES = ("grasp", "lift")
+"""The phases whose first frames are the protocol's sub-goal images."""
+SUBGOAL_PHASES = ("descend", "grasp", "lift")
+"""Every phase change a sub-goal image can be taken at, in the expert's order."""
 
 SETTLE_STEPS = 5
 """Expert steps after the first success before the goal frame is taken (the protocol's
@@ -53,7 +62,8 @@ class GoalImages:
 
 
 def make_goal_images(
-    env: MetaWorldGoalEnv, seed: int, settle_steps: int = SETTLE_STEPS, max_steps: int = 500
+    env: MetaWorldGoalEnv, seed: int, settle_steps: int = SETTLE_STEPS, max_steps: int = 500,
+    phases: Sequence[str] = PROTOCOL_PHASES,
 ) -> tuple[GoalImages, dict[str, Any], dict[str, Any]]:
     """Goal images for ``seed``; leaves ``env`` freshly reset to ``seed``.
 
@@ -62,13 +72,16 @@ def make_goal_images(
     """
     unwrapped = env.unwrapped
     assert isinstance(unwrapped, MetaWorldGoalEnv), "goal images need a MetaWorldGoalEnv"
+    unknown = sorted(set(phases) - set(SUBGOAL_PHASES))
+    if unknown:
+        raise ValueError(f"sub-goal phases {unknown}; valid: {list(SUBGOAL_PHASES)}")
     expert = ScriptedExpert(unwrapped.task, seed=seed)
 
     observation, _ = env.reset(seed=seed)
     object_start_z = float(unwrapped.privileged_obs[6])
     phase = "approach"
     subgoals: list[dict[str, np.ndarray]] = []
-    phases: list[str] = []
+    kept: list[str] = []
     truths: list[np.ndarray] = []
     success_step: int | None = None
     # The expert runs on the raw sim budget, not the evaluation budget.
@@ -76,10 +89,11 @@ def make_goal_images(
         privileged = unwrapped.privileged_obs
         action = expert.expert_action(privileged)
         new_phase = expert_phase(unwrapped.task, privileged, action, object_start_z)
-        if new_phase != phase and new_phase not in phases and success_step is None:
+        if (new_phase != phase and new_phase in phases and new_phase not in kept
+                and success_step is None):
             # The frame *before* acting in the new phase shows where the phase begins.
             subgoals.append(observation["images"])
-            phases.append(new_phase)
+            kept.append(new_phase)
             truths.append(np.asarray(privileged[:7], dtype=np.float32).copy())
         phase = new_phase
         observation, _, _, _, info = unwrapped.step(action)
@@ -96,7 +110,7 @@ def make_goal_images(
         goal=observation["images"],
         goal_state=observation["state"].copy(),
         subgoals=subgoals,
-        subgoal_phases=phases,
+        subgoal_phases=kept,
         expert_steps=success_step,
         goal_distance_m=float(info["goal_distance_m"]) if "goal_distance_m" in info else None,
         subgoal_truth=truths,

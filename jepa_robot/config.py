@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from envs.goals import SUBGOAL_PHASES
 from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, TASKS
 
 T = TypeVar("T")
@@ -392,6 +393,9 @@ class BoundsSettings:
             raise ConfigError(f"planner.bounds.move_radius={self.move_radius} must be > 0 or null")
 
 
+ARM_STATES = ("readout", "proprio", "proprio_absolute")
+
+
 @dataclass
 class PlannerSettings:
     """A planner from ``planners/`` (config group ``planner=cem|icem|mppi|gradient``)."""
@@ -411,6 +415,13 @@ class PlannerSettings:
     """readout only: ``energy_weights`` for one Meta-World task (eval, demo, plan), in place
     of the shared ones; the goal image is still the only goal. Say which parts of the
     state a task's goal is about: reach the hand's position, pick-place also the object's."""
+    arm_state: str = "readout"
+    """readout only: where the energy takes the arm's own columns (those of the predictor's
+    proprio state: hand position, gripper). ``readout``: read from the predicted latents,
+    like the object. ``proprio``: the predictor's state rollout from the measured state,
+    against a goal of the measured state plus what the images say is left to go
+    (``readout(goal frame) - readout(current frame)``, so the readout's bias cancels).
+    ``proprio_absolute``: the same rollout against ``readout(goal frame)`` itself."""
     bounds: BoundsSettings = field(default_factory=BoundsSettings)
 
     def __post_init__(self) -> None:
@@ -442,6 +453,10 @@ class PlannerSettings:
             raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
+        if self.arm_state not in ARM_STATES:
+            raise ConfigError(f"planner.arm_state={self.arm_state!r}; valid: {list(ARM_STATES)}")
+        if self.arm_state != "readout" and self.energy != "readout":
+            raise ConfigError(f"planner.arm_state={self.arm_state} needs planner.energy=readout")
 
     def for_task(self, task: str) -> PlannerSettings:
         """These settings with the task's own ``task_energy_weights``, if it has any."""
@@ -503,6 +518,10 @@ class EvalConfig:
     seed_start: int = EVAL_SEED_START
     subgoals: bool = False
     """Plan through the expert's sub-goal images (grasp, lift) before the final goal."""
+    subgoal_phases: list[str] = field(default_factory=lambda: ["grasp", "lift"])
+    """With subgoals: the expert phases whose first frames are the sub-goal images. The
+    protocol's are grasp and lift; adding ``descend`` (the hand over the object, before it
+    comes down) is a diagnostic beyond the protocol, and the report says so."""
     references: list[str] = field(default_factory=lambda: list(REFERENCES))
     """Baselines run on the same seeds and budgets: random actions, the scripted expert."""
     workers: int = 1
@@ -537,6 +556,10 @@ class EvalConfig:
             raise ConfigError("workers must be >= 1, videos and traces >= 0")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
+        phases = list(self.subgoal_phases)
+        if not phases or phases != [p for p in SUBGOAL_PHASES if p in phases]:
+            raise ConfigError(f"subgoal_phases={phases}: a non-empty subset of "
+                              f"{list(SUBGOAL_PHASES)}, in that order")
 
 
 @dataclass

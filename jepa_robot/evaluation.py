@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from envs.experts import ScriptedExpert
-from envs.goals import make_goal_images
+from envs.goals import PROTOCOL_PHASES, make_goal_images
 from envs.media import side_by_side, upscale, write_video
 from envs.metaworld_goal import EPISODE_BUDGET, OBJECT_NAMES, STATE_NAMES, MetaWorldGoalEnv
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
@@ -117,9 +118,11 @@ def run_reference(task: str, seed: int, kind: str) -> dict[str, Any]:
             "steps": result.steps, "seconds": time.perf_counter() - started}
 
 
-def goal_frames(env: MetaWorldGoalEnv, seed: int, camera: str, subgoals: bool):
-    """The protocol's goal frame(s) for ``seed`` (sub-goals first); resets ``env`` to ``seed``."""
-    goal, observation, _ = make_goal_images(env, seed)
+def goal_frames(env: MetaWorldGoalEnv, seed: int, camera: str, subgoals: bool,
+                phases: Sequence[str] = PROTOCOL_PHASES):
+    """The protocol's goal frame(s) for ``seed`` (sub-goals first, taken where the expert
+    starts each of ``phases``); resets ``env`` to ``seed``."""
+    goal, observation, _ = make_goal_images(env, seed, phases=phases)
     frames = [g[camera] for g in goal.subgoals] if subgoals else []
     return frames + [goal.goal[camera]], observation, goal
 
@@ -210,11 +213,11 @@ class ModelRunner:
     """Runs model episodes in one process: loads the world model once, keeps one env per task."""
 
     def __init__(self, checkpoint: str, planner, agent_config, subgoals: bool,
-                 video_dir: Path | None) -> None:
+                 video_dir: Path | None, subgoal_phases: Sequence[str] = PROTOCOL_PHASES) -> None:
         self.world_model = WorldModel.load(checkpoint, device=agent_config.device)
         self.planner_settings, self.agent_config = planner, agent_config
         self.agents: dict[str, MPCAgent] = {}  # one per task: weights may differ by task
-        self.subgoals = subgoals
+        self.subgoals, self.subgoal_phases = subgoals, tuple(subgoal_phases)
         self.video_dir = video_dir
         self.envs: dict[str, MetaWorldGoalEnv] = {}
 
@@ -237,7 +240,8 @@ class ModelRunner:
         env, camera = self.env(task), self.world_model.camera
         goal = None
         if goals is None:
-            goals, observation, goal = goal_frames(env, seed, camera, self.subgoals)
+            goals, observation, goal = goal_frames(env, seed, camera, self.subgoals,
+                                                  self.subgoal_phases)
         else:
             observation, _ = env.reset(seed=seed)
         steps = steps or EPISODE_BUDGET[task]
@@ -310,7 +314,7 @@ def _init_worker(config_yaml: str, threads: int) -> None:
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.create(config_yaml)))
     logging.getLogger("jepa_robot").setLevel(logging.WARNING)
     _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals,
-                          Path(config.out_dir) / "videos")
+                          Path(config.out_dir) / "videos", config.subgoal_phases)
 
 
 def _run_job(job: Job) -> dict[str, Any]:
@@ -415,6 +419,7 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
             "budgets": {t: EPISODE_BUDGET[t] for t in config.tasks},
             "success": "env success flag at the last step",
             "subgoals": config.subgoals,
+            **({"subgoal_phases": list(config.subgoal_phases)} if config.subgoals else {}),
         },
         "machine": {
             "platform": platform.platform(),

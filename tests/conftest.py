@@ -75,3 +75,19 @@ def tiny_checkpoint(tmp_path_factory, tiny_encoder_dir):
     }
     return save_checkpoint(tmp_path_factory.mktemp("checkpoints") / "tiny", predictor,
                            encoder.reference(), data, stats)
+
+
+@pytest.fixture(scope="session")
+def readout_checkpoint(small_dataset, tiny_checkpoint, tmp_path_factory):
+    """A copy of the tiny checkpoint with a readout fit on the small dataset (shared)."""
+    import shutil
+
+    from jepa_robot.cli import main as cli
+
+    root, _, _ = small_dataset
+    work = tmp_path_factory.mktemp("readout")
+    checkpoint = work / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
+                "epochs=1", "hidden=16", f"cache_dir={work}/latents", "progress=false"]) == 0
+    return checkpoint

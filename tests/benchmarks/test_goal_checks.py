@@ -7,8 +7,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +32,21 @@ def test_goal_frames_sit_inside_the_radius_and_an_offset_servo_misses(tmp_path):
     assert on_goal["reached_offset_cm_median"] < 1.5 and on_goal["n"] == 2
     # 12 cm from a frame that is itself < 5 cm from the target: > 7 cm from it, a miss
     assert far["success_rate"] == 0.0 and far["reached_offset_cm_median"] > 10.0
+
+
+def test_a_servo_to_the_readouts_goal_hand_bounds_the_readout_energy(readout_checkpoint):
+    import numpy as np
+
+    result = load("goal_image_ceiling").main(
+        ["--episodes", "2", "--offsets-cm", "0", "--checkpoint", str(readout_checkpoint)])
+    servo = result["reach_servo_to_readout"]
+    assert servo["n"] == 2 and 0.0 <= servo["success_rate"] <= 1.0
+    error = servo["readout_error_cm"]
+    assert len(error["mean"]) == len(error["std"]) == 3 and error["norm_median"] > 0
+    # the servo lands where the readout says; so its offset is about the readout's error
+    assert abs(servo["reached_offset_cm_median"] - error["norm_median"]) < max(
+        1.0, 0.5 * error["norm_median"]), servo
+    assert np.isfinite(servo["reached_offset_cm_median"])
 
 
 def test_the_arm_drifts_in_its_null_space_while_the_hand_holds():
@@ -77,22 +90,6 @@ def test_tcp_centred_goal_frames_put_the_fingers_on_the_target(tiny_checkpoint, 
     # the protocol's frames sit 4.2-4.9 cm from the target; these sit on it
     assert episode["goal_frame_distance_m"] < 0.015
     assert episode["success"] == (episode["final_goal_distance_m"] <= 0.05)
-
-
-@pytest.fixture(scope="module")
-def readout_checkpoint(small_dataset, tiny_checkpoint, tmp_path_factory):
-    """A copy of the tiny checkpoint with a readout fit on the small dataset (shared)."""
-    import shutil
-
-    from jepa_robot.cli import main as cli
-
-    root, _, _ = small_dataset
-    work = tmp_path_factory.mktemp("readout")
-    checkpoint = work / "checkpoint"
-    shutil.copytree(tiny_checkpoint, checkpoint)
-    assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
-                "epochs=1", "hidden=16", f"cache_dir={work}/latents", "progress=false"]) == 0
-    return checkpoint
 
 
 def test_readout_rollout_scores_predicted_states_against_the_recording(

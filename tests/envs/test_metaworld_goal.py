@@ -185,3 +185,23 @@ def test_exploration_settings_are_checked():
         Exploration(perturb_prob=2)
     with pytest.raises(ValueError, match="perturb_steps"):
         Exploration(perturb_steps=(5, 2))
+
+
+def test_a_descend_subgoal_adds_the_hand_over_the_object_and_keeps_the_protocols_frames():
+    from envs.goals import SUBGOAL_PHASES
+
+    env = MetaWorldGoalEnv("pick-place", image_size=32)
+    protocol, _, _ = make_goal_images(env, seed=21)
+    more, _, _ = make_goal_images(env, seed=21, phases=SUBGOAL_PHASES)
+    assert more.subgoal_phases == ["descend", "grasp", "lift"]
+    for kept, again in zip(protocol.subgoals, more.subgoals[1:], strict=True):
+        np.testing.assert_array_equal(kept["oblique"], again["oblique"])
+    np.testing.assert_array_equal(protocol.goal["oblique"], more.goal["oblique"])
+    descend, grasp = more.subgoal_truth[0], more.subgoal_truth[1]
+    # over the block (within the expert's 2 cm, 5 mm before its centre in x), well above
+    # where the grasp starts, the gripper still open
+    assert np.linalg.norm(descend[:2] - (descend[4:6] + (-0.005, 0.0))) <= 0.02
+    assert descend[2] > grasp[2] + 0.03 and descend[3] > 0.9
+    with pytest.raises(ValueError, match="sub-goal phases \\['hover'\\]"):
+        make_goal_images(env, seed=21, phases=("hover",))
+    env.close()

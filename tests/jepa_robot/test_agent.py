@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -225,3 +226,75 @@ def test_an_unknown_builtin_or_missing_checkpoint_is_named(tmp_path):
 
     with pytest.raises(CheckpointError, match=str(tmp_path / "none")):
         WorldModel.load(tmp_path / "none")
+
+
+def test_arm_state_proprio_plans_on_the_predicted_state_toward_what_the_images_say(readout_checkpoint):
+    """arm_state=proprio: the energy's hand/gripper columns come from the predictor's state
+    rollout from the measured state; the goal's are measured + readout(goal) - readout(now)."""
+    wm = WorldModel.load(readout_checkpoint)
+    readout = wm.require_readout()
+    settings = PlannerSettings(name="cem", energy="readout", arm_state="proprio",
+                               options={"horizon": 2, "samples": 8, "elites": 2, "iterations": 1})
+    agent = MPCAgent.from_settings(wm, settings, AgentConfig())
+    assert agent.arm_state == "proprio" and wm.readout_state_columns() == 4
+    seen = []
+    original = wm.rollout_with_states
+
+    def spy(context, actions, action_repeat):
+        latents, states = original(context, actions, action_repeat)
+        seen.append((actions, latents, states))
+        return latents, states
+
+    wm.rollout_with_states = spy
+    try:
+        agent.reset([frame(200)])
+        measured = (0.05, 0.7, 0.15, 0.9)
+        agent.act(observation(100, state=measured))
+    finally:
+        del wm.rollout_with_states
+    actions, latents, states = seen[0]
+    assert states.shape == (8, 2, 4) and latents.shape == (8, 2, *wm.latent_shape)
+    # the predictor's state head, rolled from the measured state, back in raw units
+    with torch.no_grad():
+        _, direct = wm.predictor.rollout(
+            wm.encode(frame(100)[None]).unsqueeze(0), wm.normalise_state(np.asarray(measured))[None, None],
+            wm.model_actions(actions, True))
+    torch.testing.assert_close(states, direct * torch.tensor([0.1, 0.1, 0.1, 0.3])
+                               + torch.tensor([0.0, 0.6, 0.2, 0.5]))
+    view = agent._view(wm.encode(frame(100)[None])[0], np.asarray(measured, np.float32))
+    now, goal = readout(wm.encode(frame(100)[None]))[0], readout(wm.encode(frame(200)[None]))[0]
+    torch.testing.assert_close(view.current[:4], torch.tensor(measured))
+    torch.testing.assert_close(view.current[4:], now[4:])
+    torch.testing.assert_close(view.goal(0)[:4], torch.tensor(measured) + goal[:4] - now[:4])
+    torch.testing.assert_close(view.goal(0)[4:], goal[4:])
+    # the goal frame itself: nothing left to go for the arm, whatever the readout's bias
+    same = agent._view(wm.encode(frame(200)[None])[0], np.asarray(measured, np.float32))
+    torch.testing.assert_close(same.goal(0)[:4], torch.tensor(measured))
+
+    absolute = MPCAgent.from_settings(wm, replace(settings, arm_state="proprio_absolute"), AgentConfig())
+    absolute.reset([frame(200)])
+    view = absolute._view(wm.encode(frame(100)[None])[0], np.asarray(measured, np.float32))
+    torch.testing.assert_close(view.goal(0), goal)
+
+
+def test_arm_state_is_checked(world_model, readout_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    from jepa_robot.checkpoint import CheckpointError
+
+    with pytest.raises(ConfigError, match="needs planner.energy=readout"):
+        PlannerSettings(energy="l1", arm_state="proprio")
+    with pytest.raises(ConfigError, match="arm_state='hand'"):
+        PlannerSettings(energy="readout", arm_state="hand")
+    proprio = PlannerSettings(name="cem", energy="readout", arm_state="proprio", options={"horizon": 1})
+    with pytest.raises(ValueError, match="needs a checkpoint with a state readout"):
+        MPCAgent.from_settings(world_model, proprio, AgentConfig())  # the tiny one has no readout
+    # a readout whose columns do not start with the predictor's state is refused
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(readout_checkpoint, copy)
+    meta = json.loads((copy / "readout.json").read_text())
+    meta["metrics"]["state_keys"] = ["observation.environment_state", "observation.state"]
+    (copy / "readout.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not start with the predictor's state"):
+        MPCAgent.from_settings(WorldModel.load(copy), proprio, AgentConfig())

@@ -145,6 +145,8 @@ def test_plan_toward_a_goal_image_file(tiny_checkpoint, tmp_path, capsys):
         (["checkpoint={ckpt}", "planner.options.horizn=3"], "horizn"),
         (["checkpoint={ckpt}", "planner=nope"], "planner"),
         (["checkpoint={ckpt}", "agent.subgoal_switch=never"], "subgoal_switch"),
+        (["checkpoint={ckpt}", "subgoal_phases=[lift,grasp]"], "in that order"),
+        (["checkpoint={ckpt}", "subgoal_phases=[]"], "non-empty subset"),
     ],
 )
 def test_bad_eval_input_gets_a_clear_error(tiny_checkpoint, tmp_path, capsys, overrides, message):
@@ -153,6 +155,21 @@ def test_bad_eval_input_gets_a_clear_error(tiny_checkpoint, tmp_path, capsys, ov
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_goal_frames_take_the_asked_phases_subgoals_first():
+    from envs.goals import SUBGOAL_PHASES
+    from envs.metaworld_goal import MetaWorldGoalEnv
+    from jepa_robot.evaluation import goal_frames
+
+    env = MetaWorldGoalEnv("pick-place", image_size=32)
+    frames, _, goal = goal_frames(env, 100000, "oblique", subgoals=True)
+    assert goal.subgoal_phases == ["grasp", "lift"] and len(frames) == 3
+    frames, _, goal = goal_frames(env, 100000, "oblique", subgoals=True, phases=SUBGOAL_PHASES)
+    assert goal.subgoal_phases == ["descend", "grasp", "lift"] and len(frames) == 4
+    frames, _, _ = goal_frames(env, 100000, "oblique", subgoals=False, phases=SUBGOAL_PHASES)
+    assert len(frames) == 1 and np.array_equal(frames[0], goal.goal["oblique"])
+    env.close()
 
 
 def test_plan_refuses_an_unreadable_goal_image(tiny_checkpoint, tmp_path, capsys):
