@@ -65,9 +65,13 @@ def _train(config) -> int:
 
 
 def _eval(config) -> int:
-    from jepa_robot.evaluation import evaluate, format_table
+    from jepa_robot.evaluation import EvalWorkerError, evaluate, format_table
 
-    report = evaluate(config)
+    try:
+        report = evaluate(config)
+    except EvalWorkerError as error:  # nothing is written: the report comes last
+        print(f"jepa-robot eval: error: {error}", file=sys.stderr)
+        return 2
     print(format_table(report))
     print(f"report: {config.out_dir}/report.json, plot: {config.out_dir}/summary.png")
     return 0

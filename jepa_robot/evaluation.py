@@ -317,9 +317,29 @@ def _init_worker(config_yaml: str, threads: int) -> None:
                           Path(config.out_dir) / "videos", config.subgoal_phases)
 
 
+_init_error: str | None = None
+
+
+class EvalWorkerError(RuntimeError):
+    """A pool worker could not set itself up (its model did not load)."""
+
+
+def _init_pool_worker(config_yaml: str, threads: int) -> None:
+    """A pool worker's initializer. An exception here would make ``multiprocessing.Pool``
+    start a new worker, fail again, and so on forever; keep it for the first job instead,
+    which fails, and the error ends the evaluation."""
+    global _init_error
+    try:
+        _init_worker(config_yaml, threads)
+    except Exception as error:  # noqa: BLE001 - handed on to the job, which raises it
+        _init_error = f"{type(error).__name__}: {error}"
+
+
 def _run_job(job: Job) -> dict[str, Any]:
     if job.kind != "model":
         return run_reference(job.task, job.seed, job.kind)
+    if _init_error is not None:
+        raise EvalWorkerError(f"an eval worker could not load its model: {_init_error}")
     assert _runner is not None
     record, video = _runner.run(job.task, job.seed, video=job.video, trace=job.trace)
     if video is not None:
@@ -361,7 +381,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             _runner.close()
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(config.workers, initializer=_init_worker, initargs=(config_yaml, threads)) as pool:
+        with context.Pool(config.workers, initializer=_init_pool_worker, initargs=(config_yaml, threads)) as pool:
             for record in pool.imap_unordered(_run_job, jobs):
                 records.append(record)
                 bar.update()

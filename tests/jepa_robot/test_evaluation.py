@@ -177,3 +177,21 @@ def test_plan_refuses_an_unreadable_goal_image(tiny_checkpoint, tmp_path, capsys
     bad.write_text("not an image")
     assert main(["plan", f"checkpoint={tiny_checkpoint}", f"goal=[{bad}]", "steps=2"]) == 2
     assert "could not be read as an image" in capsys.readouterr().err
+
+
+def test_a_pool_worker_that_cannot_start_fails_its_first_job_instead_of_respawning(tmp_path):
+    """multiprocessing.Pool restarts a worker whose initializer raises, forever; the
+    worker keeps the error and its first model job raises it, which ends the eval."""
+    from omegaconf import OmegaConf
+
+    from jepa_robot import evaluation
+    from jepa_robot.config import EvalConfig
+
+    config = OmegaConf.to_yaml(OmegaConf.structured(EvalConfig(checkpoint=str(tmp_path / "missing"))))
+    try:
+        evaluation._init_pool_worker(config, 1)  # does not raise
+        assert "missing" in evaluation._init_error
+        with pytest.raises(evaluation.EvalWorkerError, match="could not load its model.*missing"):
+            evaluation._run_job(evaluation.Job("reach", 100000, "model"))
+    finally:
+        evaluation._init_error, evaluation._runner = None, None
