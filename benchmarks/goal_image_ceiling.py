@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,18 @@ SERVO_GAIN = 5.0
 """Action per metre of hand error, clipped to [-1, 1]; SawyerReachV3Policy's ``p``."""
 
 
-def goal_frame(env: MetaWorldGoalEnv, seed: int) -> tuple[np.ndarray, float]:
-    """The protocol's goal frame for ``seed`` (``make_goal_images``, on a camera-less env):
-    the hand position there and the env's success distance there."""
+HandReader = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""A goal image per camera -> where a model reads the hand in it (metres)."""
+
+
+def goal_frame(env: MetaWorldGoalEnv, seed: int, read_hand: HandReader | None = None
+               ) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """The protocol's goal frame for ``seed`` (``make_goal_images``): the hand position
+    there, the env's success distance there and, with ``read_hand`` (on an env that renders
+    its camera), where it reads the hand in that frame."""
     goal, _, _ = make_goal_images(env, seed)
-    return goal.goal_state[:3].copy(), float(goal.goal_distance_m)
+    read = None if read_hand is None else read_hand(goal.goal)
+    return goal.goal_state[:3].copy(), float(goal.goal_distance_m), read
 
 
 def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -65,8 +73,9 @@ def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple
     return bool(info["success"]), env.state()[:3].copy()
 
 
-def readout_goal_hands(checkpoint: str, seeds: range) -> dict[int, np.ndarray]:
-    """Where ``checkpoint``'s state readout puts the hand in each seed's reach goal image."""
+def readout_hand_reader(checkpoint: str) -> tuple[MetaWorldGoalEnv, HandReader]:
+    """A reach env that renders ``checkpoint``'s camera, and a reader that puts the hand
+    where the checkpoint's state readout does."""
     import torch
 
     from jepa_robot.world_model import WorldModel
@@ -75,14 +84,13 @@ def readout_goal_hands(checkpoint: str, seeds: range) -> dict[int, np.ndarray]:
     readout = world_model.require_readout()
     env = MetaWorldGoalEnv("reach", image_size=world_model.image_shape[0],
                            cameras=(world_model.camera,))
-    hands = {}
-    for seed in tqdm(seeds, desc="readout of the goal images", leave=False):
-        goal, _, _ = make_goal_images(env, seed)
+
+    def read_hand(images: dict[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
-            latent = world_model.encode(goal.goal[world_model.camera][None])
-            hands[seed] = readout(latent)[0, :3].cpu().numpy().astype(np.float64)
-    env.close()
-    return hands
+            latent = world_model.encode(images[world_model.camera][None])
+            return readout(latent)[0, :3].cpu().numpy().astype(np.float64)
+
+    return env, read_hand
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,13 +113,15 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---|---|")
     reach_goals = {}
     for task in TASKS:
-        env = MetaWorldGoalEnv(task, cameras=())
-        frames = {seed: goal_frame(env, seed)
+        env, read_hand = MetaWorldGoalEnv(task, cameras=()), None
+        if task == "reach" and args.checkpoint:  # render the goal frames for the readout
+            env, read_hand = readout_hand_reader(args.checkpoint)
+        frames = {seed: goal_frame(env, seed, read_hand)
                   for seed in tqdm(seeds, desc=f"{task} goals", leave=False)}
         env.close()
         if task == "reach":
             reach_goals = frames
-        distances = np.array([distance for _, distance in frames.values()]) * 100
+        distances = np.array([distance for _, distance, _ in frames.values()]) * 100
         result["goal_frame"][task] = {
             "success_radius_cm": SUCCESS_RADIUS_M[task] * 100,
             "distance_cm": {"median": float(np.median(distances)),
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     for offset in args.offsets_cm:
         outcomes, reached = [], []
         for seed in tqdm(seeds, desc=f"servo {offset} cm", leave=False):
-            hand, _ = reach_goals[seed]
+            hand, _, _ = reach_goals[seed]
             for _ in range(args.directions if offset > 0 else 1):
                 direction = rng.normal(size=3)
                 target = hand + offset / 100 * direction / np.linalg.norm(direction)
@@ -140,14 +150,13 @@ def main(argv: list[str] | None = None) -> dict:
                                       "reached_offset_cm_median": float(np.median(reached))})
         print(f"| {offset:g} / {np.median(reached):.1f} | {rate:.0%} | {len(outcomes)} |")
     if args.checkpoint:
-        read = readout_goal_hands(args.checkpoint, seeds)
         outcomes, reached, errors = [], [], []
         for seed in tqdm(seeds, desc="servo to the readout", leave=False):
-            hand, _ = reach_goals[seed]
-            success, final_hand = servo_episode(env, seed, read[seed])
+            hand, _, read = reach_goals[seed]
+            success, final_hand = servo_episode(env, seed, read)
             outcomes.append(success)
             reached.append(np.linalg.norm(final_hand - hand) * 100)
-            errors.append((read[seed] - hand) * 100)
+            errors.append((read - hand) * 100)
         errors = np.array(errors)
         rate = float(np.mean(outcomes))
         result["reach_servo_to_readout"] = {

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from envs.goals import PROTOCOL_PHASES
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -24,6 +26,12 @@ def _pct(value: float) -> str:
 
 def _numbers(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def _extra_subgoal_phases(config: dict[str, Any]) -> list[str] | None:
+    """An eval config's sub-goal phases where they are not the protocol's, else None."""
+    phases = config.get("subgoal_phases") or list(PROTOCOL_PHASES)
+    return None if phases == list(PROTOCOL_PHASES) else phases
 
 
 def _planner_summary(config: dict[str, Any]) -> str:
@@ -51,8 +59,8 @@ def _planner_summary(config: dict[str, Any]) -> str:
         subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"
                     + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
                     + f" (at most {agent['subgoal_steps']} steps each)")
-        phases = config.get("subgoal_phases") or ["grasp", "lift"]
-        if phases != ["grasp", "lift"]:
+        phases = _extra_subgoal_phases(config)
+        if phases:
             subgoals += f", at the expert's {'/'.join(phases)} frames (not the protocol's)"
     return (f"{planner['name']} ({shown}), {energy} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
@@ -63,8 +71,8 @@ def rows(report: dict[str, Any]) -> list[str]:
     config = report["config"]
     goals = "final goal"
     if config["subgoals"]:
-        phases = config.get("subgoal_phases") or ["grasp", "lift"]
-        goals = "sub-goals" if phases == ["grasp", "lift"] else f"sub-goals ({', '.join(phases)})"
+        phases = _extra_subgoal_phases(config)
+        goals = f"sub-goals ({', '.join(phases)})" if phases else "sub-goals"
     out = []
     for task, entry in report["tasks"].items():
         low, high = entry["wilson_95"]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs.goals import SUBGOAL_PHASES
+from envs.goals import PROTOCOL_PHASES, SUBGOAL_PHASES
 from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, TASKS
 
 T = TypeVar("T")
@@ -518,7 +518,7 @@ class EvalConfig:
     seed_start: int = EVAL_SEED_START
     subgoals: bool = False
     """Plan through the expert's sub-goal images (grasp, lift) before the final goal."""
-    subgoal_phases: list[str] = field(default_factory=lambda: ["grasp", "lift"])
+    subgoal_phases: list[str] = field(default_factory=lambda: list(PROTOCOL_PHASES))
     """With subgoals: the expert phases whose first frames are the sub-goal images. The
     protocol's are grasp and lift; adding ``descend`` (the hand over the object, before it
     comes down) is a diagnostic beyond the protocol, and the report says so."""
