@@ -1,11 +1,13 @@
 """The diagnostic benchmarks (goal_image_ceiling, hold_drift, latent_probe,
-reach_tcp_goals, readout_rollout, object_visibility, goal_frame_readout) on a couple of
-seeds."""
+reach_tcp_goals, readout_rollout, object_visibility, goal_frame_readout,
+goal_readout_views) on a couple of seeds."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +49,54 @@ def test_a_servo_to_the_readouts_goal_hand_bounds_the_readout_energy(readout_che
     assert abs(servo["reached_offset_cm_median"] - error["norm_median"]) < max(
         1.0, 0.5 * error["norm_median"]), servo
     assert np.isfinite(servo["reached_offset_cm_median"])
+
+
+def test_the_bias_corrected_servo_runs_from_what_an_agent_sees(readout_checkpoint, capsys):
+    ceiling = load("goal_image_ceiling")
+    result = ceiling.main(["--episodes", "1", "--offsets-cm", "0", "--checkpoint",
+                           str(readout_checkpoint), "--correct-bias", "1.0"])
+    corrected = result["reach_servo_bias_corrected"]
+    assert corrected["alpha"] == 1.0 and corrected["n"] == 1
+    assert len(corrected["end_error_cm"]["std"]) == 3 and corrected["end_error_cm"]["norm_median"] >= 0
+    # one episode: its offset towards the target is filed under its outcome, the other is empty
+    toward = corrected["toward_target_cm_median"]
+    assert (toward["won"] is None) != (toward["lost"] is None)
+    with pytest.raises(SystemExit):  # a weight outside (0, 1], or no readout to correct
+        ceiling.main(["--episodes", "1", "--correct-bias", "0.5"])
+    assert "--correct-bias needs --checkpoint" in capsys.readouterr().err
+
+
+def test_toward_target_is_the_offset_along_the_line_to_the_target():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    ceiling = load("goal_image_ceiling")
+    env = SimpleNamespace(_sim=SimpleNamespace(_target_pos=np.array([0.0, 0.8, 0.2])))
+    goal_hand = np.array([0.0, 0.75, 0.2])  # 5 cm short of the target, along +y
+    assert ceiling.toward_target_cm(env, goal_hand, goal_hand + [0.01, 0.003, 0.0]) == pytest.approx(0.3)
+    assert ceiling.toward_target_cm(env, goal_hand, goal_hand - [0.0, 0.002, 0.0]) == pytest.approx(-0.2)
+    assert ceiling.split_by_outcome([1.0, -1.0, 3.0], [True, False, True]) == {"won": 2.0, "lost": -1.0}
+    assert ceiling.split_by_outcome([1.0], [True]) == {"won": 1.0, "lost": None}
+
+
+def test_a_perfect_reader_makes_the_bias_corrected_servo_the_plain_one():
+    import numpy as np
+
+    from envs.metaworld_goal import MetaWorldGoalEnv
+
+    ceiling = load("goal_image_ceiling")
+    env = MetaWorldGoalEnv("reach", image_size=32, cameras=("oblique",))
+
+    def read_hand(images):  # reads the hand exactly (the env's own state): no bias to remove
+        return env.state()[:3].astype(np.float64)
+
+    target = np.array([0.0, 0.7, 0.2])
+    plain = ceiling.servo_episode(env, 100000, target)
+    corrected = ceiling.bias_corrected_servo_episode(env, 100000, target, read_hand, alpha=0.3)
+    env.close()
+    assert plain[0] == corrected[0]
+    np.testing.assert_allclose(plain[1], corrected[1], atol=1e-6)
 
 
 def test_the_arm_drifts_in_its_null_space_while_the_hand_holds():
@@ -184,3 +234,31 @@ def test_hand_pull_is_one_when_the_object_is_read_where_the_hand_is():
     result = readout_errors(model, frames, few=4)
     assert set(result) == {"visible"} and result["visible"]["frames"] == 20
     assert abs(result["visible"]["hand_pull"] - 1.0) < 1e-3
+
+
+def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_path):
+    from envs.experts import Exploration
+    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.recording import record_episodes
+
+    root = tmp_path / "two-views"
+    record_episodes(make_env=lambda: MetaWorldGoalEnv("reach", image_size=32, step_budget=12,
+                                                      cameras=("oblique", "top")),
+                    root=root, repo_id="test/two-views", episodes=3,
+                    exploration=Exploration(noise_std=0.1), progress=False)
+    out = tmp_path / "views.json"
+    views = load("goal_readout_views")
+    result = views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root),
+                         "--views", "oblique", "oblique+top", "--episodes", "1",
+                         "--cache-dir", str(tmp_path / "latents"), "--threads", "1", "--out", str(out)])
+    assert out.is_file() and result["frames"] == 36 and result["tokens_per_view"] == 4
+    assert set(result["views"]) == {"oblique", "oblique+top"}
+    for row in result["views"].values():
+        assert row["n"] == 1 and 0 <= row["servo_success"] <= 1
+        assert len(row["held_out_hand_rmse_cm"]) == 3 and row["goal_error_cm"]["norm_median"] > 0
+        assert list(row["held_out_rmse"])[:3] == ["hand_x", "hand_y", "hand_z"]
+    # every patch (the tiny encoder's 4 x 4) instead of the checkpoint's 2 x 2 pooling
+    unpooled = views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root),
+                           "--pool-grid", "4", "--episodes", "1", "--cache-dir",
+                           str(tmp_path / "latents"), "--threads", "1"])
+    assert unpooled["tokens_per_view"] == 16 and set(unpooled["views"]) == {"oblique"}

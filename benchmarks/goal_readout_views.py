@@ -1,0 +1,157 @@
+"""Would more cameras, or unpooled tokens, let a readout pin the goal image's hand?
+
+    uv run python benchmarks/goal_readout_views.py --datasets data/mv-reach data/mv-reach-clean \
+        --views oblique oblique+top oblique+front top+front oblique+top+front \
+        --out benchmarks/results/goal_readout_views.json      # ~15 min with the encoding
+    uv run python benchmarks/goal_readout_views.py --datasets data/mw-all --pool-grid 8 \
+        --views oblique --out benchmarks/results/goal_readout_unpooled.json   # ~15 min
+
+Reach under the protocol is decided by millimetres: its goal frames sit 4.2-4.9 cm from
+the target against a 5 cm radius (``goal_image_ceiling.py``), and the shipped readout
+reads the goal image's hand to a spread of 0.4-0.6 cm. That spread is the encoder's view
+of the scene: one 64 px camera, pooled to 4 x 4 tokens. This asks what a readout would
+do with more of it, without training anything but readouts:
+
+- ``--views``: cameras whose latents are read together (``oblique+top``: the two views'
+  tokens side by side). The datasets must have been recorded with those cameras, e.g.
+  ``jepa-robot collect env=metaworld_reach 'env.cameras=[oblique,top,front]' ...``.
+- ``--pool-grid``: the token grid the encoder's patches are pooled to (the shipped model
+  pools its 8 x 8 patches to 4 x 4; 8 reads every patch).
+
+Every frame of ``--datasets`` is encoded per camera with the checkpoint's frozen encoder
+(the latent cache, so a rerun encodes nothing), a readout like ``jepa-robot
+fit-readout``'s is fit per view set (every 10th episode held out), and each reads the
+protocol's reach goal frames (``envs.goals.make_goal_images``, rendered through every
+camera). Reported per view set: the held-out RMSE of the hand, the error on the goal
+frames against the simulator's hand there (privileged, used for nothing else), and the
+success of a privileged servo aimed at the read hand over the reach budget
+(``goal_image_ceiling.servo_episode``): what a planner aiming at that readout can expect.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from envs.goals import make_goal_images
+from envs.metaworld_goal import MetaWorldGoalEnv
+from jepa_robot.data import episode_vectors, open_dataset
+from jepa_robot.evaluation import write_json_atomic
+from jepa_robot.latent_cache import build_latent_cache
+from jepa_robot.readout import column_names, fit_readout, readout_columns
+from jepa_robot.world_model import WorldModel, resolve_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from goal_image_ceiling import servo_episode  # the benchmark beside this one
+
+HAND = slice(0, 3)
+"""The readout's hand columns (``observation.state`` starts with hand x, y, z)."""
+
+
+def dataset_latents(roots: list[str], cameras: list[str], encoder, cache_dir: str
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[str]]:
+    """Per camera, every frame's latent ``[F, N, D]`` over all ``roots`` in order; the
+    readout columns ``[F, S]``; a distinct episode number per frame; the column names."""
+    latents: dict[str, list[np.ndarray]] = {camera: [] for camera in cameras}
+    states, episodes, names = [], [], []
+    offset = 0
+    for root in roots:
+        for camera in cameras:
+            dataset, spec = open_dataset(root, image_key=f"observation.images.{camera}")
+            latents[camera].append(np.asarray(build_latent_cache(dataset, spec, encoder, cache_dir).latents))
+        features = dataset.meta.features
+        keys = readout_columns(features, None)
+        names = [name for key in keys for name in column_names(features, key)]
+        states.append(np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1))
+        episode = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
+        episodes.append(episode + offset)
+        offset += int(episode.max()) + 1
+    return ({camera: np.concatenate(parts) for camera, parts in latents.items()},
+            np.concatenate(states), np.concatenate(episodes), names)
+
+
+def goal_frames(cameras: list[str], image_size: int, seeds: range) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The protocol's reach goal frame of every seed through each camera, and the
+    simulator's hand position there."""
+    env = MetaWorldGoalEnv("reach", image_size=image_size, cameras=tuple(cameras))
+    images: dict[str, list[np.ndarray]] = {camera: [] for camera in cameras}
+    hands = []
+    for seed in tqdm(seeds, desc="reach goal frames", leave=False):
+        goal, _, _ = make_goal_images(env, seed)
+        for camera in cameras:
+            images[camera].append(goal.goal[camera])
+        hands.append(goal.goal_state[HAND])
+    env.close()
+    return {camera: np.stack(frames) for camera, frames in images.items()}, np.stack(hands)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="default", help="whose frozen encoder (default: the shipped one)")
+    parser.add_argument("--datasets", nargs="+", required=True, help="recordings to fit the readouts on")
+    parser.add_argument("--views", nargs="+", default=["oblique"],
+                        help="camera sets, '+'-joined (e.g. oblique oblique+top)")
+    parser.add_argument("--pool-grid", type=int, default=None,
+                        help="tokens per side (default: the checkpoint's; 8 = every patch)")
+    parser.add_argument("--episodes", type=int, default=50, help="protocol seeds 100000..")
+    parser.add_argument("--seed-start", type=int, default=100000)
+    parser.add_argument("--cache-dir", default="data/latents")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    view_sets = [view.split("+") for view in args.views]
+    cameras = list(dict.fromkeys(camera for views in view_sets for camera in views))
+    world_model = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False)
+    encoder = world_model.encoder
+    if args.pool_grid is not None:
+        encoder.pool_grid = None if args.pool_grid == encoder.patch_grid else args.pool_grid
+    seeds = range(args.seed_start, args.seed_start + args.episodes)
+    latents, states, episodes, names = dataset_latents(args.datasets, cameras, encoder, args.cache_dir)
+    goal_images, goal_hands = goal_frames(cameras, world_model.image_shape[0], seeds)
+    with torch.no_grad():
+        goal_latents = {camera: encoder.encode(frames).cpu().numpy() for camera, frames in goal_images.items()}
+    result: dict = {"checkpoint": args.checkpoint, "datasets": args.datasets, "frames": len(states),
+                    "tokens_per_view": encoder.num_tokens, "seeds": [seeds[0], seeds[-1]], "views": {}}
+    print(f"{len(states)} frames, {encoder.num_tokens} tokens per view\n")
+    print("| views | held-out hand RMSE, cm (x / y / z) | goal frames: mean error, cm | std, cm "
+          "| median 3-D, cm | servo to the reading |")
+    print("|---|---|---|---|---|---|")
+    servo_env = MetaWorldGoalEnv("reach", cameras=())
+    for views in view_sets:
+        tag = "+".join(views)
+        readout, metrics = fit_readout(np.concatenate([latents[c] for c in views], axis=1), states,
+                                       episodes, state_names=names)
+        with torch.no_grad():
+            read = readout(torch.from_numpy(np.concatenate([goal_latents[c] for c in views], axis=1)))
+        read = read[:, HAND].numpy().astype(np.float64)
+        errors = (read - goal_hands) * 100
+        wins = sum(servo_episode(servo_env, seed, target)[0]
+                   for seed, target in tqdm(zip(seeds, read, strict=True), desc=f"servo {tag}",
+                                            total=len(seeds), leave=False))
+        row = {"held_out_hand_rmse_cm": (np.array(metrics["held_out_rmse"][HAND]) * 100).round(3).tolist(),
+               "held_out_rmse": dict(zip(names, np.round(metrics["held_out_rmse"], 5).tolist(), strict=True)),
+               "goal_error_cm": {"mean": errors.mean(0).round(3).tolist(), "std": errors.std(0).round(3).tolist(),
+                                 "norm_median": round(float(np.median(np.linalg.norm(errors, axis=1))), 3)},
+               "servo_success": wins, "n": len(seeds)}
+        result["views"][tag] = row
+        print(f"| {tag} | {' / '.join(f'{v:.2f}' for v in row['held_out_hand_rmse_cm'])} "
+              f"| {' / '.join(f'{v:.2f}' for v in row['goal_error_cm']['mean'])} "
+              f"| {' / '.join(f'{v:.2f}' for v in row['goal_error_cm']['std'])} "
+              f"| {row['goal_error_cm']['norm_median']:.2f} | {wins}/{len(seeds)} |", flush=True)
+    servo_env.close()
+    result["seconds"] = time.perf_counter() - started
+    print(f"\n{result['seconds']:.0f} s")
+    if args.out:
+        write_json_atomic(Path(args.out), result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
