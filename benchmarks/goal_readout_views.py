@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     world_model = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False)
     encoder = world_model.encoder
     if args.pool_grid is not None:
+        if not 1 <= args.pool_grid <= encoder.patch_grid:
+            parser.error(f"--pool-grid {args.pool_grid}: the encoder has {encoder.patch_grid} x "
+                         f"{encoder.patch_grid} patches; pool to 1..{encoder.patch_grid} per side")
         encoder.pool_grid = None if args.pool_grid == encoder.patch_grid else args.pool_grid
     seeds = range(args.seed_start, args.seed_start + args.episodes)
     latents, states, episodes, names = dataset_latents(args.datasets, cameras, encoder, args.cache_dir)

@@ -262,3 +262,5 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_p
                            "--pool-grid", "4", "--episodes", "1", "--cache-dir",
                            str(tmp_path / "latents"), "--threads", "1"])
     assert unpooled["tokens_per_view"] == 16 and set(unpooled["views"]) == {"oblique"}
+    with pytest.raises(SystemExit):  # more tokens per side than the encoder has patches
+        views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root), "--pool-grid", "5"])
