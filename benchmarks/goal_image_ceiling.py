@@ -72,15 +72,27 @@ def goal_frame(env: MetaWorldGoalEnv, seed: int, read_hand: HandReader | None = 
     return goal.goal_state[:3].copy(), float(goal.goal_distance_m), read
 
 
-def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray) -> tuple[bool, np.ndarray]:
+def servo_episode(env: MetaWorldGoalEnv, seed: int, target: np.ndarray,
+                  read_hand: HandReader | None = None, alpha: float = 0.1) -> tuple[bool, np.ndarray]:
     """Drive the hand to ``target`` for the reach budget; (success at the last step,
-    the final hand position)."""
-    env.reset(seed=seed)
+    the final hand position).
+
+    With ``read_hand`` (and an ``env`` that renders the camera it reads), aim at
+    ``target - bias`` instead: ``bias`` is the exponential average, weight ``alpha``, of
+    ``read_hand(frame) - measured hand`` over the frames seen so far."""
+    observation, _ = env.reset(seed=seed)
     info: dict = {"success": False}
+    bias = None
     for _ in range(EPISODE_BUDGET["reach"]):
-        move = np.clip(SERVO_GAIN * (target - env.state()[:3]), -1.0, 1.0)
-        _, _, _, _, info = env.step(np.append(move, 0.0).astype(np.float32))
-    return bool(info["success"]), env.state()[:3].copy()
+        hand = observation["state"][:3].astype(np.float64)
+        aim = target
+        if read_hand is not None:
+            seen = read_hand(observation["images"]) - hand
+            bias = seen if bias is None else (1 - alpha) * bias + alpha * seen
+            aim = target - bias
+        move = np.clip(SERVO_GAIN * (aim - hand), -1.0, 1.0)
+        observation, _, _, _, info = env.step(np.append(move, 0.0).astype(np.float32))
+    return bool(info["success"]), observation["state"][:3].astype(np.float64)
 
 
 def toward_target_cm(env: MetaWorldGoalEnv, goal_hand: np.ndarray, final_hand: np.ndarray) -> float:
@@ -100,23 +112,6 @@ def split_by_outcome(values: list[float], outcomes: list[bool]) -> dict[str, flo
 def describe_toward(split: dict[str, float | None]) -> str:
     """``split_by_outcome``'s medians as one line of text, in cm."""
     return ", ".join(f"{key} {'-' if value is None else f'{value:+.2f}'}" for key, value in split.items())
-
-
-def bias_corrected_servo_episode(env: MetaWorldGoalEnv, seed: int, goal_read: np.ndarray,
-                                 read_hand: HandReader, alpha: float) -> tuple[bool, np.ndarray]:
-    """As :func:`servo_episode` toward ``goal_read - bias`` (``env`` renders the camera
-    ``read_hand`` reads): ``bias`` is the exponential average, weight ``alpha``, of
-    ``read_hand(frame) - measured hand`` over the frames seen so far."""
-    observation, _ = env.reset(seed=seed)
-    info: dict = {"success": False}
-    bias = None
-    for _ in range(EPISODE_BUDGET["reach"]):
-        hand = observation["state"][:3].astype(np.float64)
-        seen = read_hand(observation["images"]) - hand
-        bias = seen if bias is None else (1 - alpha) * bias + alpha * seen
-        move = np.clip(SERVO_GAIN * (goal_read - bias - hand), -1.0, 1.0)
-        observation, _, _, _, info = env.step(np.append(move, 0.0).astype(np.float32))
-    return bool(info["success"]), observation["state"][:3].astype(np.float64)
 
 
 def readout_hand_reader(checkpoint: str) -> tuple[MetaWorldGoalEnv, HandReader]:
@@ -236,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         outcomes, ends, toward = [], [], []
         for seed in tqdm(seeds, desc="bias-corrected servo", leave=False):
             hand, _, read = reach_goals[seed]
-            success, final_hand = bias_corrected_servo_episode(render_env, seed, read, reach_reader,
-                                                               args.correct_bias)
+            success, final_hand = servo_episode(render_env, seed, read, reach_reader, args.correct_bias)
             outcomes.append(success)
             ends.append((final_hand - hand) * 100)
             toward.append(toward_target_cm(render_env, hand, final_hand))

@@ -40,10 +40,10 @@ from tqdm import tqdm
 
 from envs.goals import make_goal_images
 from envs.metaworld_goal import MetaWorldGoalEnv
-from jepa_robot.data import episode_vectors, open_dataset
+from jepa_robot.data import open_dataset
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache
-from jepa_robot.readout import column_names, fit_readout, readout_columns
+from jepa_robot.readout import fit_readout, readout_targets
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,10 +64,8 @@ def dataset_latents(roots: list[str], cameras: list[str], encoder, cache_dir: st
         for camera in cameras:
             dataset, spec = open_dataset(root, image_key=f"observation.images.{camera}")
             latents[camera].append(np.asarray(build_latent_cache(dataset, spec, encoder, cache_dir).latents))
-        features = dataset.meta.features
-        keys = readout_columns(features, None)
-        names = [name for key in keys for name in column_names(features, key)]
-        states.append(np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1))
+        _, names, values = readout_targets(dataset)
+        states.append(values)
         episode = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
         episodes.append(episode + offset)
         offset += int(episode.max()) + 1

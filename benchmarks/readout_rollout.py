@@ -25,7 +25,7 @@ import torch
 
 from jepa_robot.data import episode_bounds, episode_frames, episode_vectors, open_dataset
 from jepa_robot.evaluation import write_json_atomic
-from jepa_robot.readout import readout_columns
+from jepa_robot.readout import readout_targets
 from jepa_robot.world_model import Context, WorldModel
 
 
@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     world_model = WorldModel.load(args.checkpoint)
     readout = world_model.require_readout()
     dataset, spec = open_dataset(args.dataset, image_key=world_model.image_key)
-    keys = readout_columns(dataset.meta.features, None)
+    keys, _, states = readout_targets(dataset)
     names = readout.config.state_names
-    states = np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1)
     if states.shape[1] != readout.config.state_dim:
         raise SystemExit(f"{args.dataset}: columns {keys} give {states.shape[1]} values, the "
                          f"readout predicts {readout.config.state_dim} ({names})")

@@ -347,6 +347,18 @@ def column_names(features: dict[str, dict], key: str) -> list[str]:
     return [f"{key}[{i}]" for i in range(size)]
 
 
+def readout_targets(dataset, state_keys: list[str] | None = None
+                    ) -> tuple[list[str], list[str], np.ndarray]:
+    """What a readout is fit to in a LeRobot ``dataset``: the columns
+    (:func:`readout_columns`), one name per value, and every frame's values ``[F, S]``."""
+    from jepa_robot.data import episode_vectors
+
+    features = dataset.meta.features
+    keys = readout_columns(features, state_keys)
+    names = [name for key in keys for name in column_names(features, key)]
+    return keys, names, np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1)
+
+
 def fit_checkpoint_readout(config) -> dict[str, Any]:
     """``jepa-robot fit-readout``: fit a readout on a dataset's frames for a checkpoint.
 
@@ -377,9 +389,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     if image_shape != tuple(world_model.image_shape):
         raise DatasetError(f"{config.dataset}: {spec.image_key} frames are {image_shape}; the world "
                            f"model {source} was trained on {tuple(world_model.image_shape)}")
-    keys = readout_columns(features, config.state_keys)
-    names = [name for key in keys for name in column_names(features, key)]
-    states = np.concatenate([episode_vectors(dataset, key) for key in keys], axis=1)
+    keys, names, states = readout_targets(dataset, config.state_keys)
     episodes = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
     cache = build_latent_cache(dataset, spec, world_model.encoder, config.cache_dir,
                                progress=config.progress)

@@ -93,7 +93,7 @@ def test_a_perfect_reader_makes_the_bias_corrected_servo_the_plain_one():
 
     target = np.array([0.0, 0.7, 0.2])
     plain = ceiling.servo_episode(env, 100000, target)
-    corrected = ceiling.bias_corrected_servo_episode(env, 100000, target, read_hand, alpha=0.3)
+    corrected = ceiling.servo_episode(env, 100000, target, read_hand, alpha=0.3)
     env.close()
     assert plain[0] == corrected[0]
     np.testing.assert_allclose(plain[1], corrected[1], atol=1e-6)
