@@ -63,10 +63,18 @@ class ExplorationConfig:
     """Min and max length of such a segment, in steps."""
     random_fraction: float = 0.1
     """Fraction of episodes (picked by seed) that are smoothed random actions only."""
+    miss_prob: float = 0.0
+    """Push, pick-place: share of episodes whose expert first aims beside the object
+    (``miss_radius_m`` away, for ``miss_steps`` steps), misses, then goes back for it."""
+    miss_radius_m: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    """Min and max distance of the false object position from the true one (m)."""
+    miss_steps: list[int] = field(default_factory=lambda: [30, 60])
+    """Min and max number of steps the expert is shown the false position."""
 
     def __post_init__(self) -> None:
-        if len(self.perturb_steps) != 2:
-            raise ConfigError(f"exploration.perturb_steps={self.perturb_steps} must be [min, max]")
+        for key in ("perturb_steps", "miss_radius_m", "miss_steps"):
+            if len(getattr(self, key)) != 2:
+                raise ConfigError(f"exploration.{key}={getattr(self, key)} must be [min, max]")
         if not 0.0 <= self.random_fraction <= 1.0:
             raise ConfigError(f"exploration.random_fraction={self.random_fraction} must be in [0, 1]")
         try:
@@ -81,6 +89,9 @@ class ExplorationConfig:
             noise_std=self.noise_std,
             perturb_prob=self.perturb_prob,
             perturb_steps=(int(self.perturb_steps[0]), int(self.perturb_steps[1])),
+            miss_prob=self.miss_prob,
+            miss_radius_m=(float(self.miss_radius_m[0]), float(self.miss_radius_m[1])),
+            miss_steps=(int(self.miss_steps[0]), int(self.miss_steps[1])),
         )
 
 

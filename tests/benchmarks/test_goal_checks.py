@@ -264,3 +264,37 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_p
     assert unpooled["tokens_per_view"] == 16 and set(unpooled["views"]) == {"oblique"}
     with pytest.raises(SystemExit):  # more tokens per side than the encoder has patches
         views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root), "--pool-grid", "5"])
+
+
+def test_readout_near_object_bins_frames_by_where_the_hand_is():
+    import numpy as np
+
+    bin_errors = load("readout_near_object").bin_errors
+    # hand_xyz, gripper, object_xyz; the object at the origin of the table plane
+    truth = np.array([
+        [0.01, 0.0, 0.05, 1.0, 0.0, 0.0, 0.02],   # 1 cm beside, low (3 cm above the object)
+        [0.0, 0.03, 0.06, 1.0, 0.0, 0.0, 0.02],   # 3 cm beside, low
+        [0.0, 0.03, 0.20, 1.0, 0.0, 0.0, 0.02],   # 3 cm beside, high
+        [0.20, 0.0, 0.20, 1.0, 0.0, 0.0, 0.02],   # far, high
+    ])
+    read = truth.copy()
+    read[1, 1] += 0.004   # hand read 4 mm long in y
+    read[1, 4] -= 0.015   # object read 1.5 cm off in x
+    rows = bin_errors(truth, read, [0.02, 0.05], low_m=0.06)
+    by_bin = {(tuple(r["planar_cm"]), r["height"]): r for r in rows}
+    assert set(by_bin) == {((0.0, 2.0), "low"), ((2.0, 5.0), "low"), ((2.0, 5.0), "high"),
+                           ((5.0, None), "high")}
+    assert all(r["frames"] == 1 for r in rows)
+    near_miss = by_bin[((2.0, 5.0), "low")]
+    assert near_miss["hand_abs_error_cm"] == [0.0, 0.4, 0.0] and near_miss["hand_y_error_cm"] == 0.4
+    assert near_miss["object_abs_error_cm"] == [1.5, 0.0, 0.0]
+    assert by_bin[((0.0, 2.0), "low")]["object_abs_error_cm"] == [0.0, 0.0, 0.0]
+
+
+def test_readout_near_object_skips_tasks_without_an_object(small_dataset, readout_checkpoint, tmp_path):
+    out = tmp_path / "near.json"
+    report = load("readout_near_object").main(
+        ["--checkpoint", str(readout_checkpoint), "--dataset", str(small_dataset[0]),
+         "--holdout", "2", "--cache-dir", str(tmp_path / "latents"), "--threads", "1",
+         "--out", str(out)])
+    assert out.is_file() and report["tasks"] == {} and report["holdout"] == 2
