@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES
 from jepa_robot.data import open_dataset
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache
@@ -32,7 +34,8 @@ from jepa_robot.world_model import WorldModel
 
 HAND, OBJECT = slice(0, 3), slice(4, 7)
 """Columns of the readout (hand xyz, gripper, object xyz)."""
-EXPECTED_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "object_x", "object_y", "object_z"]
+EXPECTED_NAMES = STATE_NAMES + OBJECT_NAMES
+"""A simulated recording's columns (``observation.state``, ``observation.environment_state``)."""
 
 
 def bin_errors(truth: np.ndarray, read: np.ndarray, bins_m: list[float], low_m: float,
@@ -43,7 +46,7 @@ def bin_errors(truth: np.ndarray, read: np.ndarray, bins_m: list[float], low_m: 
     hand_error, object_error = read[:, HAND] - truth[:, HAND], read[:, OBJECT] - truth[:, OBJECT]
     edges = [0.0, *bins_m, np.inf]
     rows = []
-    for lower, upper in zip(edges[:-1], edges[1:]):
+    for lower, upper in pairwise(edges):
         for height, is_low in (("low", True), ("high", False)):
             mask = (planar >= lower) & (planar < upper) & (low == is_low)
             if mask.sum() < min_frames:
