@@ -298,3 +298,16 @@ def test_readout_near_object_skips_tasks_without_an_object(small_dataset, readou
          "--holdout", "2", "--cache-dir", str(tmp_path / "latents"), "--threads", "1",
          "--out", str(out)])
     assert out.is_file() and report["tasks"] == {} and report["holdout"] == 2
+
+
+def test_grasp_tolerance_loses_the_object_when_the_expert_aims_far_beside_it(tmp_path):
+    out = tmp_path / "tolerance.json"
+    report = load("grasp_tolerance").main(
+        ["--tasks", "pick-place", "--offsets-cm", "0", "6", "--episodes", "2", "--out", str(out)])
+    assert out.is_file() and report["seeds"] == [100000, 100001]
+    on_target, far = report["tasks"]["pick-place"]
+    # aimed at the block the expert solves these seeds; 6 cm beside it, it grips nothing
+    assert on_target["success_rate"] == 1.0 and on_target["lifted_rate"] == 1.0
+    assert far["success_rate"] == 0.0 and far["lifted_rate"] == 0.0
+    assert all(abs(e["aim_error_cm"] - 6.0) < 1e-4 for e in far["episodes"])
+    assert all(e["aim_error_cm"] == 0.0 for e in on_target["episodes"])
