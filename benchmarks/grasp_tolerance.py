@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from envs.experts import Exploration, ScriptedExpert
-from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv
+from envs.metaworld_goal import EPISODE_BUDGET, TASKS_WITH_OBJECT, MetaWorldGoalEnv
 from jepa_robot.evaluation import write_json_atomic
 
-TASKS_WITH_OBJECT = ("push", "pick-place")
 LIFTED_M = 0.01
 
 

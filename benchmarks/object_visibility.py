@@ -36,10 +36,15 @@ from tqdm import tqdm
 
 from envs.experts import ScriptedExpert
 from envs.goals import make_goal_images
-from envs.metaworld_goal import CAMERA_VIEWS, EPISODE_BUDGET, MetaWorldGoalEnv, _make_camera
+from envs.metaworld_goal import (
+    CAMERA_VIEWS,
+    EPISODE_BUDGET,
+    TASKS_WITH_OBJECT,
+    MetaWorldGoalEnv,
+    _make_camera,
+)
 from jepa_robot.evaluation import write_json_atomic
 
-TASKS_WITH_OBJECT = ("push", "pick-place")
 OBJECT_BODY = "obj"
 """Meta-World v3's body of the puck (push) and the block (pick-place)."""
 SERVO_GAIN = 5.0

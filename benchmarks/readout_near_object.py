@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES
+from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES, TASKS_WITH_OBJECT
 from jepa_robot.data import open_dataset
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"checkpoint": args.checkpoint, "dataset": str(spec.root), "holdout": args.holdout,
                     "low_cm": args.low_cm, "tasks": {}}
     for task_index, task in sorted(task_names.items()):
-        if task == "reach":
+        if task not in TASKS_WITH_OBJECT:
             continue  # no object to grasp
         frames = np.flatnonzero((episodes % args.holdout == 0) & (task_of == task_index))
         if len(frames) == 0:

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.metaworld_goal import TASKS
+from envs.metaworld_goal import TASKS, TASKS_WITH_OBJECT
 
 # Meta-World's policies warn on every call that their own gains may be high; the env
 # clips actions anyway, so the warning says nothing about our data.
 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
-TASKS_WITH_OBJECT = ("push", "pick-place")
 OBJECT_XY = slice(4, 6)
 """The object's x, y in the privileged 39-D observation (what the policies read)."""
 

@@ -34,6 +34,8 @@ TASKS: dict[str, str] = {
     "push": "push-v3",
     "pick-place": "pick-place-v3",
 }
+TASKS_WITH_OBJECT = ("push", "pick-place")
+"""The tasks whose goal is about the object (reach's object is there but unused)."""
 
 # Step budgets of the evaluation protocol (DESIGN.md).
 EPISODE_BUDGET: dict[str, int] = {"reach": 100, "push": 150, "pick-place": 200}
