@@ -1,6 +1,7 @@
 """The diagnostic benchmarks (goal_image_ceiling, hold_drift, latent_probe,
 reach_tcp_goals, readout_rollout, object_visibility, goal_frame_readout,
-goal_readout_views) on a couple of seeds."""
+goal_readout_views, readout_near_object, grasp_tolerance) on a couple of seeds, and
+grasp_attempts on a hand-made eval report."""
 
 from __future__ import annotations
 
@@ -311,3 +312,71 @@ def test_grasp_tolerance_loses_the_object_when_the_expert_aims_far_beside_it(tmp
     assert far["success_rate"] == 0.0 and far["lifted_rate"] == 0.0
     assert all(abs(e["aim_error_cm"] - 6.0) < 1e-4 for e in far["episodes"])
     assert all(e["aim_error_cm"] == 0.0 for e in on_target["episodes"])
+
+
+def test_grasp_attempts_bins_episodes_by_where_the_gripper_first_closed(tmp_path):
+    import json
+
+    from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES
+
+    def row(step, hand, gripper, obj, read_obj=None):
+        true = [*hand, gripper, *obj]
+        read = [*hand, gripper, *(obj if read_obj is None else read_obj)]
+        return {"step": step, "goal_index": 1, "energy": 0.1, "goal_distance": 0.1,
+                "true": true, "read": read}
+
+    block = (0.0, 0.6, 0.02)
+    columns = {"true": STATE_NAMES + OBJECT_NAMES, "read": STATE_NAMES + OBJECT_NAMES}
+    episodes = [
+        # closes 0.5 cm from the block, lifts it, succeeds
+        {"seed": 100000, "success": True, "trace_columns": columns, "trace": [
+            row(5, (0.0, 0.6, 0.15), 1.0, block),
+            row(10, (0.005, 0.6, 0.06), 0.5, block),
+            row(15, (0.005, 0.6, 0.12), 0.5, (0.005, 0.6, 0.08))]},
+        # closes 5 cm beside it; the readout puts the block under the hand
+        {"seed": 100001, "success": False, "trace_columns": columns, "trace": [
+            row(5, (0.0, 0.6, 0.15), 1.0, block),
+            row(10, (0.05, 0.6, 0.06), 0.4, block, read_obj=(0.048, 0.6, 0.02))]},
+        # never closes
+        {"seed": 100002, "success": False, "trace_columns": columns, "trace": [
+            row(5, (0.0, 0.6, 0.15), 1.0, block)]},
+        # untraced episodes are left out
+        {"seed": 100003, "success": False},
+    ]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"protocol": {"subgoals": True},
+                                  "tasks": {"pick-place": {"episodes": episodes},
+                                            "reach": {"episodes": episodes[:1]}}}))
+    out = tmp_path / "attempts.json"
+    result = load("grasp_attempts").main([str(report), "--bins-cm", "1", "4", "--out", str(out)])
+    assert out.is_file() and list(result["tasks"]) == [f"pick-place (sub-goals) [{report}]"]
+    entry = next(iter(result["tasks"].values()))
+    assert entry["episodes"] == 3
+    near, middle, far, never = entry["bins"]
+    assert (near["episodes"], near["lifted"], near["success"]) == (1, 1, 1)
+    assert middle["episodes"] == 0 and middle["read_offset_cm_median"] is None
+    assert (far["episodes"], far["lifted"], far["success"]) == (1, 0, 0)
+    # the readout's planar offset at the close: 0.2 cm, the block read 4.8 cm off
+    assert abs(far["read_offset_cm_median"] - 0.2) < 1e-6
+    assert abs(far["object_read_error_cm_median"] - 4.8) < 1e-6
+    assert never["offset_cm"] is None and never["episodes"] == 1
+    first = entry["attempts"][0]
+    assert first["step"] == 10 and abs(first["planar_offset_cm"] - 0.5) < 1e-6
+    assert abs(first["height_above_object_cm"] - 4.0) < 1e-6
+
+
+def test_grasp_attempts_needs_a_trace_with_the_object_read(tmp_path):
+    import json
+
+    import pytest
+
+    episode = {"seed": 1, "success": False, "trace": [{"step": 5, "true": [0.0] * 7}],
+               "trace_columns": {"true": ["hand_x", "hand_y", "hand_z", "gripper", "object_x",
+                                          "object_y", "object_z"], "read": []}}
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"tasks": {"push": {"episodes": [episode]}}}))
+    with pytest.raises(ValueError, match="readout reads the hand, gripper and object"):
+        load("grasp_attempts").main([str(report)])
+    report.write_text(json.dumps({"tasks": {"reach": {"episodes": [episode]}}}))
+    with pytest.raises(SystemExit):  # nothing to read: no traced push or pick-place episode
+        load("grasp_attempts").main([str(report)])
