@@ -5,6 +5,8 @@
         --out benchmarks/results/goal_readout_views.json      # ~15 min with the encoding
     uv run python benchmarks/goal_readout_views.py --datasets data/mw-all --pool-grid 8 \
         --views oblique --out benchmarks/results/goal_readout_unpooled.json   # ~15 min
+    uv run python benchmarks/goal_readout_views.py --datasets data/mw-reach --pixel-epochs 10 \
+        --out benchmarks/results/goal_readout_pixels.json      # ~6 min: latents against pixels
 
 Reach under the protocol is decided by millimetres: its goal frames sit 4.2-4.9 cm from
 the target against a 5 cm radius (``goal_image_ceiling.py``), and the shipped readout
@@ -17,6 +19,11 @@ do with more of it, without training anything but readouts:
   ``jepa-robot collect env=metaworld_reach 'env.cameras=[oblique,top,front]' ...``.
 - ``--pool-grid``: the token grid the encoder's patches are pooled to (the shipped model
   pools its 8 x 8 patches to 4 x 4; 8 reads every patch).
+- ``--pixel-epochs N``: beside each latent readout, a small CNN trained for N epochs on
+  the same frames' raw pixels (the views' images stacked as channels, plus two
+  coordinate channels), supervised with the same columns and held-out episodes. It asks
+  whether the hand is in the pixels more precisely than in the frozen encoder's latents:
+  if the pixels read the goal finer, the camera is not the limit, the encoder is.
 
 Every frame of ``--datasets`` is encoded per camera with the checkpoint's frozen encoder
 (the latent cache, so a rerun encodes nothing), a readout like ``jepa-robot
@@ -30,19 +37,22 @@ success of a privileged servo aimed at the read hand over the reach budget
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from envs.goals import make_goal_images
 from envs.metaworld_goal import MetaWorldGoalEnv
 from jepa_robot.data import open_dataset
 from jepa_robot.evaluation import write_json_atomic
-from jepa_robot.latent_cache import build_latent_cache
+from jepa_robot.latent_cache import build_latent_cache, dataset_fingerprint
+from jepa_robot.pretrain import build_frame_cache
 from jepa_robot.readout import fit_readout, readout_targets
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
@@ -73,6 +83,91 @@ def dataset_latents(roots: list[str], cameras: list[str], encoder, cache_dir: st
             np.concatenate(states), np.concatenate(episodes), names)
 
 
+def dataset_frames(roots: list[str], cameras: list[str], size: int, cache_dir: str
+                   ) -> dict[str, np.ndarray]:
+    """Per camera, every frame of ``roots`` in order as uint8 ``[F, size, size, 3]``,
+    decoded once into a frame cache under ``cache_dir`` (``jepa-robot pretrain-encoder``'s)."""
+    frames = {}
+    for camera in cameras:
+        sources = [open_dataset(root, image_key=f"observation.images.{camera}") for root in roots]
+        key = hashlib.sha256("|".join([camera, str(size), *(dataset_fingerprint(spec.root)
+                                                           for _, spec in sources)]).encode())
+        directory = Path(cache_dir) / f"frames-{key.hexdigest()[:16]}"
+        frames[camera] = np.asarray(build_frame_cache(sources, directory, size))
+    return frames
+
+
+class PixelReader(nn.Module):
+    """``uint8 [B, H, W, 3 * views] -> [B, S]``: four stride-2 stages of two 3x3
+    convolutions, on the images plus two coordinate channels (the network can then tell
+    where things are, not only what), then an MLP. Input and output normalised inside."""
+
+    def __init__(self, channels: int, size: int, outputs: int) -> None:
+        super().__init__()
+        if size % 16:
+            raise ValueError(f"the pixel reader halves {size} px frames four times; it needs a "
+                             "multiple of 16")
+
+        def stage(inputs: int, width: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(inputs, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU())
+
+        self.body = nn.Sequential(stage(channels + 2, 32), stage(32, 64), stage(64, 96), stage(96, 128))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * (size // 16) ** 2, 256), nn.ReLU(),
+                                  nn.Linear(256, outputs))
+        y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+        self.register_buffer("coordinates", torch.stack([x, y])[None])
+        self.register_buffer("out_mean", torch.zeros(outputs))
+        self.register_buffer("out_std", torch.ones(outputs))
+
+    def normalised(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+        coordinates = self.coordinates.expand(len(pixels), -1, -1, -1)
+        return self.head(self.body(torch.cat([pixels, coordinates], dim=1)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalised(images) * self.out_std + self.out_mean
+
+
+def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarray, epochs: int,
+                     holdout: int = 10, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
+                     ) -> tuple[PixelReader, np.ndarray]:
+    """Train a :class:`PixelReader` on ``images [F, H, W, C]`` (uint8) against ``states [F, S]``,
+    every ``holdout``-th episode held out (as ``fit_readout``); returns it and its held-out
+    RMSE per column."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    held_out = np.asarray(episodes) % holdout == 0
+    pixels, targets = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(states.astype(np.float32))
+    train = torch.from_numpy(np.flatnonzero(~held_out))
+    reader = PixelReader(images.shape[-1], images.shape[1], states.shape[1])
+    reader.out_mean.copy_(targets[train].mean(0))
+    reader.out_std.copy_(targets[train].std(0) + 1e-8)
+    steps_per_epoch = max(1, len(train) // batch_size)
+    optimiser = torch.optim.AdamW(reader.parameters(), lr, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * steps_per_epoch)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="fit pixel reader", unit="step", leave=False)
+    for _ in range(epochs):
+        reader.train()
+        order = train[torch.randperm(len(train), generator=generator)]
+        for i in range(steps_per_epoch):
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            target = (targets[rows] - reader.out_mean) / reader.out_std
+            loss = nn.functional.smooth_l1_loss(reader.normalised(pixels[rows]), target, beta=0.1)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            bar.update()
+    bar.close()
+    reader.eval()
+    rows = np.flatnonzero(held_out)
+    with torch.no_grad():
+        read = torch.cat([reader(pixels[rows[i:i + 512]]) for i in range(0, len(rows), 512)])
+    return reader, (read - targets[rows]).square().mean(0).sqrt().numpy()
+
+
 def goal_frames(cameras: list[str], image_size: int, seeds: range) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The protocol's reach goal frame of every seed through each camera, and the
     simulator's hand position there."""
@@ -98,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="tokens per side (default: the checkpoint's; 8 = every patch)")
     parser.add_argument("--episodes", type=int, default=50, help="protocol seeds 100000..")
     parser.add_argument("--seed-start", type=int, default=100000)
+    parser.add_argument("--pixel-epochs", type=int, default=0,
+                        help="also train a CNN on the frames' pixels for this many epochs (0: no)")
     parser.add_argument("--cache-dir", default="data/latents")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the figures as JSON here")
@@ -115,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
         encoder.pool_grid = None if args.pool_grid == encoder.patch_grid else args.pool_grid
     seeds = range(args.seed_start, args.seed_start + args.episodes)
     latents, states, episodes, names = dataset_latents(args.datasets, cameras, encoder, args.cache_dir)
+    pixels = (dataset_frames(args.datasets, cameras, world_model.image_shape[0], args.cache_dir)
+              if args.pixel_epochs else {})
     goal_images, goal_hands = goal_frames(cameras, world_model.image_shape[0], seeds)
     with torch.no_grad():
         goal_latents = {camera: encoder.encode(frames).cpu().numpy() for camera, frames in goal_images.items()}
@@ -125,19 +224,17 @@ def main(argv: list[str] | None = None) -> dict:
           "| median 3-D, cm | servo to the reading |")
     print("|---|---|---|---|---|---|")
     servo_env = MetaWorldGoalEnv("reach", cameras=())
-    for views in view_sets:
-        tag = "+".join(views)
-        readout, metrics = fit_readout(np.concatenate([latents[c] for c in views], axis=1), states,
-                                       episodes, state_names=names)
-        with torch.no_grad():
-            read = readout(torch.from_numpy(np.concatenate([goal_latents[c] for c in views], axis=1)))
-        read = read[:, HAND].numpy().astype(np.float64)
+
+    def score(tag: str, read: np.ndarray, held_out_rmse: np.ndarray) -> None:
+        """One table row: the held-out error, the goal frames read as ``read`` [seeds, S], and
+        the servo aimed at the read hand."""
+        read = read[:, HAND].astype(np.float64)
         errors = (read - goal_hands) * 100
         wins = sum(servo_episode(servo_env, seed, target)[0]
                    for seed, target in tqdm(zip(seeds, read, strict=True), desc=f"servo {tag}",
                                             total=len(seeds), leave=False))
-        row = {"held_out_hand_rmse_cm": (np.array(metrics["held_out_rmse"][HAND]) * 100).round(3).tolist(),
-               "held_out_rmse": dict(zip(names, np.round(metrics["held_out_rmse"], 5).tolist(), strict=True)),
+        row = {"held_out_hand_rmse_cm": (np.asarray(held_out_rmse[HAND]) * 100).round(3).tolist(),
+               "held_out_rmse": dict(zip(names, np.round(held_out_rmse, 5).tolist(), strict=True)),
                "goal_error_cm": {"mean": errors.mean(0).round(3).tolist(), "std": errors.std(0).round(3).tolist(),
                                  "norm_median": round(float(np.median(np.linalg.norm(errors, axis=1))), 3)},
                "servo_success": wins, "n": len(seeds)}
@@ -146,6 +243,20 @@ def main(argv: list[str] | None = None) -> dict:
               f"| {' / '.join(f'{v:.2f}' for v in row['goal_error_cm']['mean'])} "
               f"| {' / '.join(f'{v:.2f}' for v in row['goal_error_cm']['std'])} "
               f"| {row['goal_error_cm']['norm_median']:.2f} | {wins}/{len(seeds)} |", flush=True)
+
+    for views in view_sets:
+        tag = "+".join(views)
+        readout, metrics = fit_readout(np.concatenate([latents[c] for c in views], axis=1), states,
+                                       episodes, state_names=names)
+        with torch.no_grad():
+            read = readout(torch.from_numpy(np.concatenate([goal_latents[c] for c in views], axis=1)))
+        score(tag, read.numpy(), np.asarray(metrics["held_out_rmse"]))
+        if args.pixel_epochs:
+            reader, rmse = fit_pixel_reader(np.concatenate([pixels[c] for c in views], axis=-1), states,
+                                            episodes, args.pixel_epochs)
+            with torch.no_grad():
+                read = reader(torch.from_numpy(np.concatenate([goal_images[c] for c in views], axis=-1)))
+            score(f"{tag} (pixels)", read.numpy(), rmse)
     servo_env.close()
     result["seconds"] = time.perf_counter() - started
     print(f"\n{result['seconds']:.0f} s")

@@ -265,6 +265,35 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_p
     assert unpooled["tokens_per_view"] == 16 and set(unpooled["views"]) == {"oblique"}
     with pytest.raises(SystemExit):  # more tokens per side than the encoder has patches
         views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root), "--pool-grid", "5"])
+    # beside the latent readout, a CNN on the same frames' pixels (both views as channels)
+    pixels = views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root),
+                         "--views", "oblique+top", "--pixel-epochs", "1", "--episodes", "1",
+                         "--cache-dir", str(tmp_path / "latents"), "--threads", "1"])
+    assert list(pixels["views"]) == ["oblique+top", "oblique+top (pixels)"]
+    row = pixels["views"]["oblique+top (pixels)"]
+    assert row["n"] == 1 and len(row["held_out_hand_rmse_cm"]) == 3 and row["goal_error_cm"]["norm_median"] > 0
+    assert all(v > 0 for v in row["held_out_rmse"].values())
+    assert len(list((tmp_path / "latents").glob("frames-*"))) == 2  # one frame cache per camera
+
+
+def test_the_pixel_reader_learns_where_a_square_is():
+    import numpy as np
+    import torch
+
+    views = load("goal_readout_views")
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(4, 26, size=(1000, 2))  # a bright square's corner, pixels
+    images = np.zeros((1000, 32, 32, 3), dtype=np.uint8)
+    for image, (x, y) in zip(images, positions.astype(int), strict=True):
+        image[y:y + 4, x:x + 4] = 255
+    episodes = np.arange(1000) // 10  # 100 "episodes" of 10 frames; every 10th held out
+    reader, rmse = views.fit_pixel_reader(images, positions.astype(np.float32), episodes, epochs=8,
+                                          batch_size=32)
+    # within a pixel or so on held-out squares (guessing the mean would be ~6 px off)
+    assert rmse.shape == (2,) and (rmse < 1.5).all(), rmse
+    with torch.no_grad():
+        read = reader(torch.from_numpy(images[:5])).numpy()
+    assert np.abs(read - positions[:5]).max() < 4.0
 
 
 def test_readout_near_object_bins_frames_by_where_the_hand_is():
