@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bins-cm", type=float, nargs="+", default=[1, 2, 4])
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    if not 0 < args.closed < 1:
+        parser.error(f"--closed {args.closed}: a gripper opening between 0 (shut) and 1 (open)")
+    if any(b <= a for a, b in pairwise([0.0, *args.bins_cm])):
+        parser.error(f"--bins-cm {args.bins_cm}: positive and increasing edges, in cm")
     started = time.perf_counter()
     result: dict = {"reports": [str(p) for p in args.reports], "closed_below": args.closed,
                     "lifted_cm": args.lifted_cm, "tasks": {}}

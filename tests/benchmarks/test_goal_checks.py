@@ -409,3 +409,5 @@ def test_grasp_attempts_needs_a_trace_with_the_object_read(tmp_path):
     report.write_text(json.dumps({"tasks": {"reach": {"episodes": [episode]}}}))
     with pytest.raises(SystemExit):  # nothing to read: no traced push or pick-place episode
         load("grasp_attempts").main([str(report)])
+    with pytest.raises(SystemExit):  # bin edges out of order
+        load("grasp_attempts").main([str(report), "--bins-cm", "4", "2"])
