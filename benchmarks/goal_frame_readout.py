@@ -26,12 +26,10 @@ import torch
 from tqdm import tqdm
 
 from envs.goals import make_goal_images
-from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES, MetaWorldGoalEnv
+from envs.metaworld_goal import STATE_AND_OBJECT_NAMES as COLUMNS
+from envs.metaworld_goal import MetaWorldGoalEnv
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.world_model import WorldModel
-
-COLUMNS = STATE_NAMES + OBJECT_NAMES
-"""What ``GoalImages.subgoal_truth`` holds, in this order."""
 
 
 def read_goal_frames(world_model: WorldModel, env: MetaWorldGoalEnv, seed: int

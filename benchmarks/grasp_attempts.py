@@ -33,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES, TASKS_WITH_OBJECT
+from envs.metaworld_goal import STATE_AND_OBJECT_NAMES as COLUMNS
+from envs.metaworld_goal import TASKS_WITH_OBJECT
 from jepa_robot.evaluation import write_json_atomic
-
-COLUMNS = STATE_NAMES + OBJECT_NAMES
-"""What a trace's ``true`` and ``read`` rows hold, in this order."""
 
 
 def first_close(episode: dict, closed: float, lifted_m: float) -> dict:

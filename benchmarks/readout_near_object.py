@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES, TASKS_WITH_OBJECT
+from envs.metaworld_goal import STATE_AND_OBJECT_NAMES, TASKS_WITH_OBJECT
 from jepa_robot.data import open_dataset
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache
@@ -34,8 +34,6 @@ from jepa_robot.world_model import WorldModel
 
 HAND, OBJECT = slice(0, 3), slice(4, 7)
 """Columns of the readout (hand xyz, gripper, object xyz)."""
-EXPECTED_NAMES = STATE_NAMES + OBJECT_NAMES
-"""A simulated recording's columns (``observation.state``, ``observation.environment_state``)."""
 
 
 def bin_errors(truth: np.ndarray, read: np.ndarray, bins_m: list[float], low_m: float,
@@ -80,13 +78,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     world_model = WorldModel.load(args.checkpoint)
     readout = world_model.require_readout()
-    if list(readout.config.state_names) != EXPECTED_NAMES:
+    if list(readout.config.state_names) != STATE_AND_OBJECT_NAMES:
         raise SystemExit(f"the readout predicts {readout.config.state_names}; this benchmark "
-                         f"needs {EXPECTED_NAMES} (a simulated recording's hand, gripper, object)")
+                         f"needs {STATE_AND_OBJECT_NAMES} (a simulated recording's hand, gripper, object)")
     dataset, spec = open_dataset(args.dataset, image_key=world_model.image_key)
     keys, names, states = readout_targets(dataset)
-    if names != EXPECTED_NAMES:
-        raise SystemExit(f"{args.dataset}: columns {keys} hold {names}, not {EXPECTED_NAMES}")
+    if names != STATE_AND_OBJECT_NAMES:
+        raise SystemExit(f"{args.dataset}: columns {keys} hold {names}, not {STATE_AND_OBJECT_NAMES}")
     columns = dataset.hf_dataset.with_format("numpy")
     episodes = np.asarray(columns["episode_index"]).reshape(-1)
     task_of = np.asarray(columns["task_index"]).reshape(-1)

@@ -43,6 +43,9 @@ EPISODE_BUDGET: dict[str, int] = {"reach": 100, "push": 150, "pick-place": 200}
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 # The task object's position (Meta-World's puck or block; reach has one too, unused).
 OBJECT_NAMES = ["object_x", "object_y", "object_z"]
+STATE_AND_OBJECT_NAMES = STATE_NAMES + OBJECT_NAMES
+"""A simulated recording's ``observation.state`` then ``observation.environment_state``
+columns: what the default readout reads and an eval trace's ``true`` rows hold."""
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
 # Seeds at or above this are reserved for evaluation (DESIGN.md protocol).

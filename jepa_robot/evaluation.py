@@ -37,7 +37,7 @@ from tqdm import tqdm
 from envs.experts import ScriptedExpert
 from envs.goals import PROTOCOL_PHASES, make_goal_images
 from envs.media import side_by_side, upscale, write_video
-from envs.metaworld_goal import EPISODE_BUDGET, OBJECT_NAMES, STATE_NAMES, MetaWorldGoalEnv
+from envs.metaworld_goal import EPISODE_BUDGET, STATE_AND_OBJECT_NAMES, MetaWorldGoalEnv
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
@@ -191,7 +191,7 @@ class EpisodeTrace:
     def columns(self) -> dict[str, list[str]]:
         """What the ``true`` and ``read`` lists of a row hold."""
         readout = self.world_model.readout
-        return {"true": STATE_NAMES + OBJECT_NAMES,
+        return {"true": list(STATE_AND_OBJECT_NAMES),
                 "read": list(readout.config.state_names) if readout is not None else []}
 
     def add(self, step: int, env: MetaWorldGoalEnv, frame: np.ndarray, agent: MPCAgent) -> None:

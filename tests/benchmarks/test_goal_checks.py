@@ -346,7 +346,7 @@ def test_grasp_tolerance_loses_the_object_when_the_expert_aims_far_beside_it(tmp
 def test_grasp_attempts_bins_episodes_by_where_the_gripper_first_closed(tmp_path):
     import json
 
-    from envs.metaworld_goal import OBJECT_NAMES, STATE_NAMES
+    from envs.metaworld_goal import STATE_AND_OBJECT_NAMES
 
     def row(step, hand, gripper, obj, read_obj=None):
         true = [*hand, gripper, *obj]
@@ -355,7 +355,7 @@ def test_grasp_attempts_bins_episodes_by_where_the_gripper_first_closed(tmp_path
                 "true": true, "read": read}
 
     block = (0.0, 0.6, 0.02)
-    columns = {"true": STATE_NAMES + OBJECT_NAMES, "read": STATE_NAMES + OBJECT_NAMES}
+    columns = {"true": STATE_AND_OBJECT_NAMES, "read": STATE_AND_OBJECT_NAMES}
     episodes = [
         # closes 0.5 cm from the block, lifts it, succeeds
         {"seed": 100000, "success": True, "trace_columns": columns, "trace": [
