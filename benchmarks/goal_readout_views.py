@@ -7,6 +7,8 @@
         --views oblique --out benchmarks/results/goal_readout_unpooled.json   # ~15 min
     uv run python benchmarks/goal_readout_views.py --datasets data/mw-reach --pixel-epochs 10 \
         --out benchmarks/results/goal_readout_pixels.json      # ~6 min: latents against pixels
+    uv run python benchmarks/goal_readout_views.py --datasets data/mw-all \
+        --encoder runs/s16/enc-p4/encoder --out benchmarks/results/goal_readout_patch4.json
 
 Reach under the protocol is decided by millimetres: its goal frames sit 4.2-4.9 cm from
 the target against a 5 cm radius (``goal_image_ceiling.py``), and the shipped readout
@@ -19,6 +21,8 @@ do with more of it, without training anything but readouts:
   ``jepa-robot collect env=metaworld_reach 'env.cameras=[oblique,top,front]' ...``.
 - ``--pool-grid``: the token grid the encoder's patches are pooled to (the shipped model
   pools its 8 x 8 patches to 4 x 4; 8 reads every patch).
+- ``--encoder DIR``: read another frozen encoder's latents (say a ``jepa-robot
+  pretrain-encoder`` export with finer patches), pooled to 4 x 4 as the predictor sees them.
 - ``--pixel-epochs N``: beside each latent readout, a small CNN trained for N epochs on
   the same frames' raw pixels (the views' images stacked as channels, plus two
   coordinate channels), supervised with the same columns and held-out episodes. It asks
@@ -50,6 +54,7 @@ from tqdm import tqdm
 from envs.goals import make_goal_images
 from envs.metaworld_goal import MetaWorldGoalEnv
 from jepa_robot.data import open_dataset
+from jepa_robot.encoders import load_encoder
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache, dataset_fingerprint
 from jepa_robot.pretrain import build_frame_cache
@@ -186,6 +191,9 @@ def goal_frames(cameras: list[str], image_size: int, seeds: range) -> tuple[dict
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default", help="whose frozen encoder (default: the shipped one)")
+    parser.add_argument("--encoder", help="a local encoder directory to read instead of the checkpoint's "
+                                          "(e.g. a `jepa-robot pretrain-encoder` export; pooled to 4 x 4 "
+                                          "unless --pool-grid says otherwise)")
     parser.add_argument("--datasets", nargs="+", required=True, help="recordings to fit the readouts on")
     parser.add_argument("--views", nargs="+", default=["oblique"],
                         help="camera sets, '+'-joined (e.g. oblique oblique+top)")
@@ -203,8 +211,13 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     view_sets = [view.split("+") for view in args.views]
     cameras = list(dict.fromkeys(camera for views in view_sets for camera in views))
-    world_model = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False)
-    encoder = world_model.encoder
+    if args.encoder:
+        if not Path(args.encoder).is_dir():
+            parser.error(f"--encoder {args.encoder}: not a directory")
+        encoder = load_encoder(args.encoder, device="cpu", pool_grid=4, resize_ratio=1.0)
+    else:
+        encoder = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False).encoder
+    image_size = encoder.image_size
     if args.pool_grid is not None:
         if not 1 <= args.pool_grid <= encoder.patch_grid:
             parser.error(f"--pool-grid {args.pool_grid}: the encoder has {encoder.patch_grid} x "
@@ -212,12 +225,12 @@ def main(argv: list[str] | None = None) -> dict:
         encoder.pool_grid = None if args.pool_grid == encoder.patch_grid else args.pool_grid
     seeds = range(args.seed_start, args.seed_start + args.episodes)
     latents, states, episodes, names = dataset_latents(args.datasets, cameras, encoder, args.cache_dir)
-    pixels = (dataset_frames(args.datasets, cameras, world_model.image_shape[0], args.cache_dir)
+    pixels = (dataset_frames(args.datasets, cameras, image_size, args.cache_dir)
               if args.pixel_epochs else {})
-    goal_images, goal_hands = goal_frames(cameras, world_model.image_shape[0], seeds)
+    goal_images, goal_hands = goal_frames(cameras, image_size, seeds)
     with torch.no_grad():
         goal_latents = {camera: encoder.encode(frames).cpu().numpy() for camera, frames in goal_images.items()}
-    result: dict = {"checkpoint": args.checkpoint, "datasets": args.datasets, "frames": len(states),
+    result: dict = {"checkpoint": args.checkpoint, "encoder": args.encoder, "datasets": args.datasets, "frames": len(states),
                     "tokens_per_view": encoder.num_tokens, "seeds": [seeds[0], seeds[-1]], "views": {}}
     print(f"{len(states)} frames, {encoder.num_tokens} tokens per view\n")
     print("| views | held-out hand RMSE, cm (x / y / z) | goal frames: mean error, cm | std, cm "

@@ -67,8 +67,8 @@ uv run python -c "from jepa_robot.checkpoint import package_model as p; p('$PRED
 
 # 5. State readout for planner.energy=readout (planner=default_model): an MLP from the
 #    latents to the hand xyz, gripper and object xyz, fit on the same 600 episodes (every
-#    10th held out), written into the packaged checkpoint. Encodes the dataset once more
-#    with the packaged encoder (the latent cache is keyed on its path).
+#    10th held out), written into the packaged checkpoint. It reuses step 3's latent cache:
+#    the cache is keyed on the encoder's weights hash, not its directory.
 OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/models/default/checkpoint \
     dataset=$DATA threads=$THREADS
 

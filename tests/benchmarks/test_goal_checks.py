@@ -237,7 +237,7 @@ def test_hand_pull_is_one_when_the_object_is_read_where_the_hand_is():
     assert abs(result["visible"]["hand_pull"] - 1.0) < 1e-3
 
 
-def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_path):
+def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tiny_encoder_dir, tmp_path):
     from envs.experts import Exploration
     from envs.metaworld_goal import MetaWorldGoalEnv
     from envs.recording import record_episodes
@@ -274,6 +274,14 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tmp_p
     assert row["n"] == 1 and len(row["held_out_hand_rmse_cm"]) == 3 and row["goal_error_cm"]["norm_median"] > 0
     assert all(v > 0 for v in row["held_out_rmse"].values())
     assert len(list((tmp_path / "latents").glob("frames-*"))) == 2  # one frame cache per camera
+    # another encoder directory read in place of the checkpoint's (a pretrain-encoder export),
+    # pooled to 4 x 4: the tiny encoder's 4 x 4 patches, so 16 tokens
+    other = views.main(["--encoder", str(tiny_encoder_dir), "--datasets", str(root), "--episodes", "1",
+                        "--cache-dir", str(tmp_path / "latents"), "--threads", "1"])
+    assert other["encoder"] == str(tiny_encoder_dir) and other["tokens_per_view"] == 16
+    assert other["views"]["oblique"]["n"] == 1
+    with pytest.raises(SystemExit):
+        views.main(["--encoder", str(tmp_path / "no-such-encoder"), "--datasets", str(root)])
 
 
 def test_the_pixel_reader_learns_where_a_square_is():
