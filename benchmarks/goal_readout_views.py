@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.encoder:
         if not Path(args.encoder).is_dir():
             parser.error(f"--encoder {args.encoder}: not a directory")
-        encoder = load_encoder(args.encoder, device="cpu", pool_grid=4, resize_ratio=1.0)
+        encoder = load_encoder(args.encoder, device="cpu", resize_ratio=1.0)
+        encoder.pool_grid = 4 if encoder.patch_grid > 4 else None  # as the predictor sees them
     else:
         encoder = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False).encoder
     image_size = encoder.image_size
@@ -230,8 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     goal_images, goal_hands = goal_frames(cameras, image_size, seeds)
     with torch.no_grad():
         goal_latents = {camera: encoder.encode(frames).cpu().numpy() for camera, frames in goal_images.items()}
-    result: dict = {"checkpoint": args.checkpoint, "encoder": args.encoder, "datasets": args.datasets, "frames": len(states),
-                    "tokens_per_view": encoder.num_tokens, "seeds": [seeds[0], seeds[-1]], "views": {}}
+    result: dict = {"checkpoint": None if args.encoder else args.checkpoint, "encoder": args.encoder,
+                    "datasets": args.datasets, "frames": len(states), "tokens_per_view": encoder.num_tokens, "seeds": [seeds[0], seeds[-1]], "views": {}}
     print(f"{len(states)} frames, {encoder.num_tokens} tokens per view\n")
     print("| views | held-out hand RMSE, cm (x / y / z) | goal frames: mean error, cm | std, cm "
           "| median 3-D, cm | servo to the reading |")

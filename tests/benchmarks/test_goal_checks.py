@@ -278,7 +278,8 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tiny_
     # pooled to 4 x 4: the tiny encoder's 4 x 4 patches, so 16 tokens
     other = views.main(["--encoder", str(tiny_encoder_dir), "--datasets", str(root), "--episodes", "1",
                         "--cache-dir", str(tmp_path / "latents"), "--threads", "1"])
-    assert other["encoder"] == str(tiny_encoder_dir) and other["tokens_per_view"] == 16
+    assert other["encoder"] == str(tiny_encoder_dir) and other["checkpoint"] is None
+    assert other["tokens_per_view"] == 16
     assert other["views"]["oblique"]["n"] == 1
     with pytest.raises(SystemExit):
         views.main(["--encoder", str(tmp_path / "no-such-encoder"), "--datasets", str(root)])
