@@ -29,9 +29,9 @@ do with more of it, without training anything but readouts:
   whether the hand is in the pixels more precisely than in the frozen encoder's latents:
   if the pixels read the goal finer, the camera is not the limit, the encoder is.
 
-Every frame of ``--datasets`` is encoded per camera with the checkpoint's frozen encoder
-(the latent cache, so a rerun encodes nothing), a readout like ``jepa-robot
-fit-readout``'s is fit per view set (every 10th episode held out), and each reads the
+Every frame of ``--datasets`` is encoded per camera with the frozen encoder (the
+checkpoint's, or ``--encoder``'s; through the latent cache, so a rerun encodes nothing),
+a readout like ``jepa-robot fit-readout``'s is fit per view set (every 10th episode held out), and each reads the
 protocol's reach goal frames (``envs.goals.make_goal_images``, rendered through every
 camera). Reported per view set: the held-out RMSE of the hand, the error on the goal
 frames against the simulator's hand there (privileged, used for nothing else), and the
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not Path(args.encoder).is_dir():
             parser.error(f"--encoder {args.encoder}: not a directory")
         encoder = load_encoder(args.encoder, device="cpu", resize_ratio=1.0)
-        encoder.pool_grid = 4 if encoder.patch_grid > 4 else None  # as the predictor sees them
+        if args.pool_grid is None:  # as the shipped predictor sees its encoder's tokens
+            args.pool_grid = min(4, encoder.patch_grid)
     else:
         encoder = WorldModel.load(resolve_checkpoint(args.checkpoint), with_readout=False).encoder
     image_size = encoder.image_size
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         goal_latents = {camera: encoder.encode(frames).cpu().numpy() for camera, frames in goal_images.items()}
     result: dict = {"checkpoint": None if args.encoder else args.checkpoint, "encoder": args.encoder,
-                    "datasets": args.datasets, "frames": len(states), "tokens_per_view": encoder.num_tokens, "seeds": [seeds[0], seeds[-1]], "views": {}}
+                    "datasets": args.datasets, "frames": len(states), "tokens_per_view": encoder.num_tokens,
+                    "seeds": [seeds[0], seeds[-1]], "views": {}}
     print(f"{len(states)} frames, {encoder.num_tokens} tokens per view\n")
     print("| views | held-out hand RMSE, cm (x / y / z) | goal frames: mean error, cm | std, cm "
           "| median 3-D, cm | servo to the reading |")
