@@ -31,8 +31,8 @@ do with more of it, without training anything but readouts:
 
 Every frame of ``--datasets`` is encoded per camera with the frozen encoder (the
 checkpoint's, or ``--encoder``'s; through the latent cache, so a rerun encodes nothing),
-a readout like ``jepa-robot fit-readout``'s is fit per view set (every 10th episode held out), and each reads the
-protocol's reach goal frames (``envs.goals.make_goal_images``, rendered through every
+a readout like ``jepa-robot fit-readout``'s is fit per view set (every 10th episode held
+out), and each reads the protocol's reach goal frames (``envs.goals.make_goal_images``, rendered through every
 camera). Reported per view set: the held-out RMSE of the hand, the error on the goal
 frames against the simulator's hand there (privileged, used for nothing else), and the
 success of a privileged servo aimed at the read hand over the reach budget
