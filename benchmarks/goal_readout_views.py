@@ -9,6 +9,8 @@
         --out benchmarks/results/goal_readout_pixels.json      # ~6 min: latents against pixels
     uv run python benchmarks/goal_readout_views.py --datasets data/mw-all \
         --encoder runs/s16/enc-p4/encoder --out benchmarks/results/goal_readout_patch4.json
+    uv run python benchmarks/goal_readout_views.py --datasets data/mw-all --pool-grid 8 \
+        --token-epochs 10 --out benchmarks/results/goal_readout_token_grid.json   # ~25 min
 
 Reach under the protocol is decided by millimetres: its goal frames sit 4.2-4.9 cm from
 the target against a 5 cm radius (``goal_image_ceiling.py``), and the shipped readout
@@ -28,6 +30,11 @@ do with more of it, without training anything but readouts:
   coordinate channels), supervised with the same columns and held-out episodes. It asks
   whether the hand is in the pixels more precisely than in the frozen encoder's latents:
   if the pixels read the goal finer, the camera is not the limit, the encoder is.
+- ``--token-epochs N``: beside each latent readout, the same kind of CNN trained on the
+  latents' token grid (each token a cell, its numbers the channels, with the coordinate
+  channels). With ``--pool-grid 8`` it reads every patch. It asks whether the latents hold
+  the hand as finely as the pixels, once read by a network that knows where each token
+  sits (the readout MLP reads the tokens flattened).
 
 Every frame of ``--datasets`` is encoded per camera with the frozen encoder (the
 checkpoint's, or ``--encoder``'s; through the latent cache, so a rerun encodes nothing),
@@ -135,6 +142,41 @@ class PixelReader(nn.Module):
         return self.normalised(images) * self.out_std + self.out_mean
 
 
+class TokenReader(nn.Module):
+    """``float [B, N, D * views] -> [B, S]``: the frozen encoder's tokens laid back on their
+    ``g x g`` patch grid (``N = g * g``) as ``D * views`` channels, plus two coordinate
+    channels, then two 3x3 convolutions, a stride-2 one and a third, then an MLP. The
+    :class:`PixelReader`'s design on the latents: it asks whether the tokens hold the hand
+    as finely as the pixels when read by a network that, like the CNN, knows where each
+    token sits (the readout MLP reads them flattened)."""
+
+    def __init__(self, channels: int, grid: int, outputs: int, width: int = 128) -> None:
+        super().__init__()
+        if grid < 2 or grid % 2:
+            raise ValueError(f"the token reader halves a {grid} x {grid} token grid once; it needs "
+                             "an even grid (read with --pool-grid 4 or 8)")
+        self.grid = grid
+
+        def conv(inputs: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), nn.ReLU())
+
+        self.body = nn.Sequential(conv(channels + 2), conv(width), conv(width, 2), conv(width))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, 256), nn.ReLU(),
+                                  nn.Linear(256, outputs))
+        y, x = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
+        self.register_buffer("coordinates", torch.stack([x, y])[None])
+        self.register_buffer("out_mean", torch.zeros(outputs))
+        self.register_buffer("out_std", torch.ones(outputs))
+
+    def normalised(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, _, channels = tokens.shape
+        grid = tokens.float().transpose(1, 2).reshape(batch, channels, self.grid, self.grid)
+        return self.head(self.body(torch.cat([grid, self.coordinates.expand(batch, -1, -1, -1)], dim=1)))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.normalised(tokens) * self.out_std + self.out_mean
+
+
 def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarray, epochs: int,
                      holdout: int = 10, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
                      ) -> tuple[PixelReader, np.ndarray]:
@@ -142,24 +184,46 @@ def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarra
     every ``holdout``-th episode held out (as ``fit_readout``); returns it and its held-out
     RMSE per column."""
     torch.manual_seed(seed)
+    reader = PixelReader(images.shape[-1], images.shape[1], states.shape[1])
+    return fit_reader(reader, images, states, episodes, epochs, holdout, batch_size, lr, seed)
+
+
+def fit_token_reader(latents: np.ndarray, states: np.ndarray, episodes: np.ndarray, epochs: int,
+                     holdout: int = 10, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
+                     ) -> tuple[TokenReader, np.ndarray]:
+    """Train a :class:`TokenReader` on ``latents [F, N, C]`` (a square token grid) against
+    ``states [F, S]``, held out and scored as :func:`fit_pixel_reader`."""
+    grid = round(latents.shape[1] ** 0.5)
+    if grid * grid != latents.shape[1]:
+        raise ValueError(f"the token reader needs a square token grid; got {latents.shape[1]} tokens")
+    torch.manual_seed(seed)
+    reader = TokenReader(latents.shape[-1], grid, states.shape[1])
+    return fit_reader(reader, latents, states, episodes, epochs, holdout, batch_size, lr, seed)
+
+
+def fit_reader(reader: PixelReader | TokenReader, inputs: np.ndarray, states: np.ndarray,
+               episodes: np.ndarray, epochs: int, holdout: int, batch_size: int, lr: float, seed: int
+               ) -> tuple[PixelReader | TokenReader, np.ndarray]:
+    """Supervise ``reader`` (output normalised by the training frames' mean and spread) on
+    ``inputs [F, ...]`` against ``states [F, S]`` with a one-cycle AdamW schedule, every
+    ``holdout``-th episode held out; returns it in eval mode and its held-out RMSE per column."""
     generator = torch.Generator().manual_seed(seed)
     held_out = np.asarray(episodes) % holdout == 0
-    pixels, targets = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(states.astype(np.float32))
+    data, targets = torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(states.astype(np.float32))
     train = torch.from_numpy(np.flatnonzero(~held_out))
-    reader = PixelReader(images.shape[-1], images.shape[1], states.shape[1])
     reader.out_mean.copy_(targets[train].mean(0))
     reader.out_std.copy_(targets[train].std(0) + 1e-8)
     steps_per_epoch = max(1, len(train) // batch_size)
     optimiser = torch.optim.AdamW(reader.parameters(), lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * steps_per_epoch)
-    bar = tqdm(total=epochs * steps_per_epoch, desc="fit pixel reader", unit="step", leave=False)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"fit {type(reader).__name__}", unit="step", leave=False)
     for _ in range(epochs):
         reader.train()
         order = train[torch.randperm(len(train), generator=generator)]
         for i in range(steps_per_epoch):
             rows = order[i * batch_size:(i + 1) * batch_size]
             target = (targets[rows] - reader.out_mean) / reader.out_std
-            loss = nn.functional.smooth_l1_loss(reader.normalised(pixels[rows]), target, beta=0.1)
+            loss = nn.functional.smooth_l1_loss(reader.normalised(data[rows]), target, beta=0.1)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -169,8 +233,8 @@ def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarra
     reader.eval()
     rows = np.flatnonzero(held_out)
     with torch.no_grad():
-        read = torch.cat([reader(pixels[rows[i:i + 512]]) for i in range(0, len(rows), 512)])
-    return reader, (read - targets[rows]).square().mean(0).sqrt().numpy()
+        read = torch.cat([reader(data[rows[i:i + 512]]) for i in range(0, len(rows), 512)])
+    return reader, (read - targets[rows]).square().mean(0).sqrt().double().numpy()
 
 
 def goal_frames(cameras: list[str], image_size: int, seeds: range) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -203,6 +267,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed-start", type=int, default=100000)
     parser.add_argument("--pixel-epochs", type=int, default=0,
                         help="also train a CNN on the frames' pixels for this many epochs (0: no)")
+    parser.add_argument("--token-epochs", type=int, default=0,
+                        help="also train a CNN on the latents' token grid for this many epochs "
+                             "(0: no; --pool-grid 8 reads every patch)")
     parser.add_argument("--cache-dir", default="data/latents")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the figures as JSON here")
@@ -273,6 +340,12 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.no_grad():
                 read = reader(torch.from_numpy(np.concatenate([goal_images[c] for c in views], axis=-1)))
             score(f"{tag} (pixels)", read.numpy(), rmse)
+        if args.token_epochs:  # the views' tokens side by side as channels of one grid
+            reader, rmse = fit_token_reader(np.concatenate([latents[c] for c in views], axis=-1), states,
+                                            episodes, args.token_epochs)
+            with torch.no_grad():
+                read = reader(torch.from_numpy(np.concatenate([goal_latents[c] for c in views], axis=-1)))
+            score(f"{tag} (token grid)", read.numpy(), rmse)
     servo_env.close()
     result["seconds"] = time.perf_counter() - started
     print(f"\n{result['seconds']:.0f} s")

@@ -283,6 +283,14 @@ def test_goal_readout_views_fits_a_readout_per_camera_set(tiny_checkpoint, tiny_
     assert other["views"]["oblique"]["n"] == 1
     with pytest.raises(SystemExit):
         views.main(["--encoder", str(tmp_path / "no-such-encoder"), "--datasets", str(root)])
+    # beside the readout MLP, a CNN on the token grid (every patch: the tiny encoder's 4 x 4)
+    tokens = views.main(["--checkpoint", str(tiny_checkpoint), "--datasets", str(root), "--pool-grid", "4",
+                         "--token-epochs", "1", "--episodes", "1", "--cache-dir", str(tmp_path / "latents"),
+                         "--threads", "1"])
+    assert list(tokens["views"]) == ["oblique", "oblique (token grid)"]
+    row = tokens["views"]["oblique (token grid)"]
+    assert row["n"] == 1 and len(row["held_out_hand_rmse_cm"]) == 3 and row["goal_error_cm"]["norm_median"] > 0
+    assert all(v > 0 for v in row["held_out_rmse"].values())
 
 
 def test_the_pixel_reader_learns_where_a_square_is():
@@ -303,6 +311,30 @@ def test_the_pixel_reader_learns_where_a_square_is():
     with torch.no_grad():
         read = reader(torch.from_numpy(images[:5])).numpy()
     assert np.abs(read - positions[:5]).max() < 4.0
+
+
+def test_the_token_reader_learns_where_on_the_grid_a_token_stands_out():
+    import numpy as np
+    import torch
+
+    views = load("goal_readout_views")
+    rng = np.random.default_rng(0)
+    grid, channels, frames = 4, 8, 1200
+    cells = rng.integers(0, grid * grid, size=frames)  # which token carries the "hand"
+    tokens = rng.normal(0, 0.1, size=(frames, grid * grid, channels)).astype(np.float32)
+    tokens[np.arange(frames), cells] += 1.0  # the same feature in every cell: only where says which
+    positions = np.stack([cells % grid, cells // grid], axis=1).astype(np.float32)
+    episodes = np.arange(frames) // 10
+    reader, rmse = views.fit_token_reader(tokens, positions, episodes, epochs=6, batch_size=32)
+    # held out, within a fraction of a cell (guessing the mean would be ~1.1 cells off)
+    assert rmse.shape == (2,) and (rmse < 0.4).all(), rmse
+    with torch.no_grad():  # and it reads with the training frames' output scale
+        read = reader(torch.from_numpy(tokens[:5])).numpy()
+    assert np.abs(read - positions[:5]).max() < 1.0
+    with pytest.raises(ValueError, match="square token grid"):
+        views.fit_token_reader(tokens[:, :15], positions, episodes, epochs=1)
+    with pytest.raises(ValueError, match="even grid"):
+        views.TokenReader(channels, 3, 2)
 
 
 def test_readout_near_object_bins_frames_by_where_the_hand_is():
