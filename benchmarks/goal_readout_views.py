@@ -10,7 +10,7 @@
     uv run python benchmarks/goal_readout_views.py --datasets data/mw-all \
         --encoder runs/s16/enc-p4/encoder --out benchmarks/results/goal_readout_patch4.json
     uv run python benchmarks/goal_readout_views.py --datasets data/mw-all --pool-grid 8 \
-        --token-epochs 10 --out benchmarks/results/goal_readout_token_grid.json   # ~25 min
+        --token-epochs 10 --out benchmarks/results/goal_readout_token_grid_all.json  # ~18 min
 
 Reach under the protocol is decided by millimetres: its goal frames sit 4.2-4.9 cm from
 the target against a 5 cm radius (``goal_image_ceiling.py``), and the shipped readout
