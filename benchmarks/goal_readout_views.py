@@ -109,16 +109,41 @@ def dataset_frames(roots: list[str], cameras: list[str], size: int, cache_dir: s
     return frames
 
 
-class PixelReader(nn.Module):
+class GridReader(nn.Module):
+    """A CNN reader's common part: two coordinate channels over its ``side x side`` input grid
+    (the network can then tell where things are, not only what) and the output scale.
+    Subclasses build ``body`` and ``head`` and define ``normalised`` (inputs -> outputs in
+    units of the training frames' spread); ``forward`` gives the states themselves."""
+
+    def __init__(self, side: int, outputs: int) -> None:
+        super().__init__()
+        y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+        self.register_buffer("coordinates", torch.stack([x, y])[None])
+        self.register_buffer("out_mean", torch.zeros(outputs))
+        self.register_buffer("out_std", torch.ones(outputs))
+
+    def read_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """``[B, C, side, side]`` plus the coordinate channels through ``body`` and ``head``."""
+        coordinates = self.coordinates.expand(len(grid), -1, -1, -1)
+        return self.head(self.body(torch.cat([grid, coordinates], dim=1)))
+
+    def normalised(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.normalised(inputs) * self.out_std + self.out_mean
+
+
+class PixelReader(GridReader):
     """``uint8 [B, H, W, 3 * views] -> [B, S]``: four stride-2 stages of two 3x3
-    convolutions, on the images plus two coordinate channels (the network can then tell
-    where things are, not only what), then an MLP. Input and output normalised inside."""
+    convolutions, on the images plus two coordinate channels, then an MLP. Input and
+    output normalised inside."""
 
     def __init__(self, channels: int, size: int, outputs: int) -> None:
-        super().__init__()
         if size % 16:
             raise ValueError(f"the pixel reader halves {size} px frames four times; it needs a "
                              "multiple of 16")
+        super().__init__(size, outputs)
 
         def stage(inputs: int, width: int) -> nn.Sequential:
             return nn.Sequential(
@@ -128,21 +153,12 @@ class PixelReader(nn.Module):
         self.body = nn.Sequential(stage(channels + 2, 32), stage(32, 64), stage(64, 96), stage(96, 128))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * (size // 16) ** 2, 256), nn.ReLU(),
                                   nn.Linear(256, outputs))
-        y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-        self.register_buffer("coordinates", torch.stack([x, y])[None])
-        self.register_buffer("out_mean", torch.zeros(outputs))
-        self.register_buffer("out_std", torch.ones(outputs))
 
     def normalised(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.permute(0, 3, 1, 2).float() / 127.5 - 1
-        coordinates = self.coordinates.expand(len(pixels), -1, -1, -1)
-        return self.head(self.body(torch.cat([pixels, coordinates], dim=1)))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalised(images) * self.out_std + self.out_mean
+        return self.read_grid(images.permute(0, 3, 1, 2).float() / 127.5 - 1)
 
 
-class TokenReader(nn.Module):
+class TokenReader(GridReader):
     """``float [B, N, D * views] -> [B, S]``: the frozen encoder's tokens laid back on their
     ``g x g`` patch grid (``N = g * g``) as ``D * views`` channels, plus two coordinate
     channels, then two 3x3 convolutions, a stride-2 one and a third, then an MLP. The
@@ -151,10 +167,10 @@ class TokenReader(nn.Module):
     token sits (the readout MLP reads them flattened)."""
 
     def __init__(self, channels: int, grid: int, outputs: int, width: int = 128) -> None:
-        super().__init__()
         if grid < 2 or grid % 2:
             raise ValueError(f"the token reader halves a {grid} x {grid} token grid once; it needs "
                              "an even grid (read with --pool-grid 4 or 8)")
+        super().__init__(grid, outputs)
         self.grid = grid
 
         def conv(inputs: int, stride: int = 1) -> nn.Sequential:
@@ -163,18 +179,10 @@ class TokenReader(nn.Module):
         self.body = nn.Sequential(conv(channels + 2), conv(width), conv(width, 2), conv(width))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, 256), nn.ReLU(),
                                   nn.Linear(256, outputs))
-        y, x = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
-        self.register_buffer("coordinates", torch.stack([x, y])[None])
-        self.register_buffer("out_mean", torch.zeros(outputs))
-        self.register_buffer("out_std", torch.ones(outputs))
 
     def normalised(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, _, channels = tokens.shape
-        grid = tokens.float().transpose(1, 2).reshape(batch, channels, self.grid, self.grid)
-        return self.head(self.body(torch.cat([grid, self.coordinates.expand(batch, -1, -1, -1)], dim=1)))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.normalised(tokens) * self.out_std + self.out_mean
+        return self.read_grid(tokens.float().transpose(1, 2).reshape(batch, channels, self.grid, self.grid))
 
 
 def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarray, epochs: int,
@@ -201,9 +209,9 @@ def fit_token_reader(latents: np.ndarray, states: np.ndarray, episodes: np.ndarr
     return fit_reader(reader, latents, states, episodes, epochs, holdout, batch_size, lr, seed)
 
 
-def fit_reader(reader: PixelReader | TokenReader, inputs: np.ndarray, states: np.ndarray,
+def fit_reader(reader: GridReader, inputs: np.ndarray, states: np.ndarray,
                episodes: np.ndarray, epochs: int, holdout: int, batch_size: int, lr: float, seed: int
-               ) -> tuple[PixelReader | TokenReader, np.ndarray]:
+               ) -> tuple[GridReader, np.ndarray]:
     """Supervise ``reader`` (output normalised by the training frames' mean and spread) on
     ``inputs [F, ...]`` against ``states [F, S]`` with a one-cycle AdamW schedule, every
     ``holdout``-th episode held out; returns it in eval mode and its held-out RMSE per column."""
