@@ -179,7 +179,12 @@ class FitReadoutConfig:
     holdout: int = 10
     """Every n-th episode is held out of the fit and its error reported."""
     epochs: int = 20
+    kind: str = "mlp"
+    """``mlp``: the tokens flattened. ``token_grid``: a CNN on the square token grid, told
+    where each token sits (``jepa_robot.readout.TokenGridNet``; an even grid side)."""
     hidden: int = 512
+    width: int = 128
+    """``kind=token_grid``: channels of its convolutions."""
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
@@ -201,9 +206,11 @@ class FitReadoutConfig:
         if self.rollout_steps < 0 or self.rollout_stride < 1:
             raise ConfigError(f"rollout_steps={self.rollout_steps} must be >= 0 and "
                               f"rollout_stride={self.rollout_stride} >= 1")
-        for name in ("epochs", "hidden", "batch_size"):
+        for name in ("epochs", "hidden", "width", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.kind not in ("mlp", "token_grid"):  # jepa_robot.readout.READOUT_KINDS, without torch
+            raise ConfigError(f"kind={self.kind!r}: mlp or token_grid")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
         if self.state_keys is not None and not self.state_keys:

@@ -1,4 +1,4 @@
-"""A state readout: a small MLP from a frame's latent tokens to the robot's proprio state.
+"""A state readout: a small network from a frame's latent tokens to the robot's proprio state.
 
 The L1 energy weighs every latent element alike, so near the goal it is moved more by
 the arm's pose (which the planner cannot command) than by where the hand is
@@ -8,9 +8,15 @@ predicted latent with the goal image's latent in the state's own units instead: 
 ``readout`` energy (``planners.energy.ReadoutDistance``). The goal is still only an
 image; the readout is a fixed function of latents, fit once on training data.
 
+Two kinds (``ReadoutConfig.kind``): ``mlp`` reads the tokens flattened; ``token_grid``
+lays them back on their square patch grid and reads them with a small CNN that is told
+where each token sits. On the default encoder's unpooled 8 x 8 tokens the second reads
+the hand a fifth finer and the object a third finer (benchmarks/README.md, session 17);
+on 4 x 4 pooled tokens it does not.
+
 ```
 <checkpoint>/
-  readout.safetensors  the MLP and its input / output normalisation
+  readout.safetensors  the network and its input / output normalisation
   readout.json         shape, state names, held-out error, the encoder it was fit on
 ```
 
@@ -58,6 +64,7 @@ OPTIONAL_STATE_KEYS = ("observation.environment_state",)
 """Fit too when the dataset has them (simulated recordings: the object's position)."""
 READOUT_CONFIG = "readout.json"
 READOUT_WEIGHTS = "readout.safetensors"
+READOUT_KINDS = ("mlp", "token_grid")
 
 
 @dataclass
@@ -70,6 +77,42 @@ class ReadoutConfig:
     hidden: int = 512
     dropout: float = 0.1
     state_names: list[str] = field(default_factory=list)
+    kind: str = "mlp"
+    """``mlp``: the tokens flattened, two hidden layers of ``hidden`` (with dropout).
+    ``token_grid``: :class:`TokenGridNet` (needs a square grid of an even side)."""
+    width: int = 128
+    """``token_grid``: channels of its convolutions."""
+
+
+class TokenGridNet(nn.Module):
+    """``[..., N * D] -> [..., S]``: a frame's ``N = g * g`` tokens (flattened, row-major
+    over the patch grid as the encoder emits them) laid back on the ``g x g`` grid with
+    their ``D`` numbers as channels, plus two coordinate channels; four 3x3 convolutions
+    of ``width`` channels (the third with stride 2), then one hidden layer of ``hidden``."""
+
+    def __init__(self, tokens: int, dim: int, outputs: int, width: int, hidden: int) -> None:
+        super().__init__()
+        grid = round(tokens ** 0.5)
+        if grid * grid != tokens or grid % 2:
+            raise ValueError(f"a token_grid readout needs a square token grid of even side; the "
+                             f"latents have {tokens} tokens (use kind=mlp, or pool to 4 x 4 / 8 x 8)")
+        self.grid, self.dim = grid, dim
+
+        def conv(inputs: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), nn.GELU())
+
+        self.body = nn.Sequential(conv(dim + 2), conv(width), conv(width, 2), conv(width))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, hidden), nn.GELU(),
+                                  nn.Linear(hidden, outputs))
+        y, x = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
+        self.register_buffer("coordinates", torch.stack([x, y])[None])
+
+    def forward(self, flat: Tensor) -> Tensor:
+        lead = flat.shape[:-1]
+        grid = flat.reshape(-1, self.grid * self.grid, self.dim).transpose(1, 2)
+        grid = grid.reshape(-1, self.dim, self.grid, self.grid)
+        grid = torch.cat([grid, self.coordinates.expand(len(grid), -1, -1, -1)], dim=1)
+        return self.head(self.body(grid)).reshape(*lead, -1)
 
 
 class StateReadout(nn.Module):
@@ -77,14 +120,19 @@ class StateReadout(nn.Module):
 
     def __init__(self, config: ReadoutConfig) -> None:
         super().__init__()
+        if config.kind not in READOUT_KINDS:
+            raise ValueError(f"readout kind {config.kind!r}: one of {', '.join(READOUT_KINDS)}")
         self.config = config
         tokens, dim = config.latent_shape
         inputs = tokens * dim
-        self.net = nn.Sequential(
-            nn.Linear(inputs, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, config.hidden), nn.GELU(),
-            nn.Linear(config.hidden, config.state_dim),
-        )
+        if config.kind == "token_grid":
+            self.net = TokenGridNet(tokens, dim, config.state_dim, config.width, config.hidden)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(inputs, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
+                nn.Linear(config.hidden, config.hidden), nn.GELU(),
+                nn.Linear(config.hidden, config.state_dim),
+            )
         # Normalisation, fit on the training frames and saved with the weights.
         self.register_buffer("in_mean", torch.zeros(inputs))
         self.register_buffer("in_std", torch.ones(inputs))
@@ -183,8 +231,11 @@ def fit_readout(
     seed: int = 0,
     progress: bool = True,
     rollouts: RolloutPairs | None = None,
+    kind: str = "mlp",
+    width: int = 128,
 ) -> tuple[StateReadout, dict[str, Any]]:
-    """Fit a readout on every frame; every ``holdout``-th episode is held out and scored.
+    """Fit a readout (``kind``, ``hidden``, ``width``: :class:`ReadoutConfig`) on every
+    frame; every ``holdout``-th episode is held out and scored.
 
     ``latents [F, N, D]`` (a latent cache, float16 is fine), ``states [F, S]``,
     ``episodes [F]`` (the episode index of each frame). ``rollouts`` (see
@@ -218,7 +269,7 @@ def fit_readout(
     y = torch.from_numpy(np.asarray(states, dtype=np.float32))
     train = torch.from_numpy(~held_out)
     config = ReadoutConfig(latent_shape=tuple(latents.shape[1:]), state_dim=y.shape[1],
-                           hidden=hidden, state_names=list(state_names or []))
+                           hidden=hidden, state_names=list(state_names or []), kind=kind, width=width)
     readout = StateReadout(config)
     readout.in_mean.copy_(x[train].mean(0))
     readout.in_std.copy_(x[train].std(0) + 1e-5)
@@ -406,7 +457,8 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     readout, metrics = fit_readout(
         cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
-        seed=config.seed, progress=config.progress, rollouts=rollouts,
+        seed=config.seed, progress=config.progress, rollouts=rollouts, kind=config.kind,
+        width=config.width,
     )
     metrics.update(dataset=str(spec.root), state_keys=keys)
     if rollouts is not None:

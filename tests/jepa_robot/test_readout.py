@@ -86,6 +86,35 @@ def test_fit_readout_on_rollouts_scores_frames_and_predictions_apart():
                     rollouts=RolloutPairs(latents[:30, :2], states[:30], episodes[:30], 3))
 
 
+def test_a_token_grid_readout_learns_where_on_the_grid_a_token_stands_out(tmp_path):
+    rng = np.random.default_rng(0)
+    grid, dim, frames = 4, 8, 1600
+    cells = rng.integers(0, grid * grid, size=frames)  # which token carries the "hand"
+    latents = rng.normal(0, 0.1, size=(frames, grid * grid, dim)).astype(np.float32)
+    latents[np.arange(frames), cells] += 1.0  # the same feature everywhere: only where says which
+    states = np.stack([cells % grid, cells // grid], axis=1).astype(np.float32)
+    episodes = np.arange(frames) // 10
+    readout, metrics = fit_readout(latents, states, episodes, epochs=8, batch_size=64, hidden=64,
+                                   kind="token_grid", width=16, progress=False)
+    # held out, within a fraction of a cell (guessing the mean is ~1.1 cells off)
+    assert (np.asarray(metrics["held_out_rmse"]) < 0.4).all(), metrics["held_out_rmse"]
+    assert readout.config.kind == "token_grid" and readout.config.width == 16
+    save_readout(tmp_path, readout, metrics, {"source": "enc"})
+    loaded = load_readout(tmp_path)
+    x = torch.from_numpy(latents[:6]).view(2, 3, grid * grid, dim)  # any leading dims
+    with torch.no_grad():
+        out = loaded(x)
+        assert out.shape == (2, 3, 2) and torch.allclose(out, readout(x), atol=1e-6)
+    # planners differentiate through it with respect to the latents
+    x.requires_grad_(True)
+    loaded(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="square token grid"):
+        fit_readout(latents[:, :15], states, episodes, epochs=1, kind="token_grid", progress=False)
+    with pytest.raises(ValueError, match="readout kind"):
+        fit_readout(latents, states, episodes, epochs=1, kind="cnn", progress=False)
+
+
 def test_readout_saves_loads_and_refuses_another_encoder(tmp_path):
     latents, states, episodes = _linear_data(frames=400)
     readout, metrics = fit_readout(latents, states, episodes, epochs=1, hidden=16, progress=False)
@@ -191,6 +220,11 @@ def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_datas
     metrics = json.loads((checkpoint / READOUT_CONFIG).read_text())["metrics"]
     assert metrics["rollout_steps"] == 2 and len(metrics["held_out_rollout_rmse"]) == 2
     assert main([*args, "rollout_steps=-1"]) == 2
+    assert main([*args, "kind=cnn"]) == 2
+    # a CNN on the token grid (the tiny checkpoint's 2 x 2 pooled tokens)
+    assert main([*args, "kind=token_grid", "width=8"]) == 0
+    readout = WorldModel.load(checkpoint).readout
+    assert readout.config.kind == "token_grid" and readout.config.state_dim == 7
     assert not [p for p in checkpoint.iterdir() if p.name.startswith(".")]
 
 
