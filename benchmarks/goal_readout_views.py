@@ -65,7 +65,7 @@ from jepa_robot.encoders import load_encoder
 from jepa_robot.evaluation import write_json_atomic
 from jepa_robot.latent_cache import build_latent_cache, dataset_fingerprint
 from jepa_robot.pretrain import build_frame_cache
-from jepa_robot.readout import fit_readout, readout_targets
+from jepa_robot.readout import TokenGridNet, fit_readout, readout_targets
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,23 +109,15 @@ def dataset_frames(roots: list[str], cameras: list[str], size: int, cache_dir: s
     return frames
 
 
-class GridReader(nn.Module):
-    """A CNN reader's common part: two coordinate channels over its ``side x side`` input grid
-    (the network can then tell where things are, not only what) and the output scale.
-    Subclasses build ``body`` and ``head`` and define ``normalised`` (inputs -> outputs in
-    units of the training frames' spread); ``forward`` gives the states themselves."""
+class ScaledReader(nn.Module):
+    """A supervised reader whose ``normalised`` outputs are in units of the training
+    frames' spread (``out_mean`` / ``out_std``, set by :func:`fit_reader`); ``forward``
+    gives the states themselves."""
 
-    def __init__(self, side: int, outputs: int) -> None:
+    def __init__(self, outputs: int) -> None:
         super().__init__()
-        y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
-        self.register_buffer("coordinates", torch.stack([x, y])[None])
         self.register_buffer("out_mean", torch.zeros(outputs))
         self.register_buffer("out_std", torch.ones(outputs))
-
-    def read_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        """``[B, C, side, side]`` plus the coordinate channels through ``body`` and ``head``."""
-        coordinates = self.coordinates.expand(len(grid), -1, -1, -1)
-        return self.head(self.body(torch.cat([grid, coordinates], dim=1)))
 
     def normalised(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -134,16 +126,16 @@ class GridReader(nn.Module):
         return self.normalised(inputs) * self.out_std + self.out_mean
 
 
-class PixelReader(GridReader):
+class PixelReader(ScaledReader):
     """``uint8 [B, H, W, 3 * views] -> [B, S]``: four stride-2 stages of two 3x3
-    convolutions, on the images plus two coordinate channels, then an MLP. Input and
-    output normalised inside."""
+    convolutions, on the images plus two coordinate channels (the network can then tell
+    where things are, not only what), then an MLP. Input and output normalised inside."""
 
     def __init__(self, channels: int, size: int, outputs: int) -> None:
         if size % 16:
             raise ValueError(f"the pixel reader halves {size} px frames four times; it needs a "
                              "multiple of 16")
-        super().__init__(size, outputs)
+        super().__init__(outputs)
 
         def stage(inputs: int, width: int) -> nn.Sequential:
             return nn.Sequential(
@@ -153,36 +145,29 @@ class PixelReader(GridReader):
         self.body = nn.Sequential(stage(channels + 2, 32), stage(32, 64), stage(64, 96), stage(96, 128))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * (size // 16) ** 2, 256), nn.ReLU(),
                                   nn.Linear(256, outputs))
+        y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+        self.register_buffer("coordinates", torch.stack([x, y])[None])
 
     def normalised(self, images: torch.Tensor) -> torch.Tensor:
-        return self.read_grid(images.permute(0, 3, 1, 2).float() / 127.5 - 1)
+        pixels = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+        coordinates = self.coordinates.expand(len(pixels), -1, -1, -1)
+        return self.head(self.body(torch.cat([pixels, coordinates], dim=1)))
 
 
-class TokenReader(GridReader):
-    """``float [B, N, D * views] -> [B, S]``: the frozen encoder's tokens laid back on their
-    ``g x g`` patch grid (``N = g * g``) as ``D * views`` channels, plus two coordinate
-    channels, then two 3x3 convolutions, a stride-2 one and a third, then an MLP. The
-    :class:`PixelReader`'s design on the latents: it asks whether the tokens hold the hand
-    as finely as the pixels when read by a network that, like the CNN, knows where each
-    token sits (the readout MLP reads them flattened)."""
+class TokenReader(ScaledReader):
+    """``float [B, N, D * views] -> [B, S]``: the package's token-grid readout network
+    (``jepa_robot.readout.TokenGridNet``: the tokens on their ``g x g`` patch grid as
+    channels, plus coordinate channels, four 3x3 convolutions, then an MLP), with ReLU and
+    a 256-wide hidden layer like the :class:`PixelReader`, and trained like it. It asks
+    whether the tokens hold the hand as finely as the pixels when read by a network that,
+    like the CNN, knows where each token sits (the readout MLP reads them flattened)."""
 
-    def __init__(self, channels: int, grid: int, outputs: int, width: int = 128) -> None:
-        if grid < 2 or grid % 2:
-            raise ValueError(f"the token reader halves a {grid} x {grid} token grid once; it needs "
-                             "an even grid (read with --pool-grid 4 or 8)")
-        super().__init__(grid, outputs)
-        self.grid = grid
-
-        def conv(inputs: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), nn.ReLU())
-
-        self.body = nn.Sequential(conv(channels + 2), conv(width), conv(width, 2), conv(width))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, 256), nn.ReLU(),
-                                  nn.Linear(256, outputs))
+    def __init__(self, channels: int, tokens: int, outputs: int, width: int = 128) -> None:
+        super().__init__(outputs)
+        self.net = TokenGridNet(tokens, channels, outputs, width, hidden=256, activation=nn.ReLU)
 
     def normalised(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, _, channels = tokens.shape
-        return self.read_grid(tokens.float().transpose(1, 2).reshape(batch, channels, self.grid, self.grid))
+        return self.net(tokens.float().flatten(1))
 
 
 def fit_pixel_reader(images: np.ndarray, states: np.ndarray, episodes: np.ndarray, epochs: int,
@@ -201,17 +186,14 @@ def fit_token_reader(latents: np.ndarray, states: np.ndarray, episodes: np.ndarr
                      ) -> tuple[TokenReader, np.ndarray]:
     """Train a :class:`TokenReader` on ``latents [F, N, C]`` (a square token grid) against
     ``states [F, S]``, held out and scored as :func:`fit_pixel_reader`."""
-    grid = round(latents.shape[1] ** 0.5)
-    if grid * grid != latents.shape[1]:
-        raise ValueError(f"the token reader needs a square token grid; got {latents.shape[1]} tokens")
     torch.manual_seed(seed)
-    reader = TokenReader(latents.shape[-1], grid, states.shape[1])
+    reader = TokenReader(latents.shape[-1], latents.shape[1], states.shape[1])
     return fit_reader(reader, latents, states, episodes, epochs, holdout, batch_size, lr, seed)
 
 
-def fit_reader(reader: GridReader, inputs: np.ndarray, states: np.ndarray,
+def fit_reader(reader: ScaledReader, inputs: np.ndarray, states: np.ndarray,
                episodes: np.ndarray, epochs: int, holdout: int, batch_size: int, lr: float, seed: int
-               ) -> tuple[GridReader, np.ndarray]:
+               ) -> tuple[ScaledReader, np.ndarray]:
     """Supervise ``reader`` (output normalised by the training frames' mean and spread) on
     ``inputs [F, ...]`` against ``states [F, S]`` with a one-cycle AdamW schedule, every
     ``holdout``-th episode held out; returns it in eval mode and its held-out RMSE per column."""

@@ -90,7 +90,8 @@ class TokenGridNet(nn.Module):
     their ``D`` numbers as channels, plus two coordinate channels; four 3x3 convolutions
     of ``width`` channels (the third with stride 2), then one hidden layer of ``hidden``."""
 
-    def __init__(self, tokens: int, dim: int, outputs: int, width: int, hidden: int) -> None:
+    def __init__(self, tokens: int, dim: int, outputs: int, width: int, hidden: int,
+                 activation: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         grid = round(tokens ** 0.5)
         if grid * grid != tokens or grid % 2:
@@ -99,10 +100,10 @@ class TokenGridNet(nn.Module):
         self.grid, self.dim = grid, dim
 
         def conv(inputs: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), nn.GELU())
+            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), activation())
 
         self.body = nn.Sequential(conv(dim + 2), conv(width), conv(width, 2), conv(width))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, hidden), nn.GELU(),
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, hidden), activation(),
                                   nn.Linear(hidden, outputs))
         y, x = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
         self.register_buffer("coordinates", torch.stack([x, y])[None])

@@ -333,8 +333,8 @@ def test_the_token_reader_learns_where_on_the_grid_a_token_stands_out():
     assert np.abs(read - positions[:5]).max() < 1.0
     with pytest.raises(ValueError, match="square token grid"):
         views.fit_token_reader(tokens[:, :15], positions, episodes, epochs=1)
-    with pytest.raises(ValueError, match="even grid"):
-        views.TokenReader(channels, 3, 2)
+    with pytest.raises(ValueError, match="square token grid of even side"):
+        views.TokenReader(channels, 9, 2)  # a 3 x 3 grid
 
 
 def test_readout_near_object_bins_frames_by_where_the_hand_is():
