@@ -267,6 +267,9 @@ class EncoderConfig:
     """Hub revision (commit, tag or branch) for hub weights."""
     pool_grid: int | None = None
     """Average-pool the patch-token grid to pool_grid x pool_grid (fewer tokens, faster planning)."""
+    token_fold: int | None = None
+    """Concatenate each token_fold x token_fold block of tokens into one (space to depth):
+    token_fold**2 times fewer, wider tokens, nothing averaged away. Must divide the grid."""
     resize_ratio: float = 292 / 256
     """Resize the short side to crop_size * resize_ratio before the centre crop (1.0: no crop)."""
     batch_size: int = 64
@@ -277,6 +280,8 @@ class EncoderConfig:
             raise ConfigError(f"encoder.resize_ratio={self.resize_ratio} must be >= 1.0")
         if self.batch_size < 1:
             raise ConfigError(f"encoder.batch_size={self.batch_size} must be >= 1")
+        if self.token_fold is not None and self.token_fold < 1:
+            raise ConfigError(f"encoder.token_fold={self.token_fold} must be >= 1 (or null)")
 
 
 @dataclass

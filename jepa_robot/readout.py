@@ -56,6 +56,7 @@ from jepa_robot.checkpoint import (
     encoder_differences,
     read_format_json,
 )
+from jepa_robot.encoders import unfold_tokens
 
 
 READOUT_FORMAT = "jepa_robot.readout/1"
@@ -82,22 +83,31 @@ class ReadoutConfig:
     ``token_grid``: :class:`TokenGridNet` (needs a square grid of an even side)."""
     width: int = 128
     """``token_grid``: channels of its convolutions."""
+    fold: int = 1
+    """``token_grid``: the encoder's ``token_fold``; each token is unfolded back into its
+    ``fold x fold`` block of patch tokens before the convolutions."""
 
 
 class TokenGridNet(nn.Module):
     """``[..., N * D] -> [..., S]``: a frame's ``N = g * g`` tokens (flattened, row-major
     over the patch grid as the encoder emits them) laid back on the ``g x g`` grid with
     their ``D`` numbers as channels, plus two coordinate channels; four 3x3 convolutions
-    of ``width`` channels (the third with stride 2), then one hidden layer of ``hidden``."""
+    of ``width`` channels (the third with stride 2), then one hidden layer of ``hidden``.
+    With ``fold > 1`` (an encoder's ``token_fold``) each token holds a ``fold x fold`` block
+    of patch tokens, which is unfolded first: the grid is ``g * fold`` per side, with
+    ``D / fold**2`` channels."""
 
     def __init__(self, tokens: int, dim: int, outputs: int, width: int, hidden: int,
-                 activation: type[nn.Module] = nn.GELU) -> None:
+                 activation: type[nn.Module] = nn.GELU, fold: int = 1) -> None:
         super().__init__()
-        grid = round(tokens ** 0.5)
-        if grid * grid != tokens or grid % 2:
+        side = round(tokens ** 0.5)
+        if fold < 1 or dim % (fold * fold):
+            raise ValueError(f"fold={fold}: tokens of {dim} features are not {fold} x {fold} blocks")
+        grid, dim = side * fold, dim // (fold * fold)
+        if side * side != tokens or grid % 2:
             raise ValueError(f"a token_grid readout needs a square token grid of even side; the "
                              f"latents have {tokens} tokens (use kind=mlp, or pool to 4 x 4 / 8 x 8)")
-        self.grid, self.dim = grid, dim
+        self.grid, self.dim, self.fold = grid, dim, fold
 
         def conv(inputs: int, stride: int = 1) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), activation())
@@ -110,7 +120,10 @@ class TokenGridNet(nn.Module):
 
     def forward(self, flat: Tensor) -> Tensor:
         lead = flat.shape[:-1]
-        grid = flat.reshape(-1, self.grid * self.grid, self.dim).transpose(1, 2)
+        tokens = flat.reshape(-1, self.grid * self.grid // self.fold ** 2, self.dim * self.fold ** 2)
+        if self.fold > 1:
+            tokens = unfold_tokens(tokens, self.fold)
+        grid = tokens.transpose(1, 2)
         grid = grid.reshape(-1, self.dim, self.grid, self.grid)
         grid = torch.cat([grid, self.coordinates.expand(len(grid), -1, -1, -1)], dim=1)
         return self.head(self.body(grid)).reshape(*lead, -1)
@@ -127,7 +140,8 @@ class StateReadout(nn.Module):
         tokens, dim = config.latent_shape
         inputs = tokens * dim
         if config.kind == "token_grid":
-            self.net = TokenGridNet(tokens, dim, config.state_dim, config.width, config.hidden)
+            self.net = TokenGridNet(tokens, dim, config.state_dim, config.width, config.hidden,
+                                    fold=config.fold)
         else:
             self.net = nn.Sequential(
                 nn.Linear(inputs, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
@@ -234,8 +248,9 @@ def fit_readout(
     rollouts: RolloutPairs | None = None,
     kind: str = "mlp",
     width: int = 128,
+    fold: int = 1,
 ) -> tuple[StateReadout, dict[str, Any]]:
-    """Fit a readout (``kind``, ``hidden``, ``width``: :class:`ReadoutConfig`) on every
+    """Fit a readout (``kind``, ``hidden``, ``width``, ``fold``: :class:`ReadoutConfig`) on every
     frame; every ``holdout``-th episode is held out and scored.
 
     ``latents [F, N, D]`` (a latent cache, float16 is fine), ``states [F, S]``,
@@ -270,7 +285,8 @@ def fit_readout(
     y = torch.from_numpy(np.asarray(states, dtype=np.float32))
     train = torch.from_numpy(~held_out)
     config = ReadoutConfig(latent_shape=tuple(latents.shape[1:]), state_dim=y.shape[1],
-                           hidden=hidden, state_names=list(state_names or []), kind=kind, width=width)
+                           hidden=hidden, state_names=list(state_names or []), kind=kind, width=width,
+                           fold=fold)
     readout = StateReadout(config)
     readout.in_mean.copy_(x[train].mean(0))
     readout.in_std.copy_(x[train].std(0) + 1e-5)
@@ -459,7 +475,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
         seed=config.seed, progress=config.progress, rollouts=rollouts, kind=config.kind,
-        width=config.width,
+        width=config.width, fold=world_model.encoder.token_fold or 1,
     )
     metrics.update(dataset=str(spec.root), state_keys=keys)
     if rollouts is not None:

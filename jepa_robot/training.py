@@ -268,6 +268,7 @@ def train(config: TrainConfig) -> TrainResult:
         pool_grid=config.encoder.pool_grid,
         revision=config.encoder.revision,
         resize_ratio=config.encoder.resize_ratio,
+        token_fold=config.encoder.token_fold,
     )
     reference = encoder.reference()
     if state_path.exists():

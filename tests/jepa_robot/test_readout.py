@@ -7,9 +7,12 @@ import torch
 
 from jepa_robot.checkpoint import CheckpointError
 from jepa_robot.config import ConfigError, PlannerSettings
+from jepa_robot.encoders import fold_tokens
 from jepa_robot.readout import (
     READOUT_CONFIG,
+    ReadoutConfig,
     RolloutPairs,
+    StateReadout,
     fit_readout,
     load_readout,
     rollout_pairs,
@@ -113,6 +116,22 @@ def test_a_token_grid_readout_learns_where_on_the_grid_a_token_stands_out(tmp_pa
         fit_readout(latents[:, :15], states, episodes, epochs=1, kind="token_grid", progress=False)
     with pytest.raises(ValueError, match="readout kind"):
         fit_readout(latents, states, episodes, epochs=1, kind="cnn", progress=False)
+
+
+def test_a_folded_token_grid_readout_is_the_same_network_on_the_unfolded_grid(tmp_path):
+    torch.manual_seed(0)
+    plain = StateReadout(ReadoutConfig(latent_shape=(64, 6), state_dim=3, kind="token_grid", width=8))
+    folded = StateReadout(ReadoutConfig(latent_shape=(16, 24), state_dim=3, kind="token_grid", width=8,
+                                        fold=2))
+    folded.load_state_dict(plain.state_dict())  # same parameters: the fold is only a layout
+    plain.eval(), folded.eval()
+    latents = torch.randn(5, 64, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(fold_tokens(latents, 2)), plain(latents))
+    save_readout(tmp_path, folded, {}, {"source": "enc"})
+    assert load_readout(tmp_path).config.fold == 2
+    with pytest.raises(ValueError, match="fold=2"):
+        StateReadout(ReadoutConfig(latent_shape=(16, 6), state_dim=3, kind="token_grid", fold=2))
 
 
 def test_readout_saves_loads_and_refuses_another_encoder(tmp_path):
