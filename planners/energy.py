@@ -63,9 +63,9 @@ class GoalDistance:
         return self.elementwise(predicted - goal).flatten(2).mean(-1)
 
     def __call__(self, predicted: Tensor, goal: Tensor) -> Tensor:
+        if self.steps == "final":  # only the last step is scored, so only it is read
+            return self.per_step(predicted[:, -1:], goal)[:, 0]
         distances = self.per_step(predicted, goal)
-        if self.steps == "final":
-            return distances[:, -1]
         if self.step_weights is None:
             return distances.sum(-1)
         if len(self.step_weights) != distances.shape[1]:

@@ -60,3 +60,18 @@ def test_make_energy_by_name():
     assert make_energy("l2", steps="all").steps == "all"
     with pytest.raises(ValueError, match=r"valid: \['l1', 'l2', 'readout'\]"):
         make_energy("cosine")
+
+
+def test_a_final_step_readout_energy_reads_only_the_final_step(predicted):
+    seen = []
+
+    def readout(latents):  # [..., tokens, D] -> [..., F]
+        seen.append(tuple(latents.shape))
+        return latents.flatten(-2)
+
+    final = make_energy("readout", readout=readout)(predicted, torch.zeros(1, 2))
+    assert torch.allclose(final, torch.tensor([2.0, 4.0]))  # Euclidean, last step only
+    assert seen == [(1, 2), (2, 1, 1, 2)]  # the goal, then [B, 1 step, *latent]: the planner's cost
+    seen.clear()
+    summed = make_energy("readout", readout=readout, steps="all")(predicted, torch.zeros(1, 2))
+    assert torch.allclose(summed, torch.tensor([2 ** 0.5 + 2.0, 4.0])) and seen[1] == (2, 2, 1, 2)
