@@ -58,7 +58,6 @@ from jepa_robot.checkpoint import (
 )
 from jepa_robot.encoders import unfold_tokens
 
-
 READOUT_FORMAT = "jepa_robot.readout/1"
 DEFAULT_STATE_KEYS = ("observation.state",)
 OPTIONAL_STATE_KEYS = ("observation.environment_state",)
