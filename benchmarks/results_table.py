@@ -15,8 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from envs.goals import PROTOCOL_PHASES
-
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -26,12 +24,6 @@ def _pct(value: float) -> str:
 
 def _numbers(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
-
-
-def _extra_subgoal_phases(config: dict[str, Any]) -> list[str] | None:
-    """An eval config's sub-goal phases where they are not the protocol's, else None."""
-    phases = config.get("subgoal_phases") or list(PROTOCOL_PHASES)
-    return None if phases == list(PROTOCOL_PHASES) else phases
 
 
 def _planner_summary(config: dict[str, Any]) -> str:
@@ -59,20 +51,31 @@ def _planner_summary(config: dict[str, Any]) -> str:
         subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"
                     + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
                     + f" (at most {agent['subgoal_steps']} steps each)")
-        phases = _extra_subgoal_phases(config)
-        if phases:
-            subgoals += f", at the expert's {'/'.join(phases)} frames (not the protocol's)"
     return (f"{planner['name']} ({shown}), {energy} energy on the "
             f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
             f"per replan, action_repeat={agent['action_repeat']}{subgoals}")
 
 
+def _goal_images(report: dict[str, Any], task: str) -> str:
+    """The goal-images column: which rule made them, and the sub-goal phases used."""
+    protocol = report.get("protocol", {})
+    if protocol.get("goals") == "jepa_wms":
+        return "JEPA-WMs' goal frames"
+    if not report["config"]["subgoals"]:
+        return "final goal"
+    phases = (protocol.get("subgoal_phases") or {}).get(task)
+    return f"sub-goals ({', '.join(phases)})" if phases else "sub-goals"
+
+
+def _goal_frame(entry: dict[str, Any]) -> str:
+    """The goal frames' own distance to the target: median (min-max), cm."""
+    frames = entry.get("goal_frame_distance_m")
+    if not frames or "min" not in frames:
+        return "-"
+    return f"{100 * frames['p50']:.1f} ({100 * frames['min']:.1f}-{100 * frames['max']:.1f})"
+
+
 def rows(report: dict[str, Any]) -> list[str]:
-    config = report["config"]
-    goals = "final goal"
-    if config["subgoals"]:
-        phases = _extra_subgoal_phases(config)
-        goals = f"sub-goals ({', '.join(phases)})" if phases else "sub-goals"
     out = []
     for task, entry in report["tasks"].items():
         low, high = entry["wilson_95"]
@@ -84,10 +87,10 @@ def rows(report: dict[str, Any]) -> list[str]:
         hand = entry.get("final_hand_to_goal_frame_m")
         matched = f"{100 * hand['p50']:.1f}" if hand else "-"
         out.append(
-            f"| {task} | {goals} | {entry['n']} | **{_pct(entry['success_rate'])}** "
+            f"| {task} | {_goal_images(report, task)} | {entry['n']} | **{_pct(entry['success_rate'])}** "
             f"| {_pct(low)}-{_pct(high)} | {ref['random']} | {ref['expert']} "
             f"| {1e3 * replan['mean']:.0f} / {1e3 * replan['p50']:.0f} / {1e3 * replan['p95']:.0f} "
-            f"| {entry['episode_wall_s']['mean']:.1f} | {end} | {matched} |"
+            f"| {entry['episode_wall_s']['mean']:.1f} | {_goal_frame(entry)} | {end} | {matched} |"
         )
     return out
 
@@ -96,9 +99,10 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
     lines = [
         "| task | goal images | N | success | 95% Wilson | random | scripted expert "
         "| plan time per replan, ms (mean / p50 / p95) | s per episode "
+        "| goal frame to target, cm (median (min-max)) "
         "| distance to target at the end, cm (median) "
         "| hand to the goal frame's hand at the end, cm (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, report in reports:
         lines += rows(report)
@@ -107,8 +111,19 @@ def render(reports: list[tuple[str, dict[str, Any]]]) -> str:
         machine = report.get("machine", {})
         where = (f"{machine['cpu_count']} CPU cores ({machine.get('device', 'cpu')})"
                  if "cpu_count" in machine else "")
+        protocol = report.get("protocol", {})
+        seeds = (f"seeds {protocol['seeds'][0]}-{protocol['seeds'][1]} ({protocol['split']}); "
+                 if "split" in protocol else "")
+        skipped = {task: [s["seed"] for s in entry["skipped"]]
+                   for task, entry in report["tasks"].items() if entry.get("skipped")}
+        if skipped:
+            seeds += "no goal image (skipped): " + ", ".join(
+                f"{task} {', '.join(map(str, s))}" for task, s in skipped.items()) + "; "
+        load = machine.get("load_avg_1min")
+        if load:
+            where += f", 1-min load {load[0]:.1f} before / {load[1]:.1f} after"
         lines.append(
-            f"- `{path}`: checkpoint `{report['config']['checkpoint']}`, {_planner_summary(report['config'])}; "
+            f"- `{path}`: {seeds}checkpoint `{report['config']['checkpoint']}`, {_planner_summary(report['config'])}; "
             f"{report['config']['workers']} worker(s) x "
             f"{machine.get('torch_threads_per_worker') or report['config']['threads_per_worker']} thread(s)"
             + (f" on {where}" if where else "") + f"; {report['seconds'] / 60:.0f} min in all."

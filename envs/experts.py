@@ -14,8 +14,10 @@ expert's path, which a world model needs to learn what *other* actions do:
   ``miss_steps`` (min, max) steps, so it comes down beside the object, closes on nothing
   and, once shown the true object, goes back for it. Near misses and retries are frames
   the clean demonstrations lack: the hand low beside the object (where the default
-  model's readout misreads both, benchmarks/README.md, session 14) and a grasp that
-  leaves the object where it was.
+  model's readout misreads both) and a grasp that leaves the object where it was.
+
+``aimed_action`` is the task-aimed variant the evaluation protocol's goal images come
+from (docs/protocol.md); recordings use the policies as they are.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", cate
 
 OBJECT_XY = slice(4, 6)
 """The object's x, y in the privileged 39-D observation (what the policies read)."""
+GOAL_XYZ = slice(36, 39)
+"""The target's xyz in the privileged observation (its last three numbers)."""
 
 _POLICY_CLASSES = {
     "reach": "SawyerReachV3Policy",
@@ -129,6 +133,28 @@ class ScriptedExpert:
         action = self._policy.get_action(privileged_obs)
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
 
+    def aimed_action(self, privileged_obs: np.ndarray, task_point: np.ndarray) -> np.ndarray:
+        """The noise-free *task-aimed* expert action: Meta-World's policy, shown a goal
+        moved so that ``task_point`` (the fingers' centre for reach, the object for push
+        and pick-place: what success is judged on) arrives on the target, not the hand.
+
+        Meta-World's policies steer the hand to the target, which leaves the fingers
+        (reach) or the held block (pick-place) about 4 cm short of it. Shown the target
+        shifted by ``hand - task_point`` at every step, the same policy closes that gap:
+        with the point carried rigidly by the hand, the hand then stops where the point
+        sits on the target. The shift changes only where the policy goes once its own
+        phase logic heads for the goal (reach from the start; push and pick-place once
+        the object is in hand)."""
+        shifted = np.array(privileged_obs, dtype=np.float64, copy=True)
+        offset = shifted[:3] - np.asarray(task_point, dtype=np.float64)
+        if self.task == "push":
+            # Push keeps the policy's own height: it presses the puck onto the table on its
+            # way; aiming the hand higher by the puck's offset lets the puck ride up in the
+            # fingers (measured: lifted 3 cm, then dropped off the target).
+            offset[2] = 0.0
+        shifted[GOAL_XYZ] = shifted[GOAL_XYZ] + offset
+        return self.expert_action(shifted)
+
     def act(self, privileged_obs: np.ndarray) -> np.ndarray:
         exploration = self.exploration
         if exploration.random_episode:
@@ -155,28 +181,45 @@ class ScriptedExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-DESCEND_XY_M = 0.02
-"""Meta-World's push and pick-place experts stop moving above the object and start down
-once the hand is this close to it in x, y (to a point 5 mm before its centre in x)."""
+PUSH_CONTACT_XY_M = 0.02
+"""Meta-World's push expert steers the puck to the goal once the hand is this close to it
+in x, y (to a point 5 mm before its centre in x) ..."""
+PUSH_CONTACT_Z_M = 0.04
+"""... and this close to it in height; before that it places the hand on the puck."""
+LIFT_M = 0.03
+"""pick-place's ``lift`` phase starts when the object is this far above where it started."""
+
+SUBGOAL_PHASES: dict[str, tuple[str, ...]] = {
+    "reach": (),
+    "push": ("contact",),
+    "pick-place": ("grasp", "lift"),
+}
+"""Per task, the expert's phase changes whose frames are the protocol's sub-goal images,
+in the order the expert reaches them."""
 
 
 def expert_phase(task: str, privileged_obs: np.ndarray, expert_action: np.ndarray, object_start_z: float) -> str:
-    """The expert's phase, for sub-goal images: ``approach`` -> ``descend`` -> ``grasp``
-    -> ``lift``.
+    """The expert's phase, for sub-goal images.
 
-    ``descend`` starts when the hand is over the object (the expert then comes straight
-    down); ``grasp`` when the expert closes the gripper (action[3] > 0); ``lift`` when the
-    object is 3 cm above where it started. Reach has a single phase.
+    - pick-place: ``approach`` -> ``grasp`` (the expert closes the gripper, action[3] > 0)
+      -> ``lift`` (the object is ``LIFT_M`` above where it started);
+    - push: ``approach`` -> ``contact``, where the expert stops placing the hand on the
+      puck and starts moving it to the goal (the hand within ``PUSH_CONTACT_XY_M`` of it
+      in x, y and ``PUSH_CONTACT_Z_M`` in height: the policy's own switch);
+    - reach: a single phase, ``approach``.
     """
     if task == "reach":
         return "approach"
-    object_z = float(privileged_obs[6])
-    if task == "pick-place" and object_z > object_start_z + 0.03:
+    hand = np.asarray(privileged_obs[:3], dtype=float)
+    puck = np.asarray(privileged_obs[4:7], dtype=float)
+    if task == "push":
+        aim = puck[:2] + (-0.005, 0.0)
+        if (np.linalg.norm(hand[:2] - aim) <= PUSH_CONTACT_XY_M
+                and abs(hand[2] - puck[2]) <= PUSH_CONTACT_Z_M):
+            return "contact"
+        return "approach"
+    if puck[2] > object_start_z + LIFT_M:
         return "lift"
     if expert_action[3] > 0:
         return "grasp"
-    over = np.asarray(privileged_obs[4:6], dtype=float) + (-0.005, 0.0)
-    if np.linalg.norm(np.asarray(privileged_obs[:2], dtype=float) - over) <= DESCEND_XY_M:
-        return "descend"
     return "approach"
-

@@ -1,37 +1,40 @@
-"""Goal images by the evaluation protocol (DESIGN.md).
+"""Goal images by the evaluation protocol (docs/protocol.md).
 
-reset(seed), run the noise-free scripted expert until the simulator reports success,
-then a few settle steps; the last frame is the goal image. The frames where the
-expert's phase changes (grasp, lift) are kept as sub-goal images. Then reset(seed)
-again, so the episode starts from exactly the state the goal was made from.
+``protocol`` goals (the default): reset(seed), run the noise-free *task-aimed* scripted
+expert (``ScriptedExpert.aimed_action``: it drives what success is judged on, the
+fingers' centre for reach and the object for push and pick-place, onto the target) for
+the task's full step budget. The goal image is the frame, among those where the
+simulator reports success, with the smallest task distance (earliest on ties). The
+frames where the expert's phase changes (``envs.experts.SUBGOAL_PHASES``: push
+``contact``, pick-place ``grasp`` and ``lift``) before that frame are the sub-goal
+images. A seed whose expert never succeeds raises ``GoalNotReachedError``.
 
-``phases`` can ask for other phase changes (``envs.experts.expert_phase``): ``descend``,
-the hand over the object before it comes down, is a diagnostic beyond the protocol.
+``jepa_wms`` goals, for setting a figure beside the JEPA-WMs study's: Meta-World's own
+(hand-aimed) expert runs 100 steps and its last frame is the goal, whether or not it
+succeeded; no sub-goals.
+
+Either way the env is then reset to the seed again, so the episode starts from exactly
+the state the goal was made from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from envs.experts import ScriptedExpert, expert_phase
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.experts import SUBGOAL_PHASES, ScriptedExpert, expert_phase
+from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv
 
-PROTOCOL_PHASES = ("grasp", "lift")
-"""The phases whose first frames are the protocol's sub-goal images."""
-SUBGOAL_PHASES = ("descend", "grasp", "lift")
-"""Every phase change a sub-goal image can be taken at, in the expert's order."""
-
-SETTLE_STEPS = 5
-"""Expert steps after the first success before the goal frame is taken (the protocol's
-"a few settle steps")."""
+GOAL_SOURCES = ("protocol", "jepa_wms")
+"""Where goal images come from: the protocol's task-aimed expert, or JEPA-WMs' rule."""
+JEPA_WMS_STEPS = 100
+"""JEPA-WMs' goal frame: the last of Meta-World's own expert's first 100 steps."""
 
 
 class GoalNotReachedError(RuntimeError):
-    """The scripted expert did not solve the task from this seed."""
+    """The scripted expert did not solve the task from this seed within its budget."""
 
 
 @dataclass
@@ -46,75 +49,113 @@ class GoalImages:
     subgoals: list[dict[str, np.ndarray]] = field(default_factory=list)
     """Frames at the expert's phase changes, in order (empty for reach)."""
     subgoal_phases: list[str] = field(default_factory=list)
-    """The phase each sub-goal frame starts (``grasp``, ``lift``)."""
+    """The phase each sub-goal frame starts (push ``contact``; pick-place ``grasp``, ``lift``)."""
+    subgoal_steps: list[int] = field(default_factory=list)
+    """The expert step each sub-goal frame was seen after (0: the reset frame)."""
     expert_steps: int = 0
-    """Steps the expert took to first success."""
+    """Steps the expert took to first success (``jepa_wms``: 0 if it never succeeded)."""
+    goal_step: int = 0
+    """The expert step whose frame is the goal image."""
     goal_distance_m: float | None = None
-    """The env's success distance at the goal frame (``info["goal_distance_m"]``: hand or
-    object to target, metres). The expert stops short of the target's centre, so this
-    says how close to the success radius the goal image itself is."""
+    """The task distance at the goal frame (``info["goal_distance_m"]``: the fingers'
+    centre or the object to the target, metres): how far inside the success radius the
+    goal image sits."""
+    source: str = "protocol"
+    """Which rule made the goal (``GOAL_SOURCES``)."""
     subgoal_truth: list[np.ndarray] = field(default_factory=list)
     """Hand xyz, gripper opening and object xyz at each sub-goal frame, float32 (7,).
-    Privileged, like ``goal_distance_m``: for diagnostics (how well a readout reads the
-    goal frames), never shown to an agent."""
+    Privileged, like ``goal_distance_m``: for diagnostics, never shown to an agent."""
     goal_truth: np.ndarray | None = None
     """The same at the final goal frame."""
 
 
+def _truth(env: MetaWorldGoalEnv) -> np.ndarray:
+    return np.asarray(env.privileged_obs[:7], dtype=np.float32).copy()
+
+
 def make_goal_images(
-    env: MetaWorldGoalEnv, seed: int, settle_steps: int = SETTLE_STEPS, max_steps: int = 500,
-    phases: Sequence[str] = PROTOCOL_PHASES,
+    env: MetaWorldGoalEnv, seed: int, source: str = "protocol", max_steps: int | None = None,
 ) -> tuple[GoalImages, dict[str, Any], dict[str, Any]]:
     """Goal images for ``seed``; leaves ``env`` freshly reset to ``seed``.
 
-    Returns ``(goal_images, observation, info)`` where the last two are what
-    ``env.reset(seed=seed)`` returned after the expert run.
+    ``max_steps`` overrides the expert's budget (default: the task's protocol budget,
+    or 100 steps for ``jepa_wms``). Returns ``(goal_images, observation, info)`` where
+    the last two are what ``env.reset(seed=seed)`` returned after the expert run.
     """
     unwrapped = env.unwrapped
-    assert isinstance(unwrapped, MetaWorldGoalEnv), "goal images need a MetaWorldGoalEnv"
-    unknown = sorted(set(phases) - set(SUBGOAL_PHASES))
-    if unknown:
-        raise ValueError(f"sub-goal phases {unknown}; valid: {list(SUBGOAL_PHASES)}")
-    expert = ScriptedExpert(unwrapped.task, seed=seed)
+    if not isinstance(unwrapped, MetaWorldGoalEnv):
+        raise TypeError("goal images need a MetaWorldGoalEnv")
+    if source not in GOAL_SOURCES:
+        raise ValueError(f"goal source {source!r}; valid: {list(GOAL_SOURCES)}")
+    if source == "jepa_wms":
+        goal = _jepa_wms_goal(unwrapped, seed, max_steps or JEPA_WMS_STEPS)
+    else:
+        goal = _protocol_goal(unwrapped, seed, max_steps or EPISODE_BUDGET[unwrapped.task])
+    observation, info = env.reset(seed=seed)
+    return goal, observation, info
 
+
+def _protocol_goal(env: MetaWorldGoalEnv, seed: int, budget: int) -> GoalImages:
+    expert = ScriptedExpert(env.task, seed=seed)
+    phases = SUBGOAL_PHASES[env.task]
     observation, _ = env.reset(seed=seed)
-    object_start_z = float(unwrapped.privileged_obs[6])
+    object_start_z = float(env.privileged_obs[6])
     phase = "approach"
-    subgoals: list[dict[str, np.ndarray]] = []
-    kept: list[str] = []
-    truths: list[np.ndarray] = []
-    success_step: int | None = None
-    # The expert runs on the raw sim budget, not the evaluation budget.
-    for step in range(1, max_steps + 1):
-        privileged = unwrapped.privileged_obs
-        action = expert.expert_action(privileged)
-        new_phase = expert_phase(unwrapped.task, privileged, action, object_start_z)
-        if (new_phase != phase and new_phase in phases and new_phase not in kept
-                and success_step is None):
+    # (step at which the phase frame was seen, phase, frame, truth)
+    phase_frames: list[tuple[int, str, dict[str, np.ndarray], np.ndarray]] = []
+    first_success: int | None = None
+    best: tuple[float, int, dict[str, Any], np.ndarray] | None = None  # distance, step, obs, truth
+    for step in range(1, budget + 1):
+        privileged = env.privileged_obs
+        action = expert.aimed_action(privileged, env.task_point())
+        new_phase = expert_phase(env.task, privileged, action, object_start_z)
+        if new_phase != phase and new_phase in phases and new_phase not in [p for _, p, _, _ in phase_frames]:
             # The frame *before* acting in the new phase shows where the phase begins.
-            subgoals.append(observation["images"])
-            kept.append(new_phase)
-            truths.append(np.asarray(privileged[:7], dtype=np.float32).copy())
+            phase_frames.append((step - 1, new_phase, observation["images"], _truth(env)))
         phase = new_phase
-        observation, _, _, _, info = unwrapped.step(action)
-        if info["success"] and success_step is None:
-            success_step = step
-        if success_step is not None and step >= success_step + settle_steps:
-            break
-    if success_step is None:
+        observation, _, _, _, info = env.step(action)
+        if info["success"]:
+            first_success = first_success or step
+            distance = float(info["goal_distance_m"])
+            if best is None or distance < best[0]:  # strict: the earliest frame on ties
+                best = (distance, step, observation, _truth(env))
+    if best is None:
         raise GoalNotReachedError(
-            f"scripted expert did not solve {unwrapped.task!r} from seed {seed} in {max_steps} steps"
-        )
-    goal = GoalImages(
+            f"the task-aimed scripted expert did not solve {env.task!r} from seed {seed} "
+            f"in {budget} steps")
+    distance, goal_step, goal_observation, goal_truth = best
+    kept = [(p, frame, truth, step) for step, p, frame, truth in phase_frames if step < goal_step]
+    return GoalImages(
+        seed=seed,
+        goal=goal_observation["images"],
+        goal_state=goal_observation["state"].copy(),
+        subgoals=[frame for _, frame, _, _ in kept],
+        subgoal_phases=[p for p, _, _, _ in kept],
+        subgoal_steps=[step for _, _, _, step in kept],
+        expert_steps=int(first_success or 0),
+        goal_step=goal_step,
+        goal_distance_m=distance,
+        source="protocol",
+        subgoal_truth=[truth for _, _, truth, _ in kept],
+        goal_truth=goal_truth,
+    )
+
+
+def _jepa_wms_goal(env: MetaWorldGoalEnv, seed: int, steps: int) -> GoalImages:
+    expert = ScriptedExpert(env.task, seed=seed)
+    observation, _ = env.reset(seed=seed)
+    first_success = 0
+    for step in range(1, steps + 1):
+        observation, _, _, _, info = env.step(expert.expert_action(env.privileged_obs))
+        if info["success"] and not first_success:
+            first_success = step
+    return GoalImages(
         seed=seed,
         goal=observation["images"],
         goal_state=observation["state"].copy(),
-        subgoals=subgoals,
-        subgoal_phases=kept,
-        expert_steps=success_step,
-        goal_distance_m=float(info["goal_distance_m"]) if "goal_distance_m" in info else None,
-        subgoal_truth=truths,
-        goal_truth=np.asarray(unwrapped.privileged_obs[:7], dtype=np.float32).copy(),
+        expert_steps=first_success,
+        goal_step=steps,
+        goal_distance_m=float(info["goal_distance_m"]),
+        source="jepa_wms",
+        goal_truth=_truth(env),
     )
-    observation, info = env.reset(seed=seed)
-    return goal, observation, info

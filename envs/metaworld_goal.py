@@ -37,7 +37,7 @@ TASKS: dict[str, str] = {
 TASKS_WITH_OBJECT = ("push", "pick-place")
 """The tasks whose goal is about the object (reach's object is there but unused)."""
 
-# Step budgets of the evaluation protocol (DESIGN.md).
+# Step budgets of the evaluation protocol (docs/protocol.md).
 EPISODE_BUDGET: dict[str, int] = {"reach": 100, "push": 150, "pick-place": 200}
 
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
@@ -48,8 +48,34 @@ STATE_AND_OBJECT_NAMES = STATE_NAMES + OBJECT_NAMES
 columns: what the default readout reads and an eval trace's ``true`` rows hold."""
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
-# Seeds at or above this are reserved for evaluation (DESIGN.md protocol).
+# Seeds by the evaluation protocol (docs/protocol.md): training data below 100000;
+# reported figures on 100000 + i; any tuning on 150000-199999; nothing at or above 200000.
 EVAL_SEED_START = 100_000
+"""The first evaluation seed: reported episode i runs from seed ``EVAL_SEED_START + i``."""
+TUNING_SEED_START = 150_000
+"""Seeds from here to ``SEED_LIMIT - 1`` are for tuning (planner settings, checkpoint
+choice, any knob); the seeds below it, from ``EVAL_SEED_START``, are the reporting seeds."""
+SEED_LIMIT = 200_000
+"""No seed at or above this is used by the project."""
+
+
+def seed_split(first: int, last: int) -> str:
+    """Which evaluation split the seeds ``first..last`` belong to: ``"reporting"``
+    (100000-149999) or ``"tuning"`` (150000-199999). Raises ``ValueError`` for seeds
+    outside both or for a range that mixes them."""
+    if first > last:
+        raise ValueError(f"seeds {first}..{last}: an empty range")
+    if first < EVAL_SEED_START or last >= SEED_LIMIT:
+        raise ValueError(
+            f"seeds {first}..{last}: evaluation seeds lie in [{EVAL_SEED_START}, {SEED_LIMIT}) "
+            f"(below {EVAL_SEED_START} is training data; nothing at or above {SEED_LIMIT} is used)")
+    if last < TUNING_SEED_START:
+        return "reporting"
+    if first >= TUNING_SEED_START:
+        return "tuning"
+    raise ValueError(
+        f"seeds {first}..{last} mix the reporting seeds ({EVAL_SEED_START}-{TUNING_SEED_START - 1}) "
+        f"and the tuning seeds ({TUNING_SEED_START}-{SEED_LIMIT - 1}); run them separately")
 
 
 @dataclass(frozen=True)
@@ -258,6 +284,17 @@ class MetaWorldGoalEnv(gym.Env):
         recorded as a training label (``observation.environment_state``, for state
         readouts fit on the latents), never given to a world model or planner."""
         return np.asarray(self.privileged_obs[4:7], dtype=np.float32)
+
+    def task_point(self) -> np.ndarray:
+        """Where success is judged, xyz float32 (3,): the fingers' centre (Meta-World's
+        ``tcp_center``, about 4.4 cm below the hand) for reach, the object for push and
+        pick-place. Privileged, for the task-aimed scripted expert; never given to a world
+        model or planner."""
+        if self._privileged_obs is None:
+            raise RuntimeError("call reset() first")
+        if self.task in TASKS_WITH_OBJECT:
+            return self.object_position()
+        return np.asarray(self._sim.tcp_center, dtype=np.float32).copy()
 
     def images(self) -> dict[str, np.ndarray]:
         return {camera: self._render_camera(camera) for camera in self.cameras}

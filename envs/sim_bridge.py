@@ -25,7 +25,7 @@ Applied:
                   action; the value maps back to Meta-World's gripper action (-1 open,
                   +1 closed) through the robot config's open/closed positions.
 Service:
-  reset service   ``jepa_robot/ResetEpisode`` {seed (-1: random), goal_dir ("" for
+  reset service   ``jepa_robot/ResetEpisode`` {seed (-1: random training seed; < 200000), goal_dir ("" for
                   none)} -> {success, message, seed, goal_images, goal_state,
                   observation_stamp (of the first observation after the reset)}: resets
                   the scene from the seed; with goal_dir, first runs the evaluation
@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from envs.goals import GoalNotReachedError, make_goal_images
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld_goal import EVAL_SEED_START, SEED_LIMIT, MetaWorldGoalEnv
 from envs.recording import _signals_as_interrupt
 from envs.ros_arm import GRIPPER_ACTION_TYPE, RESET_SERVICE_TYPE, RosArmConfig
 from envs.ros_messages import (
@@ -315,6 +315,8 @@ class SimBridge:
         goal_dir = args.get("goal_dir", "") or ""
         if isinstance(seed, bool) or not isinstance(seed, int):
             return False, f"seed must be an integer, got {seed!r}"
+        if seed >= SEED_LIMIT:
+            return False, f"seed must be below {SEED_LIMIT} (-1: a random training seed), got {seed}"
         if not isinstance(goal_dir, str):
             return False, f"goal_dir must be a string, got {goal_dir!r}"
         job = _ResetJob(seed, goal_dir)
@@ -397,7 +399,8 @@ class SimBridge:
         return True
 
     def _reset(self, job: _ResetJob) -> tuple[bool, Any]:
-        seed = job.seed if job.seed >= 0 else int(np.random.default_rng().integers(0, 2**31 - 1))
+        # -1: a random seed from the training range, never an evaluation seed
+        seed = job.seed if job.seed >= 0 else int(np.random.default_rng().integers(0, EVAL_SEED_START))
         values: dict[str, Any] = {"success": True, "message": "", "seed": seed, "goal_images": [], "goal_state": []}
         if job.goal_dir:
             try:

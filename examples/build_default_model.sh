@@ -20,7 +20,7 @@
 #      work on the second core: ~1.5 steps/s, so the 8000 steps take ~88 min (4000 in
 #      ~45 min, then 3500 more in 2259 s). Validation rollout L1 at steps 1/2/3:
 #      0.038 / 0.042 / 0.045 (copying the frame: 0.058 / 0.081 / 0.096).
-#   4. packaging: seconds. 5. evaluation, 2 workers: 22 min for both commands.
+#   4. packaging: seconds. 5. evaluation, 2 workers: 35 min for both commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/mw-all
@@ -75,5 +75,5 @@ OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/mod
 # 6. Evaluate with the protocol (the README's results table comes from this report).
 uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 \
     out_dir=runs/eval-default
-uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 tasks=[pick-place] \
+uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 tasks=[push,pick-place] \
     subgoals=true out_dir=runs/eval-default-subgoals

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs.goals import make_goal_images
+from envs.goals import GoalNotReachedError, make_goal_images
 from envs.media import side_by_side, upscale, write_video
 from envs.metaworld_goal import MetaWorldGoalEnv
 from envs.recording import RecordingSummary, record_episodes
@@ -66,8 +66,12 @@ def write_preview(env_config: EnvConfig, episodes: dict[int, list[dict[str, np.n
     video_frames = []
     try:
         for seed, frames in episodes.items():
-            goal, _, _ = make_goal_images(env, seed)
-            goal_panel = [upscale(goal.goal[c], factor) for c in env_config.cameras]
+            try:
+                goal, _, _ = make_goal_images(env, seed)
+                goal_panel = [upscale(goal.goal[c], factor) for c in env_config.cameras]
+            except GoalNotReachedError as error:  # the recording stands; its preview shows no goal
+                log.warning("preview of seed %d has no goal panel: %s", seed, error)
+                goal_panel = [np.zeros_like(upscale(frames[0][c], factor)) for c in env_config.cameras]
             for frame in frames:
                 panels = [upscale(frame[c], factor) for c in env_config.cameras]
                 video_frames.append(side_by_side(panels + goal_panel, gap=4))

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs.goals import PROTOCOL_PHASES, SUBGOAL_PHASES
-from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.goals import GOAL_SOURCES
+from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, SEED_LIMIT, TASKS, seed_split
 
 T = TypeVar("T")
 
@@ -529,7 +529,7 @@ REFERENCES = ("random", "expert")
 
 @dataclass
 class EvalConfig:
-    """``jepa-robot eval``: the evaluation protocol (DESIGN.md) for a checkpoint and a planner."""
+    """``jepa-robot eval``: the evaluation protocol (docs/protocol.md) for a checkpoint and a planner."""
 
     checkpoint: str = MISSING
     """World-model checkpoint directory."""
@@ -539,12 +539,15 @@ class EvalConfig:
     episodes: int = 50
     """Episodes per task; episode i uses seed seed_start + i."""
     seed_start: int = EVAL_SEED_START
+    """100000 for reported figures; 150000-199999 for tuning (any knob, any choice). A
+    run's seeds lie wholly in one of the two, and the report says which."""
     subgoals: bool = False
-    """Plan through the expert's sub-goal images (grasp, lift) before the final goal."""
-    subgoal_phases: list[str] = field(default_factory=lambda: list(PROTOCOL_PHASES))
-    """With subgoals: the expert phases whose first frames are the sub-goal images. The
-    protocol's are grasp and lift; adding ``descend`` (the hand over the object, before it
-    comes down) is a diagnostic beyond the protocol, and the report says so."""
+    """Plan through the expert's sub-goal images before the final goal: push ``contact``,
+    pick-place ``grasp`` and ``lift`` (reach has none)."""
+    goals: str = "protocol"
+    """Goal images: ``protocol`` (the task-aimed expert's success frame closest to the
+    target) or ``jepa_wms`` (Meta-World's own expert after 100 steps, the JEPA-WMs study's
+    rule, for setting a reach figure beside theirs; no sub-goals)."""
     references: list[str] = field(default_factory=lambda: list(REFERENCES))
     """Baselines run on the same seeds and budgets: random actions, the scripted expert."""
     workers: int = 1
@@ -570,19 +573,18 @@ class EvalConfig:
             raise ConfigError(f"references: unknown {bad_refs}; valid: {list(REFERENCES)}")
         if self.episodes < 1:
             raise ConfigError(f"episodes={self.episodes} must be >= 1")
-        if self.seed_start < EVAL_SEED_START:
-            raise ConfigError(
-                f"seed_start={self.seed_start}: evaluation seeds start at {EVAL_SEED_START} "
-                "(lower seeds are training data)"
-            )
+        try:
+            seed_split(self.seed_start, self.seed_start + self.episodes - 1)
+        except ValueError as error:
+            raise ConfigError(f"seed_start={self.seed_start}, episodes={self.episodes}: {error}") from None
         if self.workers < 1 or self.videos < 0 or self.traces < 0:
             raise ConfigError("workers must be >= 1, videos and traces >= 0")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
-        phases = list(self.subgoal_phases)
-        if not phases or phases != [p for p in SUBGOAL_PHASES if p in phases]:
-            raise ConfigError(f"subgoal_phases={phases}: a non-empty subset of "
-                              f"{list(SUBGOAL_PHASES)}, in that order")
+        if self.goals not in GOAL_SOURCES:
+            raise ConfigError(f"goals={self.goals!r}; valid: {list(GOAL_SOURCES)}")
+        if self.goals == "jepa_wms" and self.subgoals:
+            raise ConfigError("goals=jepa_wms has no sub-goal images; set subgoals=false")
 
 
 @dataclass
@@ -607,6 +609,9 @@ class PlanConfig:
             raise ConfigError(f"task={self.task!r}; valid: {sorted(TASKS)}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps={self.steps} must be >= 1")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed={self.seed} must be in [0, {SEED_LIMIT}) "
+                              f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
 

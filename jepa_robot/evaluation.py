@@ -1,11 +1,13 @@
-"""``jepa-robot eval`` and ``jepa-robot plan``: the evaluation protocol of DESIGN.md.
+"""``jepa-robot eval`` and ``jepa-robot plan``: the evaluation protocol (docs/protocol.md).
 
-Per task, episode i starts from seed ``seed_start + i`` (100000 and up, never in
-training data); the goal image is the noise-free scripted expert's frame a few
-steps after success (with its grasp / lift frames as sub-goals if asked); the agent
+Per task, episode i starts from seed ``seed_start + i``: 100000 + i for reported
+figures, 150000 and up for tuning, never training data. The goal image is the task-aimed
+scripted expert's success frame closest to the target (``envs.goals``; its phase-change
+frames are the sub-goals if asked; ``goals=jepa_wms`` takes JEPA-WMs' goal frames
+instead); a seed whose expert cannot solve the task is reported and skipped. The agent
 runs the full step budget and success is the env's flag on the last step. The same
-seeds and budgets are run with random actions and with the scripted expert as
-references.
+seeds and budgets are run with random actions and with the expert that made the goal
+images as references.
 
 Outputs under ``out_dir``: ``report.json`` (everything below, written atomically),
 ``summary.png`` (success with 95% Wilson intervals against the references, plan-time
@@ -24,7 +26,6 @@ import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,12 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from envs.experts import ScriptedExpert
-from envs.goals import PROTOCOL_PHASES, make_goal_images
+from envs.experts import SUBGOAL_PHASES
+from envs.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from envs.media import side_by_side, upscale, write_video
-from envs.metaworld_goal import EPISODE_BUDGET, STATE_AND_OBJECT_NAMES, MetaWorldGoalEnv
+from envs.metaworld_goal import (
+    EPISODE_BUDGET, STATE_AND_OBJECT_NAMES, MetaWorldGoalEnv, seed_split,
+)
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
@@ -91,15 +95,18 @@ class Job:
     kind: str
     video: bool = False
     trace: bool = False
+    goals: str = "protocol"
+    """Which goal images (``envs.goals.GOAL_SOURCES``); the expert reference follows it."""
 
 
 _reference_envs: dict[str, MetaWorldGoalEnv] = {}
 """One camera-less env per task and process, reused: ``reset(seed)`` alone sets the scene."""
 
 
-def run_reference(task: str, seed: int, kind: str) -> dict[str, Any]:
-    """Random actions or the noise-free scripted expert for the task's budget, on a
-    camera-less env (neither looks at images)."""
+def run_reference(task: str, seed: int, kind: str, goals: str = "protocol") -> dict[str, Any]:
+    """Random actions or the noise-free scripted expert that makes the goal images
+    (task-aimed for ``goals=protocol``, Meta-World's own for ``jepa_wms``) for the task's
+    budget, on a camera-less env (neither looks at images)."""
     started = time.perf_counter()
     if task not in _reference_envs:
         _reference_envs[task] = MetaWorldGoalEnv(task, cameras=())
@@ -110,7 +117,10 @@ def run_reference(task: str, seed: int, kind: str) -> dict[str, Any]:
         policy = lambda _obs: rng.uniform(-1.0, 1.0, 4).astype(np.float32)  # noqa: E731
     elif kind == "expert":
         expert = ScriptedExpert(task, seed=seed)
-        policy = lambda _obs: expert.expert_action(env.privileged_obs)  # noqa: E731
+        if goals == "protocol":
+            policy = lambda _obs: expert.aimed_action(env.privileged_obs, env.task_point())  # noqa: E731
+        else:
+            policy = lambda _obs: expert.expert_action(env.privileged_obs)  # noqa: E731
     else:
         raise ValueError(f"unknown reference {kind!r}")
     result = run_episode(env, policy, observation, EPISODE_BUDGET[task])
@@ -119,10 +129,11 @@ def run_reference(task: str, seed: int, kind: str) -> dict[str, Any]:
 
 
 def goal_frames(env: MetaWorldGoalEnv, seed: int, camera: str, subgoals: bool,
-                phases: Sequence[str] = PROTOCOL_PHASES):
-    """The protocol's goal frame(s) for ``seed`` (sub-goals first, taken where the expert
-    starts each of ``phases``); resets ``env`` to ``seed``."""
-    goal, observation, _ = make_goal_images(env, seed, phases=phases)
+                source: str = "protocol"):
+    """The goal frame(s) for ``seed`` (with ``subgoals``, the expert's phase-change frames
+    first); resets ``env`` to ``seed``. Raises ``GoalNotReachedError`` where the expert
+    cannot solve the task from this seed."""
+    goal, observation, _ = make_goal_images(env, seed, source=source)
     frames = [g[camera] for g in goal.subgoals] if subgoals else []
     return frames + [goal.goal[camera]], observation, goal
 
@@ -213,11 +224,11 @@ class ModelRunner:
     """Runs model episodes in one process: loads the world model once, keeps one env per task."""
 
     def __init__(self, checkpoint: str, planner, agent_config, subgoals: bool,
-                 video_dir: Path | None, subgoal_phases: Sequence[str] = PROTOCOL_PHASES) -> None:
+                 video_dir: Path | None, goals: str = "protocol") -> None:
         self.world_model = WorldModel.load(checkpoint, device=agent_config.device)
         self.planner_settings, self.agent_config = planner, agent_config
         self.agents: dict[str, MPCAgent] = {}  # one per task: weights may differ by task
-        self.subgoals, self.subgoal_phases = subgoals, tuple(subgoal_phases)
+        self.subgoals, self.goal_source = subgoals, goals
         self.video_dir = video_dir
         self.envs: dict[str, MetaWorldGoalEnv] = {}
 
@@ -240,8 +251,13 @@ class ModelRunner:
         env, camera = self.env(task), self.world_model.camera
         goal = None
         if goals is None:
-            goals, observation, goal = goal_frames(env, seed, camera, self.subgoals,
-                                                  self.subgoal_phases)
+            try:
+                goals, observation, goal = goal_frames(env, seed, camera, self.subgoals,
+                                                      self.goal_source)
+            except GoalNotReachedError as error:  # reported and skipped, never replaced
+                log.warning("%s seed %d skipped: %s", task, seed, error)
+                return {"task": task, "seed": seed, "kind": "model", "skipped": str(error),
+                        "wall_seconds": time.perf_counter() - started}, None
         else:
             observation, _ = env.reset(seed=seed)
         steps = steps or EPISODE_BUDGET[task]
@@ -267,6 +283,8 @@ class ModelRunner:
         record = episode_record(task, seed, result, self.world_model, agent)
         if goal is not None:  # how well the episode matched the goal image (diagnostic only)
             record["goal_frame_distance_m"] = goal.goal_distance_m
+            record["goal_step"] = goal.goal_step
+            record["subgoal_phases"] = goal.subgoal_phases if self.subgoals else []
             record["final_hand_to_goal_frame_m"] = float(
                 np.linalg.norm(env.state()[:3] - goal.goal_state[:3]))
         if tracer is not None:
@@ -314,7 +332,7 @@ def _init_worker(config_yaml: str, threads: int) -> None:
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.create(config_yaml)))
     logging.getLogger("jepa_robot").setLevel(logging.WARNING)
     _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals,
-                          Path(config.out_dir) / "videos", config.subgoal_phases)
+                          Path(config.out_dir) / "videos", config.goals)
 
 
 _init_error: str | None = None
@@ -337,7 +355,7 @@ def _init_pool_worker(config_yaml: str, threads: int) -> None:
 
 def _run_job(job: Job) -> dict[str, Any]:
     if job.kind != "model":
-        return run_reference(job.task, job.seed, job.kind)
+        return run_reference(job.task, job.seed, job.kind, job.goals)
     if _init_error is not None:
         raise EvalWorkerError(f"an eval worker could not load its model: {_init_error}")
     assert _runner is not None
@@ -362,13 +380,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
         Job(task, config.seed_start + i, kind, video=(kind == "model" and i < config.videos),
-            trace=(kind == "model" and i < config.traces))
+            trace=(kind == "model" and i < config.traces), goals=config.goals)
         for task in config.tasks
         for kind in ("model", *config.references)
         for i in range(config.episodes)
     ]
     # Model episodes first: they are the slow ones, so the pool stays busy to the end.
     jobs.sort(key=lambda job: job.kind != "model")
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not config.progress)
@@ -387,6 +406,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 bar.update()
     bar.close()
     report = build_report(config, records, time.perf_counter() - started, threads)
+    # the machine's 1-minute load average before and after: plan times are only comparable
+    # between runs on an otherwise idle machine
+    report["machine"]["load_avg_1min"] = [load_before, os.getloadavg()[0]]
     write_json_atomic(out_dir / "report.json", report)
     plot_summary(report, out_dir / "summary.png")
     return report
@@ -404,9 +426,13 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
                  threads: int) -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     for task in config.tasks:
-        model = sorted((r for r in records if r["task"] == task and r["kind"] == "model"),
-                       key=lambda r: r["seed"])
+        ran = sorted((r for r in records if r["task"] == task and r["kind"] == "model"),
+                     key=lambda r: r["seed"])
+        model = [r for r in ran if "skipped" not in r]
+        skipped = [r for r in ran if "skipped" in r]
         entry = success_summary([r["success"] for r in model])
+        # seeds whose expert could not make a goal image: listed, never replaced
+        entry["skipped"] = [{"seed": r["seed"], "reason": r["skipped"]} for r in skipped]
         entry["plan_time_per_replan_s"] = summarise([s for r in model for s in r["replan_seconds"]])
         entry["planner_time_per_replan_s"] = summarise([s for r in model for s in r["plan_seconds"]])
         entry["plan_time_per_action_s"] = summarise([s for r in model for s in r["per_action_seconds"]])
@@ -422,25 +448,24 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         # and how far the hand ended from where the goal image shows it
         for key in ("goal_frame_distance_m", "final_hand_to_goal_frame_m"):
             entry[key] = summarise([r[key] for r in model if r.get(key) is not None])
+        if entry["goal_frame_distance_m"]:
+            frames = [r["goal_frame_distance_m"] for r in model if r.get("goal_frame_distance_m") is not None]
+            entry["goal_frame_distance_m"].update(min=float(min(frames)), max=float(max(frames)))
         entry["budget"] = EPISODE_BUDGET[task]
         entry["references"] = {}
-        for kind in config.references:
-            ref = [r for r in records if r["task"] == task and r["kind"] == kind]
+        skipped_seeds = {r["seed"] for r in skipped}
+        for kind in config.references:  # on the seeds the model ran, for a like-for-like row
+            ref = [r for r in records if r["task"] == task and r["kind"] == kind
+                   and r["seed"] not in skipped_seeds]
             entry["references"][kind] = success_summary([r["success"] for r in ref])
             entry["references"][kind]["seeds"] = sorted(r["seed"] for r in ref if r["success"])
         entry["episodes"] = model
         tasks[task] = entry
     return {
         "format": REPORT_FORMAT,
-        "checkpoint": str(resolve_checkpoint(config.checkpoint).resolve()),
+        "checkpoint": _shown_path(resolve_checkpoint(config.checkpoint)),
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
-        "protocol": {
-            "seeds": [config.seed_start, config.seed_start + config.episodes - 1],
-            "budgets": {t: EPISODE_BUDGET[t] for t in config.tasks},
-            "success": "env success flag at the last step",
-            "subgoals": config.subgoals,
-            **({"subgoal_phases": list(config.subgoal_phases)} if config.subgoals else {}),
-        },
+        "protocol": protocol_summary(config),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -452,6 +477,39 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         },
         "seconds": seconds,
         "tasks": tasks,
+    }
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory where it lies inside it (a report names
+    no machine's absolute paths when it can help it), else absolute."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def protocol_summary(config: EvalConfig) -> dict[str, Any]:
+    """What a report says of how it was measured: seeds and their split, goal images,
+    sub-goals, budgets, success."""
+    first, last = config.seed_start, config.seed_start + config.episodes - 1
+    split = seed_split(first, last)
+    goals = ("task-aimed scripted expert, its success frame closest to the target"
+             if config.goals == "protocol" else
+             f"Meta-World's own expert, its frame after {JEPA_WMS_STEPS} steps (JEPA-WMs' rule)")
+    return {
+        "version": 2,
+        "seeds": [first, last],
+        "split": split,
+        "reporting_seeds": split == "reporting",
+        "goals": config.goals,
+        "goal_images": goals,
+        "subgoals": config.subgoals,
+        **({"subgoal_phases": {t: list(SUBGOAL_PHASES[t]) for t in config.tasks}}
+           if config.subgoals else {}),
+        "budgets": {t: EPISODE_BUDGET[t] for t in config.tasks},
+        "success": "env success flag at the last step",
     }
 
 
@@ -481,6 +539,14 @@ def format_table(report: dict[str, Any]) -> str:
             f"{f'{1e3 * replan['mean']:.0f}/{1e3 * replan['p50']:.0f}/{1e3 * replan['p95']:.0f}':>24} "
             f"{1e3 * per_action:>9.1f} {wall:>9.1f} {end_cm:>10}"
         )
+    protocol = report["protocol"]
+    first, last = protocol["seeds"]
+    lines.append(f"seeds {first}-{last} ({protocol['split']} seeds), goal images: {protocol['goals']}"
+                 + (", with sub-goals" if protocol["subgoals"] else ""))
+    for task, entry in report["tasks"].items():
+        if entry["skipped"]:
+            seeds = ", ".join(str(s["seed"]) for s in entry["skipped"])
+            lines.append(f"{task}: the expert could not make a goal image for seed(s) {seeds}; skipped")
     return "\n".join(lines)
 
 
@@ -518,7 +584,9 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
     right.set_ylabel("replans")
     right.legend(fontsize=8)
     name = "/".join(Path(report["checkpoint"]).parts[-2:])  # run/checkpoint says which model
-    figure.suptitle(f"{name} — N={report['tasks'][tasks[0]]['n']} per task",
+    protocol = report["protocol"]
+    figure.suptitle(f"{name} — N={report['tasks'][tasks[0]]['n']} per task, {protocol['split']} seeds, "
+                    f"{protocol['goals']} goals" + (" with sub-goals" if protocol["subgoals"] else ""),
                     fontsize=10)
     figure.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -539,6 +607,8 @@ def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
         video = Path(config.video or f"runs/plan/{config.task}-{config.seed}.mp4")
         record, written = runner.run(config.task, config.seed, video=True, goals=goals,
                                      steps=config.steps, video_path=video)
+        if "skipped" in record:
+            raise ValueError(f"{record['skipped']}; choose another seed or give goal=[file.png]")
     finally:
         runner.close()
     return record, written

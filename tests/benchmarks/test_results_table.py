@@ -25,7 +25,7 @@ def test_table_rows_come_from_the_report():
     # reach in that report: 4/50 successes, Wilson [3%, 19%], random 0%, expert 100%, 469 ms mean
     # (that report predates the end-distance and goal-frame diagnostics: "-")
     assert rows == [
-        "| reach | final goal | 50 | **8%** | 3%-19% | 0% | 100% | 469 / 419 / 801 | 13.0 | - | - |"]
+        "| reach | final goal | 50 | **8%** | 3%-19% | 0% | 100% | 469 / 419 / 801 | 13.0 | - | - | - |"]
     assert "| pick-place | final goal | 50 | **0%** |" in table
 
 
@@ -36,7 +36,7 @@ def test_goal_frame_match_is_shown_when_the_report_has_it():
                                                               "p95": 0.08, "count": 50}
     (row,) = [line for line in module.render([("r.json", report)]).splitlines()
               if line.startswith("| reach")]
-    assert row.endswith("| 13.0 | - | 2.3 |")
+    assert row.endswith("| 13.0 | - | - | 2.3 |")
 
 
 def test_switched_on_search_settings_are_named():
@@ -83,3 +83,24 @@ def test_readout_energy_weights_binary_dims_and_subgoal_switch_are_named():
     assert "readout (weights [1, 1, 1, 0.5]; reach [1, 1, 1, 0]) energy" in table
     assert "binary action dims [3]" in table
     assert "sub-goals switched on distance <= 0.025 (at most 60 steps each)" in table
+
+
+def test_protocol_v2_reports_name_their_goal_images_seeds_and_skipped_seeds():
+    module = load()
+    report = json.loads(REPORT.read_text())
+    report["config"]["subgoals"] = True
+    report["protocol"] = {"version": 2, "seeds": [100000, 100049], "split": "reporting",
+                          "goals": "protocol", "subgoals": True,
+                          "subgoal_phases": {"reach": [], "push": ["contact"], "pick-place": ["grasp", "lift"]}}
+    report["tasks"]["push"]["goal_frame_distance_m"] = {"mean": 0.01, "p50": 0.0084, "p95": 0.02,
+                                                       "count": 49, "min": 0.0025, "max": 0.0282}
+    report["tasks"]["push"]["skipped"] = [{"seed": 100007, "reason": "no success"}]
+    report["machine"]["load_avg_1min"] = [0.1, 2.0]
+    table = module.render([("r.json", report)])
+    (push,) = [line for line in table.splitlines() if line.startswith("| push")]
+    assert push.startswith("| push | sub-goals (contact) | 50 |") and "| 0.8 (0.2-2.8) |" in push
+    assert "| pick-place | sub-goals (grasp, lift) |" in table
+    assert "seeds 100000-100049 (reporting); no goal image (skipped): push 100007;" in table
+    assert "1-min load 0.1 before / 2.0 after" in table
+    report["protocol"]["goals"] = "jepa_wms"
+    assert "| reach | JEPA-WMs' goal frames |" in module.render([("r.json", report)])

@@ -44,6 +44,7 @@ def test_references_run_the_protocol_budget():
     expert = run_reference("reach", 100000, "expert")
     random = run_reference("reach", 100000, "random")
     assert expert["success"] and expert["steps"] == 100
+    assert run_reference("pick-place", 100000, "expert")["steps"] == 200
     assert not random["success"] and random["steps"] == 100
     # the same seed gives the same random episode
     assert run_reference("reach", 100000, "random")["success"] == random["success"]
@@ -67,15 +68,22 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert reach["references"]["expert"]["n"] == 2 and reach["references"]["expert"]["success_rate"] == 1.0
     assert reach["references"]["random"]["n"] == 2
     assert report["protocol"]["budgets"] == {"reach": 100}
+    assert report["protocol"]["seeds"] == [100000, 100001]
+    assert report["protocol"]["split"] == "reporting" and report["protocol"]["reporting_seeds"]
+    assert report["protocol"]["goals"] == "protocol" and reach["skipped"] == []
     # the simulator's hand-to-target distance, a diagnostic: min over the episode <= final
     for episode in reach["episodes"]:
         assert 0.0 <= episode["min_goal_distance_m"] <= episode["final_goal_distance_m"]
         assert (episode["final_goal_distance_m"] <= 0.05) == episode["success"]
     assert reach["goal_distance_m"]["final"]["count"] == 2
-    # where the goal frame itself sits, and how far the hand ended from the goal frame's hand
+    # where the goal frame itself sits (the task-aimed expert puts the fingers' centre
+    # within a centimetre of the target), and how far the hand ended from the goal frame's hand
     for episode in reach["episodes"]:
-        assert 0.0 < episode["goal_frame_distance_m"] <= 0.05
+        assert 0.0 <= episode["goal_frame_distance_m"] <= 0.01
+        assert 0 < episode["goal_step"] <= 100
         assert episode["final_hand_to_goal_frame_m"] >= 0.0
+    frames = reach["goal_frame_distance_m"]
+    assert frames["min"] <= frames["p50"] <= frames["max"] <= 0.01
     assert reach["final_hand_to_goal_frame_m"]["count"] == 2
     # traces=1: the first episode carries one row per predictor step (frameskip 2)
     trace = reach["episodes"][0]["trace"]
@@ -140,36 +148,99 @@ def test_plan_toward_a_goal_image_file(tiny_checkpoint, tmp_path, capsys):
     "overrides, message",
     [
         (["checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
-        (["checkpoint={ckpt}", "seed_start=5"], "evaluation seeds start at 100000"),
+        (["checkpoint={ckpt}", "seed_start=5"], "evaluation seeds lie in [100000, 200000)"),
+        (["checkpoint={ckpt}", "seed_start=199999", "episodes=2"], "nothing at or above 200000"),
+        (["checkpoint={ckpt}", "seed_start=149999", "episodes=2"], "mix the reporting seeds"),
+        (["checkpoint={ckpt}", "goals=hand"], "goals='hand'"),
+        (["checkpoint={ckpt}", "goals=jepa_wms", "subgoals=true"], "no sub-goal images"),
         (["checkpoint={ckpt}", "tasks=[stack]"], "unknown"),
         (["checkpoint={ckpt}", "planner.options.horizn=3"], "horizn"),
         (["checkpoint={ckpt}", "planner=nope"], "planner"),
         (["checkpoint={ckpt}", "agent.subgoal_switch=never"], "subgoal_switch"),
-        (["checkpoint={ckpt}", "subgoal_phases=[lift,grasp]"], "in that order"),
-        (["checkpoint={ckpt}", "subgoal_phases=[]"], "non-empty subset"),
     ],
 )
 def test_bad_eval_input_gets_a_clear_error(tiny_checkpoint, tmp_path, capsys, overrides, message):
     overrides = [o.format(ckpt=tiny_checkpoint) for o in overrides]
-    code = main(["eval", *overrides, f"out_dir={tmp_path / 'out'}", "episodes=1", "progress=false"])
+    if not any(o.startswith("episodes=") for o in overrides):
+        overrides.append("episodes=1")
+    code = main(["eval", *overrides, f"out_dir={tmp_path / 'out'}", "progress=false"])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_goal_frames_take_the_asked_phases_subgoals_first():
-    from envs.goals import SUBGOAL_PHASES
+@pytest.mark.parametrize("task, phases", [("push", ["contact"]), ("pick-place", ["grasp", "lift"])])
+def test_goal_frames_put_the_task_subgoals_first(task, phases):
     from envs.metaworld_goal import MetaWorldGoalEnv
     from jepa_robot.evaluation import goal_frames
 
-    env = MetaWorldGoalEnv("pick-place", image_size=32)
+    env = MetaWorldGoalEnv(task, image_size=32)
     frames, _, goal = goal_frames(env, 100000, "oblique", subgoals=True)
-    assert goal.subgoal_phases == ["grasp", "lift"] and len(frames) == 3
-    frames, _, goal = goal_frames(env, 100000, "oblique", subgoals=True, phases=SUBGOAL_PHASES)
-    assert goal.subgoal_phases == ["descend", "grasp", "lift"] and len(frames) == 4
-    frames, _, _ = goal_frames(env, 100000, "oblique", subgoals=False, phases=SUBGOAL_PHASES)
+    assert goal.subgoal_phases == phases and len(frames) == len(phases) + 1
+    for frame, subgoal in zip(frames, goal.subgoals):
+        np.testing.assert_array_equal(frame, subgoal["oblique"])
+    frames, _, _ = goal_frames(env, 100000, "oblique", subgoals=False)
     assert len(frames) == 1 and np.array_equal(frames[0], goal.goal["oblique"])
     env.close()
+
+
+def test_a_seed_the_expert_cannot_solve_is_reported_and_skipped(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """No goal image for a seed: the report lists it with the reason, counts neither the
+    model nor the references on it, and runs the other seeds as usual."""
+    from envs import goals
+    from jepa_robot import evaluation
+
+    def goal_for(env, seed, source="protocol"):
+        if seed == 150001:
+            raise goals.GoalNotReachedError(f"the expert did not solve it from seed {seed}")
+        return goals.make_goal_images(env, seed, source=source)
+
+    monkeypatch.setattr(evaluation, "make_goal_images", goal_for)
+    out = tmp_path / "eval"
+    code = main(["eval", f"checkpoint={tiny_checkpoint}", "tasks=[reach]", "episodes=2",
+                 "seed_start=150000", "videos=0", f"out_dir={out}", "progress=false",
+                 "planner.options.samples=8", "planner.options.elites=2",
+                 "planner.options.iterations=1", "planner.options.horizon=1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "seeds 150000-150001 (tuning seeds)" in printed
+    assert "could not make a goal image for seed(s) 150001; skipped" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["split"] == "tuning" and not report["protocol"]["reporting_seeds"]
+    reach = report["tasks"]["reach"]
+    assert reach["skipped"] == [{"seed": 150001, "reason": "the expert did not solve it from seed 150001"}]
+    assert reach["n"] == 1 and [e["seed"] for e in reach["episodes"]] == [150000]
+    assert reach["references"]["expert"]["n"] == 1 and reach["references"]["random"]["n"] == 1
+
+
+def test_plan_on_a_seed_without_a_goal_image_says_so(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from envs import goals
+    from jepa_robot import evaluation
+
+    def no_goal(env, seed, source="protocol"):
+        raise goals.GoalNotReachedError(f"the expert did not solve it from seed {seed}")
+
+    monkeypatch.setattr(evaluation, "make_goal_images", no_goal)
+    code = main(["plan", f"checkpoint={tiny_checkpoint}", "seed=150003", f"video={tmp_path / 'v.mp4'}"])
+    assert code == 2
+    assert "did not solve it from seed 150003; choose another seed" in capsys.readouterr().err
+    assert main(["plan", f"checkpoint={tiny_checkpoint}", "seed=200000"]) == 2
+    assert "nothing at or above 200000" in capsys.readouterr().err
+
+
+def test_jepa_wms_goals_run_the_anchor_rule(tiny_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    code = main(["eval", f"checkpoint={tiny_checkpoint}", "tasks=[reach]", "episodes=1", "goals=jepa_wms",
+                 "videos=0", f"out_dir={out}", "progress=false", "references=[expert]",
+                 "planner.options.samples=8", "planner.options.elites=2",
+                 "planner.options.iterations=1", "planner.options.horizon=1"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["goals"] == "jepa_wms" and "100 steps" in report["protocol"]["goal_images"]
+    episode = report["tasks"]["reach"]["episodes"][0]
+    # Meta-World's hand-aimed expert leaves the fingers' centre about 4 cm from the target
+    assert episode["goal_step"] == 100 and 0.03 < episode["goal_frame_distance_m"] < 0.05
+    assert report["tasks"]["reach"]["references"]["expert"]["n"] == 1
 
 
 def test_plan_refuses_an_unreadable_goal_image(tiny_checkpoint, tmp_path, capsys):
