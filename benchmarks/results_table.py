@@ -33,7 +33,7 @@ def _planner_summary(config: dict[str, Any]) -> str:
     shown = [f"{k} {options[k]}" for k in sizes if k in options]
     # settings that change what is searched, named only when switched on
     shown += [k for k in ("hold_candidate", "return_mean") if options.get(k)]
-    shown += [f"{k} {options[k]}" for k in ("hold_margin", "action_cost") if options.get(k)]
+    shown += [f"hold_margin {options['hold_margin']}"] if options.get("hold_margin") else []
     shown = ", ".join(shown)
     energy = planner["energy"]
     if planner.get("energy_weights"):
@@ -41,8 +41,6 @@ def _planner_summary(config: dict[str, Any]) -> str:
         energy += "".join(f"; {task} {_numbers(weights)}"
                           for task, weights in (planner.get("task_energy_weights") or {}).items())
         energy += ")"
-    if planner.get("arm_state", "readout") != "readout":
-        energy += f" with arm_state {planner['arm_state']}"
     binary = (planner.get("bounds") or {}).get("binary_dims")
     if binary:
         shown += f", binary action dims {binary}"

@@ -1,6 +1,6 @@
 """Simulation and robot environments for jepa-robot.
 
-Knows nothing of world models or planners (DESIGN.md): this package never imports
+Knows nothing of world models or planners (docs/architecture.md): this package never imports
 ``jepa_robot`` or ``planners``. Importing it registers the goal-image tasks with
 Gymnasium under the ``JepaRobot/`` namespace.
 """

@@ -7,14 +7,7 @@ expert's path, which a world model needs to learn what *other* actions do:
 - ``noise_std``: Gaussian noise added to every expert action;
 - ``perturb_prob`` / ``perturb_steps``: at any step, with this probability, start a
   segment of ``perturb_steps`` (min, max) steps that holds one uniform random action;
-- ``random_episode``: the whole episode is smoothed random actions (no expert);
-- ``miss_prob`` / ``miss_radius_m`` / ``miss_steps``: in this share of episodes the
-  expert first aims beside the object (push, pick-place): it is shown the object moved
-  by ``miss_radius_m`` (min, max) in a random direction in the table plane for its first
-  ``miss_steps`` (min, max) steps, so it comes down beside the object, closes on nothing
-  and, once shown the true object, goes back for it. Near misses and retries are frames
-  the clean demonstrations lack: the hand low beside the object (where the default
-  model's readout misreads both) and a grasp that leaves the object where it was.
+- ``random_episode``: the whole episode is smoothed random actions (no expert).
 
 ``aimed_action`` is the task-aimed variant the evaluation protocol's goal images come
 from (docs/protocol.md); recordings use the policies as they are.
@@ -27,14 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.metaworld_goal import TASKS, TASKS_WITH_OBJECT
+from envs.metaworld_goal import TASKS
 
 # Meta-World's policies warn on every call that their own gains may be high; the env
 # clips actions anyway, so the warning says nothing about our data.
 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
-OBJECT_XY = slice(4, 6)
-"""The object's x, y in the privileged 39-D observation (what the policies read)."""
 GOAL_XYZ = slice(36, 39)
 """The target's xyz in the privileged observation (its last three numbers)."""
 
@@ -57,13 +48,6 @@ class Exploration:
     """Inclusive range of a random-action segment's length, in steps."""
     random_episode: bool = False
     """Ignore the expert: the episode is smoothed uniform random actions."""
-    miss_prob: float = 0.0
-    """Share of episodes (drawn per episode) whose expert first aims beside the object."""
-    miss_radius_m: tuple[float, float] = (0.01, 0.05)
-    """Min and max distance (m, table plane) of that false object position from the true one."""
-    miss_steps: tuple[int, int] = (30, 60)
-    """Inclusive range of how many expert steps it is shown the false position (a random
-    segment in between pauses the count)."""
 
     def __post_init__(self) -> None:
         if self.noise_std < 0:
@@ -73,19 +57,10 @@ class Exploration:
         low, high = self.perturb_steps
         if not 1 <= low <= high:
             raise ValueError(f"perturb_steps must be (min, max) with 1 <= min <= max, got {self.perturb_steps}")
-        if not 0.0 <= self.miss_prob <= 1.0:
-            raise ValueError(f"miss_prob must be in [0, 1], got {self.miss_prob}")
-        low_m, high_m = self.miss_radius_m
-        if not 0.0 <= low_m <= high_m:
-            raise ValueError(f"miss_radius_m must be (min, max) with 0 <= min <= max, got {self.miss_radius_m}")
-        low, high = self.miss_steps
-        if not 1 <= low <= high:
-            raise ValueError(f"miss_steps must be (min, max) with 1 <= min <= max, got {self.miss_steps}")
 
     @property
     def is_expert(self) -> bool:
-        return (not self.random_episode and self.noise_std == 0 and self.perturb_prob == 0
-                and self.miss_prob == 0)
+        return not self.random_episode and self.noise_std == 0 and self.perturb_prob == 0
 
 
 class ScriptedExpert:
@@ -110,23 +85,6 @@ class ScriptedExpert:
         self._segment_left = 0
         self._segment_action = np.zeros(4, dtype=np.float32)
         self._random_action = self._rng.uniform(-1, 1, 4).astype(np.float32)
-        # Drawn from their own stream, so adding misses leaves the other exploration as it was.
-        miss_rng = np.random.default_rng([seed, 0x315])
-        exploration = self.exploration
-        self._miss_offset = np.zeros(2, dtype=np.float32)
-        self._miss_left = 0
-        if (self.task in TASKS_WITH_OBJECT and exploration.miss_prob > 0
-                and miss_rng.random() < exploration.miss_prob):
-            angle = miss_rng.uniform(0.0, 2.0 * np.pi)
-            radius = miss_rng.uniform(*exploration.miss_radius_m)
-            self._miss_offset = np.float32(radius) * np.array([np.cos(angle), np.sin(angle)], np.float32)
-            self._miss_left = int(miss_rng.integers(exploration.miss_steps[0], exploration.miss_steps[1] + 1))
-
-    @property
-    def miss_offset(self) -> np.ndarray:
-        """Where this episode's expert first aims beside the object (x, y metres; zero
-        when it does not)."""
-        return self._miss_offset.copy()
 
     def expert_action(self, privileged_obs: np.ndarray) -> np.ndarray:
         """The noise-free expert action."""
@@ -171,10 +129,6 @@ class ScriptedExpert:
             self._segment_left = int(self._rng.integers(low, high + 1)) - 1
             self._segment_action = self._rng.uniform(-1, 1, 4).astype(np.float32)
             return self._segment_action.copy()
-        if self._miss_left > 0:  # the expert is shown the object where it is not
-            self._miss_left -= 1
-            privileged_obs = np.array(privileged_obs, copy=True)
-            privileged_obs[OBJECT_XY] += self._miss_offset
         action = self.expert_action(privileged_obs)
         if exploration.noise_std > 0:
             action = action + self._rng.normal(0.0, exploration.noise_std, 4).astype(np.float32)

@@ -1,6 +1,6 @@
 """Record goal-image task episodes into a LeRobot v3 dataset (through ``lerobot``).
 
-Keys follow LeRobot's conventions (DESIGN.md): ``observation.images.<camera>``
+Keys follow LeRobot's conventions (docs/architecture.md): ``observation.images.<camera>``
 (video), ``observation.state`` and ``action`` (float32 with per-dimension names),
 ``next.success``, ``task``, plus ``episode_seed`` so every episode can be replayed.
 Simulated recordings also carry ``observation.environment_state``, the object's xyz: a

@@ -36,9 +36,7 @@ log = logging.getLogger(__name__)
 
 def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> Planner:
     """A planner from its config-group settings, for ``action_dim``-D planned actions.
-    ``readout`` (latents -> states) is the world model's, for ``energy: readout``. With
-    ``arm_state`` other than readout the agent hands the energy readout features, not
-    latents (see :class:`MPCAgent`), so the energy compares them as they are."""
+    ``readout`` (latents -> states) is the world model's, for ``energy: readout``."""
     if "action_dim" in settings.options:
         raise ValueError("planner.options.action_dim is derived from the checkpoint; remove it")
     low, high = (np.broadcast_to(np.asarray(v, dtype=float), (action_dim,)).tolist()
@@ -59,8 +57,7 @@ def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> P
         if weights is not None and config is not None and len(weights) != config.state_dim:
             raise ValueError(f"planner.energy_weights has {len(weights)} weights; the checkpoint's "
                              f"readout predicts {config.state_dim} values {config.state_names}")
-        features = readout if settings.arm_state == "readout" else torch.nn.Identity()
-        energy = make_energy("readout", steps=settings.energy_steps, readout=features, weights=weights)
+        energy = make_energy("readout", steps=settings.energy_steps, readout=readout, weights=weights)
     else:
         energy = make_energy(settings.energy, steps=settings.energy_steps)
     try:
@@ -90,14 +87,6 @@ class Replan:
 
 
 @dataclass
-class _View:
-    current: torch.Tensor
-    """The current frame as the energy compares it: its latent, or readout features."""
-    goal: Callable[[int], torch.Tensor]
-    """Goal ``index`` in the same terms."""
-
-
-@dataclass
 class _History:
     latents: list[torch.Tensor] = field(default_factory=list)
     states: list[torch.Tensor | None] = field(default_factory=list)
@@ -105,24 +94,13 @@ class _History:
 
 
 class MPCAgent:
-    """Receding-horizon planning toward goal images with a latent world model.
+    """Receding-horizon planning toward goal images with a latent world model: the
+    planner compares predicted latents with the goal latents through its energy."""
 
-    ``arm_state`` (``PlannerSettings.arm_state``): with ``readout`` the planner compares
-    latents (the readout energy reads them itself). With ``proprio`` or
-    ``proprio_absolute`` it compares readout features ``[F]`` instead, whose first S
-    columns (the predictor's proprio state: hand, gripper) come from the predictor's state
-    rollout from the measured state; the goal's are ``readout(goal) - readout(now) +
-    measured`` (proprio) or ``readout(goal)`` (proprio_absolute). The goal is still only
-    an image: the measured state is the robot's own, as in V-JEPA 2-AC's state tokens.
-    """
-
-    def __init__(self, world_model: WorldModel, planner: Planner, config: AgentConfig,
-                 arm_state: str = "readout") -> None:
+    def __init__(self, world_model: WorldModel, planner: Planner, config: AgentConfig) -> None:
         self.world_model = world_model
         self.planner = planner
         self.config = config
-        self.arm_state = arm_state
-        self._arm_columns = 0 if arm_state == "readout" else world_model.readout_state_columns()
         expected = world_model.planned_action_dim(config.action_repeat)
         if planner.config.action_dim != expected:
             raise ValueError(
@@ -136,8 +114,7 @@ class MPCAgent:
     def from_settings(cls, world_model: WorldModel, planner: PlannerSettings,
                       config: AgentConfig) -> MPCAgent:
         action_dim = world_model.planned_action_dim(config.action_repeat)
-        return cls(world_model, build_planner(planner, action_dim, world_model.readout), config,
-                   arm_state=planner.arm_state)
+        return cls(world_model, build_planner(planner, action_dim, world_model.readout), config)
 
     # ------------------------------------------------------------------ episode
     def reset(self, goals: Sequence[np.ndarray]) -> None:
@@ -147,8 +124,6 @@ class MPCAgent:
         for frame in goals:
             self.world_model.check_frame(np.asarray(frame))
         self._goal_latents = self.world_model.encode(np.stack([np.asarray(g) for g in goals]))
-        self._goal_features = (None if self._arm_columns == 0
-                               else self.world_model.readout(self._goal_latents))
         self.planner.reset()
         self.replans = []
         self._history = _History()
@@ -190,8 +165,7 @@ class MPCAgent:
         del history.latents[:-keep], history.states[:-keep]
         del history.actions[: max(0, len(history.actions) - (len(history.latents) - 1))]
 
-        view = self._view(latent, observation["state"])
-        distance = self._update_goal(view)
+        distance = self._update_goal(latent)
         if not self._queued_steps:
             context = Context(
                 latents=torch.stack(history.latents),
@@ -199,14 +173,10 @@ class MPCAgent:
                 past_actions=(torch.stack(history.actions) if history.actions
                               else latent.new_zeros(0, wm.predictor.config.action_dim)),
             )
-            goal = view.goal(self._goal_index)
-            arm = self._arm_columns
+            goal = self._goal_latents[self._goal_index]
 
             def rollout(actions: torch.Tensor) -> torch.Tensor:
-                if not arm:
-                    return wm.rollout(context, actions, config.action_repeat)
-                latents, states = wm.rollout_with_states(context, actions, config.action_repeat)
-                return torch.cat((states, wm.readout(latents)[..., arm:]), dim=-1)
+                return wm.rollout(context, actions, config.action_repeat)
 
             result = self.planner.plan(rollout, goal)
             self._queued_steps = list(result.actions[0, : config.execute_steps])
@@ -220,30 +190,13 @@ class MPCAgent:
         history.actions.append(wm.model_actions(planned.to(wm.device)[None], config.action_repeat)[0])
         self._env_actions = list(wm.env_actions(planned, config.action_repeat))
 
-    def _view(self, latent: torch.Tensor, measured: Any) -> _View:
-        """The current frame and the goals as the energy compares them (class docstring)."""
-        if not self._arm_columns:
-            return _View(latent, self._goal_latents.__getitem__)
-        arm = self._arm_columns
-        read = self.world_model.readout(latent[None])[0]
-        measured = torch.as_tensor(np.asarray(measured)[:arm], dtype=read.dtype, device=read.device)
-        current = torch.cat((measured, read[arm:]))
-
-        def goal(index: int) -> torch.Tensor:
-            target = self._goal_features[index].clone()
-            if self.arm_state == "proprio":  # what the images say is left to go, from here
-                target[:arm] = measured + target[:arm] - read[:arm]
-            return target
-
-        return _View(current, goal)
-
-    def _update_goal(self, view: _View) -> float:
+    def _update_goal(self, latent: torch.Tensor) -> float:
         """Advance to the next goal if the schedule or the distance says so; returns the
         current frame's distance to the (possibly new) active goal."""
         config = self.config
 
         def distance_to(index: int) -> float:
-            return float(self.planner.energy.per_step(view.current[None, None], view.goal(index))[0, 0])
+            return float(self.planner.energy.per_step(latent[None, None], self._goal_latents[index])[0, 0])
 
         distance = distance_to(self._goal_index)
         last = self.num_goals - 1

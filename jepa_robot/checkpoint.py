@@ -42,6 +42,17 @@ class CheckpointError(ValueError):
     """A missing, incomplete or mismatched checkpoint."""
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` as written into checkpoints and reports: relative to the working directory
+    where it lies inside it (so files made in a project tree name no machine's absolute
+    paths), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 @contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Fill a temporary sibling of ``target``; on success it replaces ``target`` by

@@ -63,18 +63,10 @@ class ExplorationConfig:
     """Min and max length of such a segment, in steps."""
     random_fraction: float = 0.1
     """Fraction of episodes (picked by seed) that are smoothed random actions only."""
-    miss_prob: float = 0.0
-    """Push, pick-place: share of episodes whose expert first aims beside the object
-    (``miss_radius_m`` away, for ``miss_steps`` steps), misses, then goes back for it."""
-    miss_radius_m: list[float] = field(default_factory=lambda: [0.01, 0.05])
-    """Min and max distance of the false object position from the true one (m)."""
-    miss_steps: list[int] = field(default_factory=lambda: [30, 60])
-    """Min and max number of steps the expert is shown the false position."""
 
     def __post_init__(self) -> None:
-        for key in ("perturb_steps", "miss_radius_m", "miss_steps"):
-            if len(getattr(self, key)) != 2:
-                raise ConfigError(f"exploration.{key}={getattr(self, key)} must be [min, max]")
+        if len(self.perturb_steps) != 2:
+            raise ConfigError(f"exploration.perturb_steps={self.perturb_steps} must be [min, max]")
         if not 0.0 <= self.random_fraction <= 1.0:
             raise ConfigError(f"exploration.random_fraction={self.random_fraction} must be in [0, 1]")
         try:
@@ -89,9 +81,6 @@ class ExplorationConfig:
             noise_std=self.noise_std,
             perturb_prob=self.perturb_prob,
             perturb_steps=(int(self.perturb_steps[0]), int(self.perturb_steps[1])),
-            miss_prob=self.miss_prob,
-            miss_radius_m=(float(self.miss_radius_m[0]), float(self.miss_radius_m[1])),
-            miss_steps=(int(self.miss_steps[0]), int(self.miss_steps[1])),
         )
 
 
@@ -179,23 +168,11 @@ class FitReadoutConfig:
     holdout: int = 10
     """Every n-th episode is held out of the fit and its error reported."""
     epochs: int = 20
-    kind: str = "mlp"
-    """``mlp``: the tokens flattened. ``token_grid``: a CNN on the square token grid, told
-    where each token sits (``jepa_robot.readout.TokenGridNet``; an even grid side)."""
     hidden: int = 512
-    width: int = 128
-    """``kind=token_grid``: channels of its convolutions."""
+    """Width of the readout MLP's two hidden layers."""
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
-    rollout_steps: int = 0
-    """Also fit on the checkpoint predictor's own predictions: from every
-    ``rollout_stride``-th frame, roll it out this many predictor steps with the recorded
-    actions and pair each predicted latent with the recorded state at its time. The
-    planner's energy reads predicted latents; for the default model this cut the readout's
-    error on them by about a quarter but did not change success (benchmarks/README.md).
-    0: encoded frames only."""
-    rollout_stride: int = 3
     threads: int | None = None
     """torch threads; null: torch's default."""
     progress: bool = True
@@ -203,14 +180,9 @@ class FitReadoutConfig:
     def __post_init__(self) -> None:
         if self.holdout < 2:
             raise ConfigError(f"holdout={self.holdout}: every n-th episode is held out, n must be >= 2")
-        if self.rollout_steps < 0 or self.rollout_stride < 1:
-            raise ConfigError(f"rollout_steps={self.rollout_steps} must be >= 0 and "
-                              f"rollout_stride={self.rollout_stride} >= 1")
-        for name in ("epochs", "hidden", "width", "batch_size"):
+        for name in ("epochs", "hidden", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.kind not in ("mlp", "token_grid"):  # jepa_robot.readout.READOUT_KINDS, without torch
-            raise ConfigError(f"kind={self.kind!r}: mlp or token_grid")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
         if self.state_keys is not None and not self.state_keys:
@@ -267,9 +239,6 @@ class EncoderConfig:
     """Hub revision (commit, tag or branch) for hub weights."""
     pool_grid: int | None = None
     """Average-pool the patch-token grid to pool_grid x pool_grid (fewer tokens, faster planning)."""
-    token_fold: int | None = None
-    """Concatenate each token_fold x token_fold block of tokens into one (space to depth):
-    token_fold**2 times fewer, wider tokens, nothing averaged away. Must divide the grid."""
     resize_ratio: float = 292 / 256
     """Resize the short side to crop_size * resize_ratio before the centre crop (1.0: no crop)."""
     batch_size: int = 64
@@ -280,8 +249,6 @@ class EncoderConfig:
             raise ConfigError(f"encoder.resize_ratio={self.resize_ratio} must be >= 1.0")
         if self.batch_size < 1:
             raise ConfigError(f"encoder.batch_size={self.batch_size} must be >= 1")
-        if self.token_fold is not None and self.token_fold < 1:
-            raise ConfigError(f"encoder.token_fold={self.token_fold} must be >= 1 (or null)")
 
 
 @dataclass
@@ -416,9 +383,6 @@ class BoundsSettings:
             raise ConfigError(f"planner.bounds.move_radius={self.move_radius} must be > 0 or null")
 
 
-ARM_STATES = ("readout", "proprio", "proprio_absolute")
-
-
 @dataclass
 class PlannerSettings:
     """A planner from ``planners/`` (config group ``planner=cem|icem|mppi|gradient``)."""
@@ -438,13 +402,6 @@ class PlannerSettings:
     """readout only: ``energy_weights`` for one Meta-World task (eval, demo, plan), in place
     of the shared ones; the goal image is still the only goal. Say which parts of the
     state a task's goal is about: reach the hand's position, pick-place also the object's."""
-    arm_state: str = "readout"
-    """readout only: where the energy takes the arm's own columns (those of the predictor's
-    proprio state: hand position, gripper). ``readout``: read from the predicted latents,
-    like the object. ``proprio``: the predictor's state rollout from the measured state,
-    against a goal of the measured state plus what the images say is left to go
-    (``readout(goal frame) - readout(current frame)``, so the readout's bias cancels).
-    ``proprio_absolute``: the same rollout against ``readout(goal frame)`` itself."""
     bounds: BoundsSettings = field(default_factory=BoundsSettings)
 
     def __post_init__(self) -> None:
@@ -476,10 +433,6 @@ class PlannerSettings:
             raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
-        if self.arm_state not in ARM_STATES:
-            raise ConfigError(f"planner.arm_state={self.arm_state!r}; valid: {list(ARM_STATES)}")
-        if self.arm_state != "readout" and self.energy != "readout":
-            raise ConfigError(f"planner.arm_state={self.arm_state} needs planner.energy=readout")
 
     def for_task(self, task: str) -> PlannerSettings:
         """These settings with the task's own ``task_energy_weights``, if it has any."""

@@ -12,11 +12,7 @@ keeps it frozen, and applies the V-JEPA 2 (-AC) conventions:
 * the encoder's last hidden state (already through the ViT's final norm) gets a
   weightless layer norm over the feature dim, as V-JEPA 2-AC does to its targets;
 * optionally the token grid is average-pooled to ``pool_grid x pool_grid`` (the layer
-  norm is applied after pooling, so every returned token is normalised);
-* optionally each ``token_fold x token_fold`` block of neighbouring tokens is then
-  concatenated into one token (space to depth, after the layer norm): ``(g / k) ** 2``
-  tokens of ``k * k * D`` features. Nothing is averaged away, yet a predictor attends
-  over ``k * k`` times fewer tokens.
+  norm is applied after pooling, so every returned token is normalised).
 
 Weights come from the Hugging Face hub (:data:`VJEPA2_HUB_IDS`) or from a local
 directory written by ``save_pretrained`` (e.g. :func:`save_tiny_random_encoder`,
@@ -51,14 +47,12 @@ __all__ = [
     "VJEPA2_HUB_IDS",
     "EncoderUnavailableError",
     "VJEPA2Encoder",
-    "fold_tokens",
     "hash_weights",
     "load_encoder",
     "load_encoder_from_reference",
     "reference_mismatch",
     "save_tiny_random_encoder",
     "tiny_vjepa2_config",
-    "unfold_tokens",
 ]
 
 VJEPA2_HUB_IDS: dict[str, str] = {
@@ -240,7 +234,6 @@ class VJEPA2Encoder(torch.nn.Module):
         local_dir: str | os.PathLike | None = None,
         pool_grid: int | None = None,
         resize_ratio: float = DEFAULT_RESIZE_RATIO,
-        token_fold: int | None = None,
     ) -> None:
         super().__init__()
         _, model_cls = _vjepa2_classes()
@@ -287,21 +280,6 @@ class VJEPA2Encoder(torch.nn.Module):
             if pool_grid == self._patch_grid:
                 pool_grid = None
         self.pool_grid = pool_grid
-        side = pool_grid or self._patch_grid
-        if token_fold is not None:
-            if (
-                isinstance(token_fold, bool)
-                or not isinstance(token_fold, int)
-                or token_fold < 1
-                or side % token_fold
-            ):
-                raise ValueError(
-                    f"token_fold={token_fold!r} must be None or a positive int dividing the "
-                    f"{side}x{side} token grid (it merges token_fold x token_fold blocks of tokens)"
-                )
-            if token_fold == 1:
-                token_fold = None
-        self.token_fold = token_fold
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._weights_hash: str | None = None
@@ -324,7 +302,6 @@ class VJEPA2Encoder(torch.nn.Module):
         revision: str | None = None,
         dtype: torch.dtype | str | None = None,
         cache_dir: str | os.PathLike | None = None,
-        token_fold: int | None = None,
     ) -> VJEPA2Encoder:
         """Load from a local ``save_pretrained`` directory or a hub id (any ``org/name``).
 
@@ -352,7 +329,6 @@ class VJEPA2Encoder(torch.nn.Module):
                 local_dir=path,
                 pool_grid=pool_grid,
                 resize_ratio=resize_ratio,
-                token_fold=token_fold,
             )
             return enc.to(target)
 
@@ -395,7 +371,6 @@ class VJEPA2Encoder(torch.nn.Module):
             revision=commit or revision,
             pool_grid=pool_grid,
             resize_ratio=resize_ratio,
-            token_fold=token_fold,
         )
         return enc.to(target)
 
@@ -417,9 +392,8 @@ class VJEPA2Encoder(torch.nn.Module):
 
     @property
     def grid(self) -> int:
-        """Tokens per side of the returned grid (``pool_grid`` if set, else ``patch_grid``,
-        divided by ``token_fold``)."""
-        return (self.pool_grid or self._patch_grid) // (self.token_fold or 1)
+        """Tokens per side of the returned grid (``pool_grid`` if set, else ``patch_grid``)."""
+        return self.pool_grid or self._patch_grid
 
     @property
     def num_tokens(self) -> int:
@@ -428,9 +402,8 @@ class VJEPA2Encoder(torch.nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        """Feature dimension of each returned token: config ``hidden_size``, times
-        ``token_fold ** 2`` when blocks of tokens are folded into one."""
-        return self._embed_dim * (self.token_fold or 1) ** 2
+        """Feature dimension of each returned token: config ``hidden_size``."""
+        return self._embed_dim
 
     @property
     def tubelet_size(self) -> int:
@@ -457,7 +430,7 @@ class VJEPA2Encoder(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"source={self.source!r}, image_size={self.image_size}, grid={self.grid}, "
-            f"embed_dim={self.embed_dim}, resize_ratio={self.resize_ratio}, token_fold={self.token_fold}"
+            f"embed_dim={self.embed_dim}, resize_ratio={self.resize_ratio}"
         )
 
     # ------------------------------------------------------------------ preprocessing
@@ -582,10 +555,7 @@ class VJEPA2Encoder(torch.nn.Module):
             grid = tokens.transpose(1, 2).reshape(b, self._embed_dim, g, g)
             grid = F.adaptive_avg_pool2d(grid, self.pool_grid)
             tokens = grid.flatten(2).transpose(1, 2)
-        tokens = F.layer_norm(tokens, (self._embed_dim,))
-        if self.token_fold is not None:
-            tokens = fold_tokens(tokens, self.token_fold)
-        return tokens
+        return F.layer_norm(tokens, (self._embed_dim,))
 
     @torch.no_grad()
     def encode(self, frames: Any, batch_size: int = 64) -> torch.Tensor:
@@ -663,37 +633,9 @@ class VJEPA2Encoder(torch.nn.Module):
             "output": "encoder_last_hidden_state",
             "pool_grid": self.pool_grid,
             "layer_norm": "weightless_after_pool",
-            # absent (not None) when unfolded, so references written before it still match
-            **({"token_fold": self.token_fold} if self.token_fold is not None else {}),
             "num_tokens": self.num_tokens,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
-
-
-def fold_tokens(tokens: torch.Tensor, fold: int) -> torch.Tensor:
-    """``[..., g * g, D] -> [..., (g / fold) ** 2, fold * fold * D]``: each ``fold x fold``
-    block of a row-major square token grid concatenated into one token (row-major within
-    the block), the blocks again row-major. :func:`unfold_tokens` inverts it."""
-    *lead, n, d = tokens.shape
-    g = math.isqrt(n)
-    if g * g != n or g % fold:
-        raise ValueError(f"cannot fold {n} tokens in {fold} x {fold} blocks: the grid must be "
-                         f"square with a side divisible by {fold}")
-    h = g // fold
-    x = tokens.reshape(*lead, h, fold, h, fold, d)
-    x = x.movedim(-4, -3)  # [..., h, h, fold, fold, d]
-    return x.reshape(*lead, h * h, fold * fold * d)
-
-
-def unfold_tokens(tokens: torch.Tensor, fold: int) -> torch.Tensor:
-    """Inverse of :func:`fold_tokens`: ``[..., h * h, fold * fold * D] -> [..., (h * fold) ** 2, D]``."""
-    *lead, n, fd = tokens.shape
-    h = math.isqrt(n)
-    if h * h != n or fd % (fold * fold):
-        raise ValueError(f"cannot unfold {n} tokens of {fd} features in {fold} x {fold} blocks")
-    d = fd // (fold * fold)
-    x = tokens.reshape(*lead, h, h, fold, fold, d).movedim(-3, -4)  # [..., h, fold, h, fold, d]
-    return x.reshape(*lead, h * fold * h * fold, d)
 
 
 def _offline_message(hub_id: str, revision: str | None, cache: str) -> str:
@@ -722,7 +664,6 @@ def load_encoder(
     resize_ratio: float = DEFAULT_RESIZE_RATIO,
     dtype: torch.dtype | str | None = None,
     cache_dir: str | os.PathLike | None = None,
-    token_fold: int | None = None,
 ) -> VJEPA2Encoder:
     """Load a frozen encoder by registry name (:data:`ENCODERS`), its hub id, or a directory.
 
@@ -752,7 +693,6 @@ def load_encoder(
         revision=revision,
         dtype=dtype,
         cache_dir=cache_dir,
-        token_fold=token_fold,
     )
 
 
@@ -795,7 +735,6 @@ def load_encoder_from_reference(
         revision=None if is_dir else ref.get("revision"),
         dtype=ref.get("dtype"),
         cache_dir=cache_dir,
-        token_fold=ref.get("token_fold"),
     )
     diff = reference_mismatch(ref, enc.reference())
     if diff:

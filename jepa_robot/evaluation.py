@@ -44,6 +44,7 @@ from envs.metaworld_goal import (
 )
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config import EvalConfig, PlanConfig
+from jepa_robot.checkpoint import portable_path
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         tasks[task] = entry
     return {
         "format": REPORT_FORMAT,
-        "checkpoint": _shown_path(resolve_checkpoint(config.checkpoint)),
+        "checkpoint": portable_path(resolve_checkpoint(config.checkpoint)),
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
         "protocol": protocol_summary(config),
         "machine": {
@@ -478,16 +479,6 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         "seconds": seconds,
         "tasks": tasks,
     }
-
-
-def _shown_path(path: Path) -> str:
-    """``path`` relative to the working directory where it lies inside it (a report names
-    no machine's absolute paths when it can help it), else absolute."""
-    path = path.resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def protocol_summary(config: EvalConfig) -> dict[str, Any]:

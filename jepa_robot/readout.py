@@ -2,17 +2,13 @@
 
 The L1 energy weighs every latent element alike, so near the goal it is moved more by
 the arm's pose (which the planner cannot command) than by where the hand is
-(benchmarks/README.md, "The default model"). A readout fit on recorded frames (their
+(docs/default_model.md). A readout fit on recorded frames (their
 cached latents against their recorded ``observation.state``) lets the planner compare a
 predicted latent with the goal image's latent in the state's own units instead: the
 ``readout`` energy (``planners.energy.ReadoutDistance``). The goal is still only an
 image; the readout is a fixed function of latents, fit once on training data.
 
-Two kinds (``ReadoutConfig.kind``): ``mlp`` reads the tokens flattened; ``token_grid``
-lays them back on their square patch grid and reads them with a small CNN that is told
-where each token sits. On the default encoder's unpooled 8 x 8 tokens the second reads
-the hand a fifth finer and the object a third finer (benchmarks/README.md, session 17);
-on 4 x 4 pooled tokens it does not.
+The network is an MLP on the frame's tokens, flattened.
 
 ```
 <checkpoint>/
@@ -54,9 +50,9 @@ from jepa_robot.checkpoint import (
     CheckpointError,
     atomic_directory,
     encoder_differences,
+    portable_path,
     read_format_json,
 )
-from jepa_robot.encoders import unfold_tokens
 
 READOUT_FORMAT = "jepa_robot.readout/1"
 DEFAULT_STATE_KEYS = ("observation.state",)
@@ -64,7 +60,6 @@ OPTIONAL_STATE_KEYS = ("observation.environment_state",)
 """Fit too when the dataset has them (simulated recordings: the object's position)."""
 READOUT_CONFIG = "readout.json"
 READOUT_WEIGHTS = "readout.safetensors"
-READOUT_KINDS = ("mlp", "token_grid")
 
 
 @dataclass
@@ -77,76 +72,22 @@ class ReadoutConfig:
     hidden: int = 512
     dropout: float = 0.1
     state_names: list[str] = field(default_factory=list)
-    kind: str = "mlp"
-    """``mlp``: the tokens flattened, two hidden layers of ``hidden`` (with dropout).
-    ``token_grid``: :class:`TokenGridNet` (needs a square grid of an even side)."""
-    width: int = 128
-    """``token_grid``: channels of its convolutions."""
-    fold: int = 1
-    """``token_grid``: the encoder's ``token_fold``; each token is unfolded back into its
-    ``fold x fold`` block of patch tokens before the convolutions."""
-
-
-class TokenGridNet(nn.Module):
-    """``[..., N * D] -> [..., S]``: a frame's ``N = g * g`` tokens (flattened, row-major
-    over the patch grid as the encoder emits them) laid back on the ``g x g`` grid with
-    their ``D`` numbers as channels, plus two coordinate channels; four 3x3 convolutions
-    of ``width`` channels (the third with stride 2), then one hidden layer of ``hidden``.
-    With ``fold > 1`` (an encoder's ``token_fold``) each token holds a ``fold x fold`` block
-    of patch tokens, which is unfolded first: the grid is ``g * fold`` per side, with
-    ``D / fold**2`` channels."""
-
-    def __init__(self, tokens: int, dim: int, outputs: int, width: int, hidden: int,
-                 activation: type[nn.Module] = nn.GELU, fold: int = 1) -> None:
-        super().__init__()
-        side = round(tokens ** 0.5)
-        if fold < 1 or dim % (fold * fold):
-            raise ValueError(f"fold={fold}: tokens of {dim} features are not {fold} x {fold} blocks")
-        grid, dim = side * fold, dim // (fold * fold)
-        if side * side != tokens or grid % 2:
-            raise ValueError(f"a token_grid readout needs a square token grid of even side; the "
-                             f"latents have {tokens} tokens (use kind=mlp, or pool to 4 x 4 / 8 x 8)")
-        self.grid, self.dim, self.fold = grid, dim, fold
-
-        def conv(inputs: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(inputs, width, 3, stride, 1), nn.BatchNorm2d(width), activation())
-
-        self.body = nn.Sequential(conv(dim + 2), conv(width), conv(width, 2), conv(width))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * (grid // 2) ** 2, hidden), activation(),
-                                  nn.Linear(hidden, outputs))
-        y, x = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
-        self.register_buffer("coordinates", torch.stack([x, y])[None])
-
-    def forward(self, flat: Tensor) -> Tensor:
-        lead = flat.shape[:-1]
-        tokens = flat.reshape(-1, self.grid * self.grid // self.fold ** 2, self.dim * self.fold ** 2)
-        if self.fold > 1:
-            tokens = unfold_tokens(tokens, self.fold)
-        grid = tokens.transpose(1, 2)
-        grid = grid.reshape(-1, self.dim, self.grid, self.grid)
-        grid = torch.cat([grid, self.coordinates.expand(len(grid), -1, -1, -1)], dim=1)
-        return self.head(self.body(grid)).reshape(*lead, -1)
 
 
 class StateReadout(nn.Module):
-    """``latents [..., N, D] -> states [..., S]`` in the state's raw units."""
+    """``latents [..., N, D] -> states [..., S]`` in the state's raw units: the tokens
+    flattened, two hidden layers of ``hidden`` (with dropout)."""
 
     def __init__(self, config: ReadoutConfig) -> None:
         super().__init__()
-        if config.kind not in READOUT_KINDS:
-            raise ValueError(f"readout kind {config.kind!r}: one of {', '.join(READOUT_KINDS)}")
         self.config = config
         tokens, dim = config.latent_shape
         inputs = tokens * dim
-        if config.kind == "token_grid":
-            self.net = TokenGridNet(tokens, dim, config.state_dim, config.width, config.hidden,
-                                    fold=config.fold)
-        else:
-            self.net = nn.Sequential(
-                nn.Linear(inputs, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
-                nn.Linear(config.hidden, config.hidden), nn.GELU(),
-                nn.Linear(config.hidden, config.state_dim),
-            )
+        self.net = nn.Sequential(
+            nn.Linear(inputs, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.hidden), nn.GELU(),
+            nn.Linear(config.hidden, config.state_dim),
+        )
         # Normalisation, fit on the training frames and saved with the weights.
         self.register_buffer("in_mean", torch.zeros(inputs))
         self.register_buffer("in_std", torch.ones(inputs))
@@ -163,75 +104,6 @@ class StateReadout(nn.Module):
         return normalised * self.out_std + self.out_mean
 
 
-@dataclass
-class RolloutPairs:
-    """Predicted latents with the recorded state at the time each one predicts."""
-
-    latents: np.ndarray
-    """``[M, N, D]`` float16: the predictor's latents, ``steps`` per start frame."""
-    states: np.ndarray
-    """``[M, S]``: the recorded state at each predicted latent's time."""
-    episodes: np.ndarray
-    """``[M]``: the episode each rollout started in."""
-    steps: int
-
-
-@torch.no_grad()
-def rollout_pairs(
-    world_model,
-    latents: np.ndarray,
-    states: np.ndarray,
-    proprio: np.ndarray | None,
-    actions: np.ndarray,
-    bounds: list[tuple[int, int]],
-    steps: int = 3,
-    stride: int = 3,
-    batch_size: int = 512,
-    progress: bool = True,
-) -> RolloutPairs:
-    """Roll ``world_model``'s predictor out from recorded frames with the recorded actions.
-
-    From every ``stride``-th frame of every episode (``bounds``: (first, end) frame
-    indices), with that frame's latent (``latents [F, N, D]``, a latent cache) and
-    proprio state (``proprio [F, S_model]``, or None for a stateless predictor) as the
-    context, the predictor runs ``steps`` predictor steps with the ``frameskip`` env
-    actions actually taken per step (``actions [F, A_env]``). Each predicted latent is
-    paired with the recorded state (``states [F, S]``, the readout's columns) at the
-    frame it predicts. Rollouts never cross an episode's end.
-
-    A readout fit on these as well as on encoded frames is fit on what the planner will
-    apply it to: the energy reads predicted latents, and those are smoother than
-    encoded ones (TD-MPC2 likewise fits its reward head on latent rollouts).
-    """
-    skip = world_model.frameskip
-    if actions.shape[1] != world_model.env_action_dim:
-        raise ValueError(f"the dataset's actions are {actions.shape[1]}-D; the predictor takes "
-                         f"{world_model.env_action_dim}-D env actions ({skip} per predictor step)")
-    if world_model.state_dim and (proprio is None or proprio.shape[1] != world_model.state_dim):
-        raise ValueError(f"the predictor takes {world_model.state_dim}-D proprio states; got "
-                         f"{None if proprio is None else proprio.shape[1]}-D")
-    pairs = [(t, index) for index, (first, end) in enumerate(bounds)
-             for t in range(first, end - steps * skip, stride)]  # (start frame, its episode)
-    starts = np.array([t for t, _ in pairs], dtype=np.int64)
-    if not len(starts):
-        raise ValueError(f"no episode is longer than {steps} predictor steps ({steps * skip} frames)")
-    predicted = np.empty((len(starts), steps, *latents.shape[1:]), dtype=np.float16)
-    offsets = np.arange(steps * skip)
-    for first in tqdm(range(0, len(starts), batch_size), desc="predictor rollouts", unit="batch",
-                      disable=not progress):
-        rows = starts[first:first + batch_size]
-        taken = actions[rows[:, None] + offsets].reshape(len(rows), steps, -1)
-        out = world_model.rollout_from_frames(
-            torch.from_numpy(np.asarray(latents[rows], dtype=np.float32)),
-            world_model.normalise_state(proprio[rows]) if world_model.state_dim else None,
-            torch.from_numpy(taken), action_repeat=False)
-        predicted[first:first + len(rows)] = out.cpu().numpy()
-    times = starts[:, None] + skip * np.arange(1, steps + 1)  # [M, steps]
-    return RolloutPairs(latents=predicted.reshape(-1, *latents.shape[1:]),
-                        states=np.asarray(states, dtype=np.float32)[times.reshape(-1)],
-                        episodes=np.repeat([index for _, index in pairs], steps), steps=steps)
-
-
 def fit_readout(
     latents: np.ndarray,
     states: np.ndarray,
@@ -244,20 +116,13 @@ def fit_readout(
     state_names: list[str] | None = None,
     seed: int = 0,
     progress: bool = True,
-    rollouts: RolloutPairs | None = None,
-    kind: str = "mlp",
-    width: int = 128,
-    fold: int = 1,
 ) -> tuple[StateReadout, dict[str, Any]]:
-    """Fit a readout (``kind``, ``hidden``, ``width``, ``fold``: :class:`ReadoutConfig`) on every
-    frame; every ``holdout``-th episode is held out and scored.
+    """Fit a readout (``hidden``: :class:`ReadoutConfig`) on every frame; every
+    ``holdout``-th episode is held out and scored.
 
     ``latents [F, N, D]`` (a latent cache, float16 is fine), ``states [F, S]``,
-    ``episodes [F]`` (the episode index of each frame). ``rollouts`` (see
-    :func:`rollout_pairs`): predicted latents to fit on as well, held out by the same
-    episodes. Returns the readout and its held-out error: RMSE per state dimension, in
-    the state's units, on encoded frames (``held_out_rmse``) and, with rollouts, per
-    predictor step on predicted latents (``held_out_rollout_rmse``).
+    ``episodes [F]`` (the episode index of each frame). Returns the readout and its
+    held-out error: RMSE per state dimension, in the state's units (``held_out_rmse``).
     """
     if (latents.ndim != 3 or states.ndim != 2
             or not len(latents) == len(states) == len(episodes)):
@@ -269,23 +134,14 @@ def fit_readout(
     if held_out.all() or not held_out.any():
         raise ValueError(f"holdout={holdout} leaves no training or no held-out frames "
                          f"({len(np.unique(episodes))} episodes)")
-    if rollouts is not None and (rollouts.latents.shape[1:] != latents.shape[1:]
-                                 or rollouts.states.shape[1:] != states.shape[1:]):
-        raise ValueError(f"rollout latents {rollouts.latents.shape} / states {rollouts.states.shape} "
-                         f"do not match the frames' {latents.shape} / {states.shape}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     frames = len(latents)
-    if rollouts is not None:
-        latents = np.concatenate([np.asarray(latents, dtype=np.float16), rollouts.latents])
-        states = np.concatenate([states, rollouts.states])
-        held_out = np.concatenate([held_out, rollouts.episodes % holdout == 0])
     x = torch.from_numpy(np.asarray(latents, dtype=np.float32).reshape(len(latents), -1))
     y = torch.from_numpy(np.asarray(states, dtype=np.float32))
     train = torch.from_numpy(~held_out)
     config = ReadoutConfig(latent_shape=tuple(latents.shape[1:]), state_dim=y.shape[1],
-                           hidden=hidden, state_names=list(state_names or []), kind=kind, width=width,
-                           fold=fold)
+                           hidden=hidden, state_names=list(state_names or []))
     readout = StateReadout(config)
     readout.in_mean.copy_(x[train].mean(0))
     readout.in_std.copy_(x[train].std(0) + 1e-5)
@@ -314,16 +170,11 @@ def fit_readout(
     with torch.no_grad():
         predicted = readout(x[~train].view(-1, *latents.shape[1:]))
     error = predicted - y[~train]
-    is_frame = (torch.arange(len(x)) < frames)[~train]
     metrics = {
-        "frames": frames, "held_out_frames": int(is_frame.sum()), "holdout": holdout,
-        "epochs": epochs, "held_out_rmse": error[is_frame].square().mean(0).sqrt().tolist(),
+        "frames": frames, "held_out_frames": int((~train).sum()), "holdout": holdout,
+        "epochs": epochs, "held_out_rmse": error.square().mean(0).sqrt().tolist(),
         "state_names": list(state_names or []),
     }
-    if rollouts is not None:
-        per_step = error[~is_frame].view(-1, rollouts.steps, error.shape[1])  # [starts, steps, S]
-        metrics.update(rollout_latents=len(rollouts.latents), rollout_steps=rollouts.steps,
-                       held_out_rollout_rmse=per_step.square().mean(0).sqrt().tolist())
     return readout, metrics
 
 
@@ -376,6 +227,13 @@ def load_readout(checkpoint_dir: str | Path, encoder_reference: dict[str, Any] |
             raise CheckpointError(f"{path} was fit on latents of another encoder: " + "; ".join(diff))
     settings = dict(config["readout"])
     settings["latent_shape"] = tuple(settings["latent_shape"])
+    # Readouts written with the network's kind named (always "mlp" here) still load.
+    kind = settings.pop("kind", "mlp")
+    if kind != "mlp":
+        raise CheckpointError(f"{path}: a {kind!r} readout; this version reads only MLP readouts "
+                              "(refit it with `jepa-robot fit-readout`)")
+    settings.pop("width", None)
+    settings.pop("fold", None)
     readout = StateReadout(ReadoutConfig(**settings))
     weights = directory / config.get("weights", READOUT_WEIGHTS)
     try:
@@ -434,8 +292,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     encodes nothing); the readout goes into the checkpoint directory, or into a copy of
     the model at ``out_dir``. Returns a summary (held-out RMSE per column, paths, time).
     """
-    from envs.recording import STATE_KEY
-    from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
+    from jepa_robot.data import DatasetError, open_dataset
     from jepa_robot.latent_cache import build_latent_cache
     from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
@@ -447,10 +304,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
                               "(or out_dir=null to write into the checkpoint)")
     world_model = WorldModel.load(source, with_readout=False)  # a broken old one is replaced
-    # The predictor's own proprio input is needed only to roll it out.
-    state_key = (world_model.checkpoint.config["data"].get("state_key") or STATE_KEY
-                 if world_model.state_dim and config.rollout_steps else None)
-    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=state_key)
+    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=None)
     features = dataset.meta.features
     image_shape = tuple(features[spec.image_key]["shape"])
     if image_shape != tuple(world_model.image_shape):
@@ -463,22 +317,12 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     if cache.num_frames != len(states):
         raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
                            f"{config.dataset} {len(states)}")
-    rollouts = None
-    if config.rollout_steps:  # rollout_pairs refuses actions of the wrong size
-        rollouts = rollout_pairs(
-            world_model, cache.latents, states,
-            episode_vectors(dataset, spec.state_key) if world_model.state_dim else None,
-            episode_vectors(dataset, spec.action_key), episode_bounds(dataset),
-            steps=config.rollout_steps, stride=config.rollout_stride, progress=config.progress)
     readout, metrics = fit_readout(
         cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
-        seed=config.seed, progress=config.progress, rollouts=rollouts, kind=config.kind,
-        width=config.width, fold=world_model.encoder.token_fold or 1,
+        seed=config.seed, progress=config.progress,
     )
-    metrics.update(dataset=str(spec.root), state_keys=keys)
-    if rollouts is not None:
-        metrics.update(rollout_stride=config.rollout_stride)
+    metrics.update(dataset=portable_path(spec.root), state_keys=keys)
     # The checkpoint's own reference: a packaged model's relative encoder path stays relative.
     reference = world_model.checkpoint.encoder_reference
     if config.out_dir is None:
@@ -486,8 +330,6 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
     else:
         written = _save_into_copy(source, Path(config.out_dir), readout, metrics, reference)
     return {"readout": str(written), "held_out_rmse": dict(zip(names, metrics["held_out_rmse"])),
-            "held_out_rollout_rmse": [dict(zip(names, row)) for row in
-                                      metrics.get("held_out_rollout_rmse", [])],
             "frames": metrics["frames"], "held_out_frames": metrics["held_out_frames"],
             "seconds": time.perf_counter() - started}
 
@@ -513,8 +355,5 @@ def describe(summary: dict[str, Any]) -> str:
     rmse = ", ".join(f"{name} {value:.4g}" for name, value in summary["held_out_rmse"].items())
     lines = [(f"readout fit on {summary['frames'] - summary['held_out_frames']} frames in "
               f"{summary['seconds']:.0f} s; held-out RMSE ({summary['held_out_frames']} frames): {rmse}")]
-    for step, row in enumerate(summary.get("held_out_rollout_rmse", []), 1):
-        values = ", ".join(f"{name} {value:.4g}" for name, value in row.items())
-        lines.append(f"  on predicted latents, predictor step {step}: {values}")
     lines.append(f"wrote {summary['readout']}")
     return "\n".join(lines)

@@ -33,7 +33,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import encoder_differences, load_checkpoint, read_checkpoint_config, save_checkpoint
+from jepa_robot.checkpoint import (
+    encoder_differences,
+    load_checkpoint,
+    portable_path,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 from jepa_robot.config import TrainConfig
 from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
 from jepa_robot.predictor import ACPredictor, PredictorConfig
@@ -268,7 +274,6 @@ def train(config: TrainConfig) -> TrainResult:
         pool_grid=config.encoder.pool_grid,
         revision=config.encoder.revision,
         resize_ratio=config.encoder.resize_ratio,
-        token_fold=config.encoder.token_fold,
     )
     reference = encoder.reference()
     if state_path.exists():
@@ -369,7 +374,7 @@ def train(config: TrainConfig) -> TrainResult:
         autocast = True  # bf16 autocast also runs on CPU, if asked for explicitly
     metrics = MetricsWriter(out_dir / METRICS, resume_step=step) if context.is_main else None
     data_config = {
-        "dataset": str(spec.root),
+        "dataset": portable_path(spec.root),
         "repo_id": spec.repo_id,
         "image_key": spec.image_key,
         "action_key": spec.action_key,

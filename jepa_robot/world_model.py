@@ -1,4 +1,5 @@
-"""A trained world model as the planner sees it: ``encode``, ``rollout``, ``energy``.
+"""A trained world model as the planner sees it: ``encode`` and ``rollout`` (the energy
+that compares predictions with the goal lives in ``planners.energy``).
 
 ``WorldModel.load(checkpoint)`` rebuilds the frozen encoder from the checkpoint's
 encoder reference (refusing one whose weights or preprocessing changed), the
@@ -29,11 +30,10 @@ from jepa_robot.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint_config,
-    read_format_json,
 )
 from jepa_robot.encoders import VJEPA2Encoder, load_encoder_from_reference
 from jepa_robot.predictor import ACPredictor
-from jepa_robot.readout import READOUT_CONFIG, READOUT_FORMAT, StateReadout, load_readout
+from jepa_robot.readout import StateReadout, load_readout
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,6 @@ class WorldModel:
         self.readout = (load_readout(checkpoint.directory, encoder.reference(), device)
                         if with_readout else None)
         """The checkpoint's state readout (latents -> raw states), or None."""
-        self._state_key: str | None = data.get("state_key")
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu",
@@ -180,22 +179,6 @@ class WorldModel:
             raise CheckpointError(f"{self.checkpoint.directory} has no state readout; fit one with "
                                   "`jepa-robot fit-readout checkpoint=... dataset=...`")
         return self.readout
-
-    def readout_state_columns(self) -> int:
-        """How many leading columns of the readout are the predictor's proprio state (the
-        readout was fit with that state's dataset column first); a ``CheckpointError``
-        where the two do not line up."""
-        readout = self.require_readout()
-        path = self.checkpoint.directory / READOUT_CONFIG
-        keys = read_format_json(path, READOUT_FORMAT).get("metrics", {}).get("state_keys") or []
-        if not self.state_dim or not self._state_key:
-            raise CheckpointError(f"{self.checkpoint.directory}: the predictor takes no proprio state")
-        if not keys or keys[0] != self._state_key or readout.config.state_dim < self.state_dim:
-            raise CheckpointError(
-                f"{path}: the readout's columns {keys} do not start with the predictor's state "
-                f"{self._state_key!r}; refit it with `jepa-robot fit-readout` and its default "
-                "state_keys")
-        return self.state_dim
 
     # ------------------------------------------------------------------ verbs
     @property
@@ -258,20 +241,6 @@ class WorldModel:
         ``actions [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``
         for the H predictor steps after the context's last frame.
         """
-        return self._rollout(context, actions, action_repeat)[0]
-
-    def rollout_with_states(self, context: Context, actions: Tensor,
-                            action_repeat: bool) -> tuple[Tensor, Tensor]:
-        """As :meth:`rollout`, and the proprio states the predictor rolls forward from the
-        context's measured ones: ``(latents [B, H, N, D], raw states [B, H, S])``."""
-        if context.states is None:
-            raise ValueError("rollout_with_states needs a model that takes proprio states "
-                             "and a context that has them")
-        latents, states = self._rollout(context, actions, action_repeat)
-        return latents, states * self._state_std + self._state_mean
-
-    def _rollout(self, context: Context, actions: Tensor,
-                 action_repeat: bool) -> tuple[Tensor, Tensor | None]:
         batch = actions.shape[0]
         model_actions = self.model_actions(actions.to(self.device, torch.float32), action_repeat)
         if context.past_actions.shape[0]:
@@ -279,16 +248,4 @@ class WorldModel:
             model_actions = torch.cat((past, model_actions), dim=1)
         states = None if context.states is None else context.states.unsqueeze(0)
         return self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions,
-                                      next_state_fn=self._next_state)
-
-    def rollout_from_frames(self, latents: Tensor, states: Tensor | None, actions: Tensor,
-                            action_repeat: bool) -> Tensor:
-        """One rollout per start frame, batched over frames: ``latents [B, N, D]``, their
-        normalised states ``[B, S]`` (None for a stateless predictor) and ``actions
-        [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``."""
-        model_actions = self.model_actions(actions.to(self.device, torch.float32), action_repeat)
-        predicted, _ = self.predictor.rollout(
-            latents.to(self.device, torch.float32).unsqueeze(1),
-            None if states is None else states.unsqueeze(1), model_actions,
-            next_state_fn=self._next_state)
-        return predicted
+                                      next_state_fn=self._next_state)[0]

@@ -55,12 +55,6 @@ class PlannerConfig:
     """Start from the previous plan shifted by one step (receding horizon)."""
     warm_start_fill: str = "repeat"
     """What fills the freed last step: ``repeat`` the last action or the initial ``mean``."""
-    action_cost: float = 0.0
-    """Control-effort weight: every candidate's energy gains ``action_cost`` times its mean
-    absolute action on the bounds' ``move_dims`` (the gripper is free; all dims when the
-    action has none of them). Where the goal energy is flat it favours holding still
-    over wandering; on the default model it slowed the approach more than it helped
-    (benchmarks/README.md), hence 0 by default."""
 
     def __post_init__(self) -> None:
         for name in ("horizon", "action_dim", "iterations", "samples"):
@@ -68,8 +62,6 @@ class PlannerConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s={self.time_budget_s} must be > 0 or None")
-        if not self.action_cost >= 0.0:
-            raise ValueError(f"action_cost={self.action_cost} must be >= 0")
         if self.warm_start_fill not in WARM_START_FILLS:
             raise ValueError(
                 f"warm_start_fill={self.warm_start_fill!r}; valid: {list(WARM_START_FILLS)}"
@@ -149,7 +141,7 @@ class ActionBounds:
     @property
     def moving_dims(self) -> list[int]:
         """The ``move_dims`` this action has, or every dim if it has none of them: what
-        ``action_cost`` weighs and CEM's hold candidate sets to 0."""
+        CEM's hold candidate sets to 0."""
         dims = [d for d in self.move_dims if 0 <= d < self.action_dim]
         return dims or list(range(self.action_dim))
 
@@ -360,9 +352,6 @@ class Planner(ABC):
         energies = torch.stack([energy(predicted[env], goals[env]) for env in range(num_envs)])
         if energies.shape != (num_envs, num_candidates):
             raise ValueError(f"energy returned {tuple(energies.shape[1:])}; expected [N]")
-        if self.config.action_cost:
-            effort = candidates[..., self.bounds.moving_dims].abs().mean(dim=(-2, -1))  # [E, N]
-            energies = energies + self.config.action_cost * effort
         return energies
 
     def _iterations(self, device: torch.device) -> Iterator[int]:

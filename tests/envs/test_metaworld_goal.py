@@ -271,32 +271,3 @@ def test_exploration_settings_are_checked():
         Exploration(perturb_prob=2)
     with pytest.raises(ValueError, match="perturb_steps"):
         Exploration(perturb_steps=(5, 2))
-    with pytest.raises(ValueError, match="miss_prob"):
-        Exploration(miss_prob=1.5)
-    with pytest.raises(ValueError, match="miss_radius_m"):
-        Exploration(miss_radius_m=(0.05, 0.01))
-    with pytest.raises(ValueError, match="miss_steps"):
-        Exploration(miss_steps=(0, 3))
-
-
-def test_a_missing_expert_aims_beside_the_object_then_at_it():
-    env = MetaWorldGoalEnv("push", cameras=())
-    exploration = Exploration(miss_prob=1.0, miss_radius_m=(0.03, 0.04), miss_steps=(4, 4))
-    expert = ScriptedExpert("push", exploration, seed=3)
-    offset = expert.miss_offset
-    assert 0.03 <= np.linalg.norm(offset) <= 0.04
-    env.reset(seed=3)
-    for step in range(6):
-        observation = env.privileged_obs
-        shown = observation.copy()
-        shown[4:6] += offset
-        action = expert.act(observation)
-        # The first 4 steps aim at the false object position, the rest at the true one.
-        np.testing.assert_array_equal(action, expert.expert_action(shown if step < 4 else observation))
-        env.step(action)
-    env.close()
-    # Reach has no object to miss; a share of 0 never misses; the draw is per seed.
-    assert not ScriptedExpert("reach", exploration, seed=3).miss_offset.any()
-    assert not ScriptedExpert("push", Exploration(miss_prob=0.0), seed=3).miss_offset.any()
-    np.testing.assert_array_equal(ScriptedExpert("push", exploration, seed=3).miss_offset, offset)
-    assert not Exploration(miss_prob=0.5).is_expert

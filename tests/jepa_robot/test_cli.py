@@ -17,11 +17,8 @@ def test_collect_config_composes_with_group_overrides():
     assert config.env.task == "pick-place" and config.episodes == 50
     assert config.root == "data/metaworld-pick-place"
     assert config.exploration.to_exploration().noise_std == 0.1
-    assert config.exploration.to_exploration().miss_prob == 0.0
-    config = compose("collect", ["exploration.miss_prob=1", "exploration.miss_radius_m=[0.02,0.06]"],
-                     CollectConfig)
-    exploration = config.exploration.to_exploration()
-    assert exploration.miss_prob == 1.0 and exploration.miss_radius_m == (0.02, 0.06)
+    config = compose("collect", ["exploration.perturb_steps=[2,4]"], CollectConfig)
+    assert config.exploration.to_exploration().perturb_steps == (2, 4)
 
 
 @pytest.mark.parametrize(
@@ -33,8 +30,7 @@ def test_collect_config_composes_with_group_overrides():
         (["episodes=many"], "episodes"),
         (["episodes=10", "seed_start=99995"], "reserved for evaluation"),
         (["exploration.perturb_prob=3"], "perturb_prob"),
-        (["exploration.miss_steps=[5]"], "miss_steps"),
-        (["exploration.miss_radius_m=[0.05,0.01]"], "miss_radius_m"),
+        (["exploration.perturb_steps=[5]"], "perturb_steps"),
         (["env.cameras=[corner9]"], "cameras"),
         (["video_codec=mjpeg"], "video_codec"),
     ],

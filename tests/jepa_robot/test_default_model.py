@@ -8,6 +8,7 @@ the demo's planner settings.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -127,3 +128,24 @@ def test_shipped_readout_reads_the_hand_and_object_off_unseen_frames(world_model
     assert np.median(hand_cm) < 2.0 and np.median(object_cm) < 4.0, (hand_cm, object_cm)
     # the object rises with the hand in the lift, and the readout sees it
     assert truth[-1, 6] - truth[0, 6] > 0.03 and read[-1, 6] - read[0, 6] > 0.015
+
+
+def test_the_shipped_model_names_no_absolute_path():
+    """Every path in the shipped model's JSON files is relative (its encoder directory,
+    the dataset it was trained on): nothing names the machine that built it."""
+    files = sorted(MODEL_DIR.rglob("*.json"))
+    assert len(files) >= 3  # checkpoint config, readout, encoder config
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    for path in files:
+        absolute = [s for s in strings(json.loads(path.read_text())) if Path(s).is_absolute()]
+        assert not absolute, (path.name, absolute)

@@ -18,14 +18,12 @@ from jepa_robot.encoders import (
     VJEPA2_HUB_IDS,
     EncoderUnavailableError,
     VJEPA2Encoder,
-    fold_tokens,
     hash_weights,
     load_encoder,
     load_encoder_from_reference,
     reference_mismatch,
     save_tiny_random_encoder,
     tiny_vjepa2_config,
-    unfold_tokens,
 )
 
 
@@ -217,32 +215,6 @@ def test_pool_grid(tiny_dir, enc, frames):
     for bad in (0, 9, 2.5, True):
         with pytest.raises(ValueError, match="pool_grid"):
             load_encoder(str(tiny_dir), device="cpu", pool_grid=bad)
-
-
-def test_token_fold_concatenates_each_block_of_normalised_tokens(tiny_dir, enc, frames):
-    folded = load_encoder(str(tiny_dir), device="cpu", token_fold=2)
-    assert (folded.grid, folded.num_tokens, folded.embed_dim) == (4, 16, 4 * 192)
-    out, full = folded.encode(frames[:3]), enc.encode(frames[:3])
-    assert out.shape == (3, 16, 768)
-    # token (r, c) of the folded grid = patch tokens (2r, 2c), (2r, 2c+1), (2r+1, 2c), (2r+1, 2c+1)
-    patches = full.reshape(3, 8, 8, 192)
-    for r, c in [(0, 0), (1, 2), (3, 3)]:
-        block = patches[:, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(3, 768)
-        torch.testing.assert_close(out[:, 4 * r + c], block)
-    torch.testing.assert_close(unfold_tokens(out, 2), full)
-    torch.testing.assert_close(fold_tokens(full, 2), out)
-    # after pooling: 8x8 -> 4x4 pooled -> 2x2 folded; the reference says so and reloads it
-    both = load_encoder(str(tiny_dir), device="cpu", pool_grid=4, token_fold=2)
-    assert (both.num_tokens, both.embed_dim) == (4, 768)
-    ref = both.reference()
-    assert ref["token_fold"] == 2 and "token_fold" not in enc.reference()  # old references match
-    assert load_encoder_from_reference(ref, device="cpu").reference() == ref
-    assert load_encoder(str(tiny_dir), device="cpu", token_fold=1).token_fold is None
-    for bad in (0, 3, 2.0, True):  # 3 does not divide the 8x8 grid
-        with pytest.raises(ValueError, match="token_fold"):
-            load_encoder(str(tiny_dir), device="cpu", token_fold=bad)
-    with pytest.raises(ValueError, match="cannot fold"):
-        fold_tokens(full[:, :60], 2)
 
 
 # --------------------------------------------------------------------------- reference

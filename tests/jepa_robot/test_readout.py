@@ -7,15 +7,12 @@ import torch
 
 from jepa_robot.checkpoint import CheckpointError
 from jepa_robot.config import ConfigError, PlannerSettings
-from jepa_robot.encoders import fold_tokens
 from jepa_robot.readout import (
     READOUT_CONFIG,
     ReadoutConfig,
-    RolloutPairs,
     StateReadout,
     fit_readout,
     load_readout,
-    rollout_pairs,
     save_readout,
 )
 from planners import make_energy
@@ -40,98 +37,6 @@ def test_fit_readout_recovers_a_linear_state_on_held_out_episodes():
     with torch.no_grad():
         out = readout(torch.from_numpy(latents[:5].astype(np.float32)))
     assert out.shape == (5, 3)
-
-
-def test_rollout_pairs_match_the_world_models_rollout_and_stay_in_their_episode(tiny_checkpoint):
-    from jepa_robot.world_model import Context, WorldModel
-
-    wm = WorldModel.load(tiny_checkpoint, with_readout=False)  # frameskip 2, 4-D env actions
-    rng = np.random.default_rng(0)
-    bounds = [(0, 11), (11, 20)]  # two episodes of 11 and 9 frames
-    latents = rng.normal(size=(20, *wm.latent_shape)).astype(np.float16)
-    states = rng.normal(size=(20, 7)).astype(np.float32)
-    proprio = states[:, :4]
-    actions = rng.uniform(-1, 1, size=(20, 4)).astype(np.float32)
-    pairs = rollout_pairs(wm, latents, states, proprio, actions, bounds, steps=2, stride=3,
-                          batch_size=2, progress=False)
-    # starts: 0, 3, 6 (6 + 2 * 2 < 11) and 11, 14 (14 + 4 < 20); 2 predictions each
-    assert pairs.latents.shape == (10, *wm.latent_shape) and pairs.steps == 2
-    assert pairs.episodes.tolist() == [0] * 6 + [1] * 4
-    starts = [0, 3, 6, 11, 14]
-    expected_states = [states[t + 2 * k] for t in starts for k in (1, 2)]
-    np.testing.assert_array_equal(pairs.states, np.stack(expected_states))
-    # the prediction from frame 14 is the world model's own rollout with the actions taken
-    context = Context(latents=torch.from_numpy(latents[14:15].astype(np.float32)),
-                      states=wm.normalise_state(proprio[14:15]), past_actions=torch.zeros(0, 8))
-    with torch.no_grad():
-        expected = wm.rollout(context, torch.from_numpy(actions[14:18].reshape(1, 2, 8)),
-                              action_repeat=False)[0]
-    torch.testing.assert_close(torch.from_numpy(pairs.latents[8:10].astype(np.float32)), expected,
-                               atol=2e-3, rtol=2e-3)  # stored as float16
-    with pytest.raises(ValueError, match="4-D env actions"):
-        rollout_pairs(wm, latents, states, proprio, actions[:, :3], bounds, progress=False)
-    with pytest.raises(ValueError, match="no episode is longer"):
-        rollout_pairs(wm, latents, states, proprio, actions, bounds, steps=6, progress=False)
-
-
-def test_fit_readout_on_rollouts_scores_frames_and_predictions_apart():
-    latents, states, episodes = _linear_data(frames=400)
-    rollouts = RolloutPairs(latents=latents[:300], states=states[:300], episodes=episodes[:300] // 3,
-                            steps=3)
-    _, metrics = fit_readout(latents, states, episodes, epochs=2, hidden=16, progress=False,
-                             rollouts=rollouts)
-    assert metrics["frames"] == 400
-    assert metrics["held_out_frames"] == int((episodes % 10 == 0).sum())  # encoded frames only
-    assert metrics["rollout_latents"] == 300 and metrics["rollout_steps"] == 3
-    assert np.shape(metrics["held_out_rollout_rmse"]) == (3, 3)  # [steps, state dims]
-    with pytest.raises(ValueError, match="do not match"):
-        fit_readout(latents, states, episodes, progress=False,
-                    rollouts=RolloutPairs(latents[:30, :2], states[:30], episodes[:30], 3))
-
-
-def test_a_token_grid_readout_learns_where_on_the_grid_a_token_stands_out(tmp_path):
-    rng = np.random.default_rng(0)
-    grid, dim, frames = 4, 8, 1600
-    cells = rng.integers(0, grid * grid, size=frames)  # which token carries the "hand"
-    latents = rng.normal(0, 0.1, size=(frames, grid * grid, dim)).astype(np.float32)
-    latents[np.arange(frames), cells] += 1.0  # the same feature everywhere: only where says which
-    states = np.stack([cells % grid, cells // grid], axis=1).astype(np.float32)
-    episodes = np.arange(frames) // 10
-    readout, metrics = fit_readout(latents, states, episodes, epochs=8, batch_size=64, hidden=64,
-                                   kind="token_grid", width=16, progress=False)
-    # held out, within a fraction of a cell (guessing the mean is ~1.1 cells off)
-    assert (np.asarray(metrics["held_out_rmse"]) < 0.4).all(), metrics["held_out_rmse"]
-    assert readout.config.kind == "token_grid" and readout.config.width == 16
-    save_readout(tmp_path, readout, metrics, {"source": "enc"})
-    loaded = load_readout(tmp_path)
-    x = torch.from_numpy(latents[:6]).view(2, 3, grid * grid, dim)  # any leading dims
-    with torch.no_grad():
-        out = loaded(x)
-        assert out.shape == (2, 3, 2) and torch.allclose(out, readout(x), atol=1e-6)
-    # planners differentiate through it with respect to the latents
-    x.requires_grad_(True)
-    loaded(x).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="square token grid"):
-        fit_readout(latents[:, :15], states, episodes, epochs=1, kind="token_grid", progress=False)
-    with pytest.raises(ValueError, match="readout kind"):
-        fit_readout(latents, states, episodes, epochs=1, kind="cnn", progress=False)
-
-
-def test_a_folded_token_grid_readout_is_the_same_network_on_the_unfolded_grid(tmp_path):
-    torch.manual_seed(0)
-    plain = StateReadout(ReadoutConfig(latent_shape=(64, 6), state_dim=3, kind="token_grid", width=8))
-    folded = StateReadout(ReadoutConfig(latent_shape=(16, 24), state_dim=3, kind="token_grid", width=8,
-                                        fold=2))
-    folded.load_state_dict(plain.state_dict())  # same parameters: the fold is only a layout
-    plain.eval(), folded.eval()
-    latents = torch.randn(5, 64, 6)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(fold_tokens(latents, 2)), plain(latents))
-    save_readout(tmp_path, folded, {}, {"source": "enc"})
-    assert load_readout(tmp_path).config.fold == 2
-    with pytest.raises(ValueError, match="fold=2"):
-        StateReadout(ReadoutConfig(latent_shape=(16, 6), state_dim=3, kind="token_grid", fold=2))
 
 
 def test_readout_saves_loads_and_refuses_another_encoder(tmp_path):
@@ -234,16 +139,8 @@ def test_fit_readout_command_in_place_replaces_the_readout(tmp_path, small_datas
     assert main(args) == 0  # a second fit replaces the first (and reuses the latent cache)
     assert WorldModel.load(checkpoint).readout.config.state_dim == 7
     assert len(list((tmp_path / "latents").iterdir())) == 1
-    # Fit on the predictor's rollouts as well: the held-out error per predictor step is kept.
-    assert main([*args, "rollout_steps=2", "rollout_stride=2"]) == 0
-    metrics = json.loads((checkpoint / READOUT_CONFIG).read_text())["metrics"]
-    assert metrics["rollout_steps"] == 2 and len(metrics["held_out_rollout_rmse"]) == 2
-    assert main([*args, "rollout_steps=-1"]) == 2
-    assert main([*args, "kind=cnn"]) == 2
-    # a CNN on the token grid (the tiny checkpoint's 2 x 2 pooled tokens)
-    assert main([*args, "kind=token_grid", "width=8"]) == 0
-    readout = WorldModel.load(checkpoint).readout
-    assert readout.config.kind == "token_grid" and readout.config.state_dim == 7
+    assert main([*args, "hidden=0"]) == 2  # a bad value: refused, the readout kept
+    assert WorldModel.load(checkpoint).readout.config.state_dim == 7
     assert not [p for p in checkpoint.iterdir() if p.name.startswith(".")]
 
 
@@ -271,3 +168,17 @@ def test_build_planner_refuses_weights_that_do_not_fit_the_readout():
         build_planner(settings, 4, readout=readout)
     settings.energy_weights = [1, 1, 0]
     assert build_planner(settings, 4, readout=readout).energy.weights == (1, 1, 0)
+
+
+def test_readouts_written_with_their_kind_named_load_and_other_kinds_are_refused(tmp_path):
+    readout = StateReadout(ReadoutConfig(latent_shape=(4, 8), state_dim=3))
+    save_readout(tmp_path, readout, {}, {"kind": "vjepa2"})
+    path = tmp_path / READOUT_CONFIG
+    config = json.loads(path.read_text())
+    config["readout"].update(kind="mlp", width=128, fold=1)  # as older versions wrote them
+    path.write_text(json.dumps(config))
+    assert load_readout(tmp_path).config.latent_shape == (4, 8)
+    config["readout"]["kind"] = "token_grid"
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="'token_grid' readout"):
+        load_readout(tmp_path)

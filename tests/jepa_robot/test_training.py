@@ -195,30 +195,6 @@ def test_checkpoint_matches_a_copy_of_its_encoder_elsewhere(tiny_encoder_dir, tm
     assert any(d.startswith("pool_grid") for d in encoder_differences(here, pooled))
 
 
-def test_a_folded_encoder_trains_a_predictor_over_fewer_wider_tokens_and_a_readout_on_its_grid(
-        small_dataset, tiny_encoder_dir, tmp_path):
-    from jepa_robot.cli import main as cli
-    from jepa_robot.world_model import WorldModel
-
-    config = tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache",
-                               "encoder.token_fold=2", "steps=10")
-    result = train(config)
-    model = WorldModel.load(result.checkpoint)
-    # the 32 px tiny encoder: 4x4 patches of 64 dims -> 2x2 tokens of 256
-    assert model.encoder.token_fold == 2 and model.predictor.config.num_tokens == 4
-    assert model.predictor.config.latent_dim == 256
-    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
-    assert tuple(model.encode(frames).shape) == (2, 4, 256)
-    assert cli(["fit-readout", f"checkpoint={result.checkpoint}", f"dataset={small_dataset[0]}",
-                "holdout=2", "epochs=1", "hidden=16", "width=8", "kind=token_grid",
-                f"cache_dir={tmp_path}/cache", "progress=false"]) == 0
-    readout = WorldModel.load(result.checkpoint).readout
-    assert readout.config.fold == 2 and readout.net.grid == 4  # read on the unfolded 4x4 patch grid
-    with pytest.raises(Exception, match="token_fold"):
-        tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "bad", tmp_path / "cache",
-                          "encoder.token_fold=0")
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast training); CPU-only here")
 def test_train_with_bf16_autocast_on_gpu(small_dataset, tiny_encoder_dir, tmp_path):

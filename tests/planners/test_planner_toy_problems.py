@@ -231,28 +231,6 @@ def test_gradient_planner_refuses_a_non_differentiable_rollout(point_mass, fast_
         planner.plan(frozen_rollout, GOAL)
 
 
-@pytest.mark.parametrize("name", PLANNER_NAMES)
-def test_action_cost_keeps_still_what_the_energy_ignores(name, point_mass, fast_settings):
-    """The energy only asks for x = 1 at the last step and says nothing of y: with the
-    effort term the plan still reaches x = 1, leaves y at rest, and reports the energy
-    of its actions including that term."""
-    cost = 0.05
-
-    def x_only(predicted, goal):
-        return (predicted[:, -1, 0] - 1.0) ** 2
-
-    planner = toy_planner(name, fast_settings, action_cost=cost)
-    rollout = point_mass(torch.zeros(1, 2))
-    result = planner.plan(rollout, GOAL, energy=x_only)
-    final = rollout(result.actions)[0, -1]
-    assert abs(final[0].item() - 1.0) < 0.1
-    assert result.actions[..., 1].abs().mean().item() < 0.1
-    expected = x_only(rollout(result.actions), GOAL) + cost * result.actions.abs().mean()
-    assert result.energy.item() == pytest.approx(expected.item(), abs=1e-5)
-    with pytest.raises(ValueError, match="action_cost"):
-        toy_planner(name, fast_settings, action_cost=-1.0)
-
-
 def test_cem_hold_candidate_keeps_still_at_the_goal(point_mass, fast_settings):
     """Started on the goal and warm-started from a plan that moves (as after an
     approach), holding still is the exact optimum. The hold candidate is evaluated

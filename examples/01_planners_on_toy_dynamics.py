@@ -1,6 +1,6 @@
 """Every planner on a toy problem with a known optimum: the planners library on its own.
 
-    uv run python examples/planners_on_toy_dynamics.py
+    uv run python examples/01_planners_on_toy_dynamics.py
 
 A planner needs only a batched rollout callable and a goal. Here the "world model" is
 a 2-D point that moves by its action each step (latent = position); the goal is the
