@@ -83,9 +83,9 @@ def main() -> None:
             model.rollout(latents, states, actions[:2])
             model.rollout_recompute(latents, states, actions[:2])
             t_cache, (z_cache, _) = time_call(
-                lambda: model.rollout(latents, states, actions), args.repeats)
+                lambda z=latents, s=states, a=actions: model.rollout(z, s, a), args.repeats)
             t_full, (z_full, _) = time_call(
-                lambda: model.rollout_recompute(latents, states, actions), args.repeats)
+                lambda z=latents, s=states, a=actions: model.rollout_recompute(z, s, a), args.repeats)
         steps = args.candidates * args.horizon
         rows.append({
             "C": context_len, "H": args.horizon, "B": args.candidates,

@@ -115,7 +115,7 @@ CAMERA_VIEWS: dict[str, CameraView] = {
 # exit hook terminates the EGL display, else errors are printed at exit. atexit runs
 # hooks last-in first-out, so ours is registered after the first renderer exists
 # (which is when MuJoCo registers its hook).
-_OPEN_ENVS: "weakref.WeakSet[MetaWorldGoalEnv]" = weakref.WeakSet()
+_OPEN_ENVS: weakref.WeakSet[MetaWorldGoalEnv] = weakref.WeakSet()
 _exit_hook_registered = False
 
 

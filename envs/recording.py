@@ -190,9 +190,9 @@ def record_episodes(
     ``on_episode(seed, frames)`` is called after each saved episode with its image
     observations (used for preview videos). Returns what was recorded.
     """
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
     import datasets
     from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     if episodes < 1:

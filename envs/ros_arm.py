@@ -293,7 +293,7 @@ class RosArmEnv(gym.Env):
             self._restore_signal_handlers()
         super().close()
 
-    def __enter__(self) -> "RosArmEnv":
+    def __enter__(self) -> RosArmEnv:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

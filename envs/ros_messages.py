@@ -232,8 +232,8 @@ def twist_message(
     return {
         "header": header(frame_id, seconds, ros_version),
         "twist": {
-            "linear": dict(zip("xyz", (float(v) for v in linear))),
-            "angular": dict(zip("xyz", (float(v) for v in angular))),
+            "linear": dict(zip("xyz", (float(v) for v in linear), strict=True)),
+            "angular": dict(zip("xyz", (float(v) for v in angular), strict=True)),
         },
     }
 
@@ -246,8 +246,8 @@ def pose_message(
     return {
         "header": header(frame_id, seconds, ros_version),
         "pose": {
-            "position": dict(zip("xyz", (float(v) for v in position))),
-            "orientation": dict(zip("xyzw", (float(v) for v in quaternion))),
+            "position": dict(zip("xyz", (float(v) for v in position), strict=True)),
+            "orientation": dict(zip("xyzw", (float(v) for v in quaternion), strict=True)),
         },
     }
 

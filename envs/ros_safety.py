@@ -59,7 +59,7 @@ class SafetySettings:
             values = list(getattr(self, name))
             if len(values) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
                 raise ValueError(f"robot.safety.{name}={values} must be three finite numbers (x, y, z)")
-        if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
+        if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high, strict=True)):
             raise ValueError(
                 f"robot.safety.workspace_low={list(self.workspace_low)} must be below "
                 f"workspace_high={list(self.workspace_high)} on every axis"
@@ -86,7 +86,7 @@ class SafeCommand:
     ``workspace_x`` ..., ``gripper_step``."""
 
     @classmethod
-    def zero(cls, gripper: float | None = None) -> "SafeCommand":
+    def zero(cls, gripper: float | None = None) -> SafeCommand:
         return cls(np.zeros(3), np.zeros(3), gripper)
 
     @property

@@ -61,7 +61,7 @@ class OpRecord:
 
 
 class _ClientProtocol(WebSocketServerProtocol):
-    server: "RosbridgeServer"
+    server: RosbridgeServer
     client_id: int
 
     def onOpen(self) -> None:  # noqa: N802 - autobahn's names

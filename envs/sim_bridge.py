@@ -66,8 +66,8 @@ from envs.ros_messages import (
     MalformedMessageError,
     compressed_image_message,
     header,
-    number,
     normalise_type,
+    number,
     parse_pose,
     parse_twist,
     pose_message,
@@ -214,7 +214,7 @@ class SimBridge:
         finally:
             self.stop()
 
-    def __enter__(self) -> "SimBridge":
+    def __enter__(self) -> SimBridge:
         if self._thread is None:
             self.start()
         return self
@@ -482,7 +482,7 @@ def _write_goal_images(directory: Path, goal: Any) -> list[str]:
     written = []
     frames = [
         (f"subgoal_{goal.seed}_{index}_{phase}", images)
-        for index, (phase, images) in enumerate(zip(goal.subgoal_phases, goal.subgoals))
+        for index, (phase, images) in enumerate(zip(goal.subgoal_phases, goal.subgoals, strict=True))
     ]
     frames.append((f"goal_{goal.seed}", goal.goal))
     for stem, images in frames:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from envs.goals import GOAL_SOURCES
 from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, SEED_LIMIT, TASKS, seed_split
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -201,7 +199,7 @@ def configs_dir() -> Path:
     raise FileNotFoundError(f"no configs directory beside {here}")
 
 
-def compose(config_name: str, overrides: list[str], schema: type[T]) -> T:
+def compose[T](config_name: str, overrides: list[str], schema: type[T]) -> T:
     """Compose ``configs/<config_name>.yaml`` with Hydra overrides and check it
     against ``schema``. Raises ``ConfigError`` with a readable message."""
     from hydra import compose as hydra_compose
@@ -216,7 +214,7 @@ def compose(config_name: str, overrides: list[str], schema: type[T]) -> T:
     return to_schema(composed, schema)
 
 
-def to_schema(config: DictConfig | dict[str, Any], schema: type[T]) -> T:
+def to_schema[T](config: DictConfig | dict[str, Any], schema: type[T]) -> T:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), config)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]

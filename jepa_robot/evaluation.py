@@ -35,16 +35,18 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from envs.experts import ScriptedExpert
-from envs.experts import SUBGOAL_PHASES
+from envs.experts import SUBGOAL_PHASES, ScriptedExpert
 from envs.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from envs.media import side_by_side, upscale, write_video
 from envs.metaworld_goal import (
-    EPISODE_BUDGET, STATE_AND_OBJECT_NAMES, MetaWorldGoalEnv, seed_split,
+    EPISODE_BUDGET,
+    STATE_AND_OBJECT_NAMES,
+    MetaWorldGoalEnv,
+    seed_split,
 )
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
-from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.checkpoint import portable_path
+from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
 log = logging.getLogger(__name__)

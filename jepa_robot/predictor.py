@@ -714,7 +714,7 @@ class ACPredictor(nn.Module):
             )
             _, prefix = self._run_blocks(shared, start_step=0, past=None, keep_cache=True)
             if past is not None:
-                for buffer, (k, v) in zip(past, prefix):
+                for buffer, (k, v) in zip(past, prefix, strict=True):
                     buffer.append(k, v, group=group)
             else:
                 past = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0))

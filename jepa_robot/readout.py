@@ -329,7 +329,7 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         written = save_readout(source, readout, metrics, reference)
     else:
         written = _save_into_copy(source, Path(config.out_dir), readout, metrics, reference)
-    return {"readout": str(written), "held_out_rmse": dict(zip(names, metrics["held_out_rmse"])),
+    return {"readout": str(written), "held_out_rmse": dict(zip(names, metrics["held_out_rmse"], strict=True)),
             "frames": metrics["frames"], "held_out_frames": metrics["held_out_frames"],
             "seconds": time.perf_counter() - started}
 

@@ -99,8 +99,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from jepa_robot.checkpoint import WEIGHTS, atomic_directory, load_checkpoint, save_checkpoint
-from jepa_robot.predictor import ACPredictor, PredictorConfig
 from jepa_robot.encoders import sha256_file
+from jepa_robot.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -88,7 +87,7 @@ def test_subgoals_follow_the_schedule(world_model):
     agent = MPCAgent.from_settings(world_model, cem(), AgentConfig(subgoal_steps=4))
     agent.reset([frame(10), frame(20), frame(30)])
     indices = []
-    for i in range(12):
+    for _ in range(12):
         agent.act(observation())
         indices.append(agent.goal_index)
     assert indices == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]

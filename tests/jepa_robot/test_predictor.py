@@ -240,7 +240,7 @@ def test_state_dict_roundtrip_and_reference_names(tmp_path):
     before = other(latents, actions, states)[0]
     assert not torch.equal(before, model(latents, actions, states)[0])  # fresh init differs
     other.load_state_dict(saved["state_dict"])
-    for a, b in zip(model(latents, actions, states), other(latents, actions, states)):
+    for a, b in zip(model(latents, actions, states), other(latents, actions, states), strict=True):
         assert torch.equal(a, b)
 
 

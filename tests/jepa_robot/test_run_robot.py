@@ -15,8 +15,9 @@ SMALL_PLANNER = ["planner.options.samples=16", "planner.options.elites=4",
 
 @pytest.fixture(scope="module")
 def bridge():
-    from envs.ros_arm import RosArmConfig
     from omegaconf import OmegaConf
+
+    from envs.ros_arm import RosArmConfig
 
     robot = to_schema(OmegaConf.merge(OmegaConf.load(configs_dir() / "robot" / "sim.yaml"),
                                       {"port": 0, "host": "127.0.0.1", "image_size": 32}), RosArmConfig)
