@@ -54,6 +54,26 @@ def portable_path(path: str | Path) -> str:
 
 
 @contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A unique temporary sibling of ``path`` to write; on success it is renamed onto
+    ``path`` (a reader sees the old file or the new one, never half of one), on any error
+    it is removed and ``path`` is left as it was. Unique names keep two writers apart."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> None:
+    """``data`` as indented JSON at ``path``, written through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys))
+
+
+@contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Fill a temporary sibling of ``target``; on success it replaces ``target`` by
     rename, on any error it is removed and ``target`` is left as it was. The directory

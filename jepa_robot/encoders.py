@@ -116,10 +116,15 @@ def _hub_cache_dir(cache_dir: str | os.PathLike | None) -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: ``None`` or ``"auto"`` picks CUDA when there is one, else the
+    CPU; a CUDA device asked for on a machine without CUDA is refused by name."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available")
+    return resolved
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -312,7 +317,7 @@ class VJEPA2Encoder(torch.nn.Module):
         """
         _, model_cls = _vjepa2_classes()
         torch_dtype = _resolve_dtype(dtype)
-        target = _resolve_device(device)
+        target = resolve_device(device)
         path = Path(os.path.expanduser(str(name_or_path)))
         if path.is_dir():
             if revision is not None:

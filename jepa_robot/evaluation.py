@@ -19,7 +19,6 @@ what the readout made of the frame and the plan's energy.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
@@ -45,7 +44,7 @@ from envs.metaworld_goal import (
     seed_split,
 )
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
-from jepa_robot.checkpoint import portable_path
+from jepa_robot.checkpoint import atomic_file, portable_path, write_json_atomic
 from jepa_robot.config import EvalConfig, PlanConfig
 from jepa_robot.world_model import WorldModel, resolve_checkpoint
 
@@ -506,12 +505,6 @@ def protocol_summary(config: EvalConfig) -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def format_table(report: dict[str, Any]) -> str:
     """The report as a text table, one row per task."""
     head = (f"{'task':<11} {'N':>3} {'success':>8} {'95% CI':>13} {'random':>7} {'expert':>7} "
@@ -582,10 +575,9 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
                     f"{protocol['goals']} goals" + (" with sub-goals" if protocol["subgoals"] else ""),
                     fontsize=10)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=110)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- plan

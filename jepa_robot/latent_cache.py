@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from jepa_robot.checkpoint import write_json_atomic
 from jepa_robot.data import DatasetSpec, episode_bounds, episode_frames
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,6 @@ def dataset_fingerprint(root: str | Path) -> str:
             stat = path.stat()
             digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -136,7 +130,7 @@ def build_latent_cache(
     if manifest is None:
         manifest = {**expected, "complete": False, "episodes_done": 0}
         latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float16, shape=shape)
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, sort_keys=True)
     else:
         latents = np.load(latents_path, mmap_mode="r+")
         log.info("resuming latent cache %s at episode %d/%d", directory, manifest["episodes_done"], len(bounds))
@@ -157,11 +151,11 @@ def build_latent_cache(
             latents[start:end] = encoded.to(torch.float16).cpu().numpy()
             latents.flush()  # data before the manifest that counts it
             manifest["episodes_done"] = episode + 1
-            _write_json_atomic(manifest_path, manifest)
+            write_json_atomic(manifest_path, manifest, sort_keys=True)
             bar.update(end - start)
     bar.close()
     manifest["complete"] = True
-    _write_json_atomic(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, sort_keys=True)
     del latents
     return LatentCache(directory, np.load(latents_path, mmap_mode="r"), manifest)
 

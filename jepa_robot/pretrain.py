@@ -34,7 +34,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,11 +44,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import atomic_directory
+from jepa_robot.checkpoint import atomic_directory, atomic_file, write_json_atomic
 from jepa_robot.config import PretrainEncoderConfig
 from jepa_robot.data import DatasetError, episode_bounds, episode_frames, episode_vectors, open_dataset
 from jepa_robot.encoders import IMAGENET_MEAN, IMAGENET_STD, VJEPA2Encoder, tiny_vjepa2_config
-from jepa_robot.latent_cache import _write_json_atomic, dataset_fingerprint
+from jepa_robot.latent_cache import dataset_fingerprint
 from jepa_robot.training import (
     METRICS,
     TRAINING_STATE,
@@ -139,7 +138,7 @@ def build_frame_cache(sources: list[tuple[Any, Any]], directory: Path, size: int
     if manifest is None:
         manifest = {**expected, "complete": False, "episodes_done": 0}
         cache = np.lib.format.open_memmap(frames_path, mode="w+", dtype=np.uint8, shape=tuple(expected["shape"]))
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, sort_keys=True)
     else:
         cache = np.load(frames_path, mmap_mode="r+")
     offsets = np.cumsum([0] + [spec.frames for _, spec in sources])
@@ -153,11 +152,11 @@ def build_frame_cache(sources: list[tuple[Any, Any]], directory: Path, size: int
         cache[offsets[index] + start : offsets[index] + end] = frames.numpy()
         cache.flush()  # the data before the manifest that counts it
         manifest["episodes_done"] = position + 1
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, sort_keys=True)
         bar.update(1)
     bar.close()
     manifest["complete"] = True
-    _write_json_atomic(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, sort_keys=True)
     del cache
     return np.load(frames_path, mmap_mode="r")
 
@@ -525,9 +524,8 @@ def _vjepa2_config(config: PretrainEncoderConfig):
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from jepa_robot.checkpoint import (
+    atomic_file,
     encoder_differences,
     load_checkpoint,
     portable_path,
@@ -217,12 +218,11 @@ def _setup_distributed(device_name: str) -> DistributedContext:
 
 
 def _resolve_device(name: str, context: DistributedContext) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    """``encoders.resolve_device``, then under torchrun each process's own GPU."""
+    from jepa_robot.encoders import resolve_device
+
+    device = resolve_device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={name!r} but CUDA is not available")
         if context.enabled:
             device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
@@ -399,12 +399,8 @@ def train(config: TrainConfig) -> TrainResult:
             stacked_stats,
             training={"step": at_step, "config": asdict(config)},
         )
-        tmp = state_path.with_name(f".{TRAINING_STATE}.tmp")
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "step": at_step, "rng": rng_states},
-            tmp,
-        )
-        os.replace(tmp, state_path)
+        with atomic_file(state_path) as tmp:
+            torch.save({"optimizer": optimizer.state_dict(), "step": at_step, "rng": rng_states}, tmp)
 
     started = time.perf_counter()
     windows_seen = 0
@@ -528,12 +524,10 @@ class MetricsWriter:
 
     def flush(self) -> None:
         fields = ["step"] + sorted({k for r in self.rows for k in r} - {"step"})
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as handle:
+        with atomic_file(self.path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
     def close(self) -> None:
         self.flush()
