@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> Planner:
     """A planner from its config-group settings, for ``action_dim``-D planned actions.
     ``readout`` (latents -> states) is the world model's, for ``energy: readout``."""
-    if "action_dim" in settings.options:
-        raise ValueError("planner.options.action_dim is derived from the checkpoint; remove it")
     low, high = (np.broadcast_to(np.asarray(v, dtype=float), (action_dim,)).tolist()
                  for v in (settings.bounds.low, settings.bounds.high))
     bounds = ActionBounds(

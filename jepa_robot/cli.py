@@ -93,7 +93,7 @@ def _pretrain_encoder(config) -> int:
 
 
 def _fit_readout(config) -> int:
-    from jepa_robot.readout import describe, fit_checkpoint_readout
+    from jepa_robot.fit_readout import describe, fit_checkpoint_readout
 
     print(describe(fit_checkpoint_readout(config)))
     return 0

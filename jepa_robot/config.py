@@ -403,7 +403,7 @@ class PlannerSettings:
     bounds: BoundsSettings = field(default_factory=BoundsSettings)
 
     def __post_init__(self) -> None:
-        from planners import PLANNERS
+        from planners import PLANNERS, planner_class
 
         if self.name not in PLANNERS:
             raise ConfigError(f"planner.name={self.name!r}; valid: {sorted(PLANNERS)}")
@@ -431,6 +431,24 @@ class PlannerSettings:
             raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
+        self._check_options(planner_class(self.name).config_class)
+
+    def _check_options(self, config_class: type) -> None:
+        """``options`` are fields of the planner's config dataclass with values it accepts:
+        checked here, when the config is composed, not when a model has loaded."""
+        from dataclasses import fields
+
+        if "action_dim" in self.options:
+            raise ConfigError("planner.options.action_dim is derived from the checkpoint; remove it")
+        known = {f.name for f in fields(config_class)} - {"action_dim"}
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            raise ConfigError(f"planner.options: unknown {unknown} for planner {self.name!r}; "
+                              f"valid: {sorted(known)}")
+        try:
+            config_class(action_dim=1, **dict(self.options))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"planner.options for {self.name!r}: {error}") from error
 
     def for_task(self, task: str) -> PlannerSettings:
         """These settings with the task's own ``task_energy_weights``, if it has any."""

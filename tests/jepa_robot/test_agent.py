@@ -115,8 +115,11 @@ def test_mismatches_are_refused(world_model):
         MPCAgent(world_model, build_planner(cem(), action_dim=8), AgentConfig())
     with pytest.raises(ValueError, match="derived from the checkpoint"):
         build_planner(cem(action_dim=4), action_dim=4)
-    with pytest.raises(ValueError, match="planner 'cem'.*horizn"):
-        build_planner(cem(horizn=3), action_dim=4)
+    # a misspelt or bad option is refused when the settings are made, before any model loads
+    with pytest.raises(ConfigError, match=r"unknown \['horizn'\] for planner 'cem'"):
+        cem(horizn=3)
+    with pytest.raises(ConfigError, match="samples=0 must be >= 1"):
+        cem(samples=0)
     with pytest.raises(ConfigError, match="planner.name"):
         PlannerSettings(name="rrt")
     agent = MPCAgent.from_settings(world_model, cem(), AgentConfig())
