@@ -95,7 +95,7 @@ def summary(values_s: list[float]) -> dict[str, float]:
 
 
 def run_direct(policy: Policy, task: str, image_size: int, steps: int) -> dict:
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
 
     env = MetaWorldGoalEnv(task, image_size=image_size, step_budget=steps + 10)
     observation, _ = env.reset(seed=0)
@@ -120,9 +120,9 @@ def start_bridge(task: str, image_size: int, rate: float, in_process: bool):
     if in_process:
         from omegaconf import OmegaConf
 
-        from envs.metaworld_goal import MetaWorldGoalEnv
-        from envs.ros_config import RosArmConfig
-        from envs.sim_bridge import SimBridge
+        from envs.metaworld.env import MetaWorldGoalEnv
+        from envs.ros.config import RosArmConfig
+        from envs.ros.sim_bridge import SimBridge
         from jepa_robot.config import configs_dir, to_schema
 
         robot = to_schema(OmegaConf.merge(OmegaConf.load(configs_dir() / "robot" / "sim.yaml"),
@@ -153,7 +153,7 @@ def start_bridge(task: str, image_size: int, rate: float, in_process: bool):
 def run_bridge(policy: Policy, task: str, image_size: int, steps: int, rate: float, in_process: bool) -> dict:
     from omegaconf import OmegaConf
 
-    from envs.ros_arm import RosArmConfig, RosArmEnv
+    from envs.ros.arm import RosArmConfig, RosArmEnv
     from jepa_robot.config import configs_dir, to_schema
 
     port, stop = start_bridge(task, image_size, rate, in_process)

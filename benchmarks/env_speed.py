@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def steps_per_second(task: str, image_size: int, steps: int) -> tuple[float, float]:
     """(env steps/s with rendering, milliseconds per rendered frame)."""
-    from envs.experts import Exploration, ScriptedExpert
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
+    from envs.metaworld.experts import Exploration, ScriptedExpert
 
     env = MetaWorldGoalEnv(task, image_size=image_size)
     expert = ScriptedExpert(task, Exploration(noise_std=0.1), seed=0)

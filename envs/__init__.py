@@ -7,7 +7,7 @@ Gymnasium under the ``JepaRobot/`` namespace.
 
 from gymnasium.envs.registration import register, registry
 
-from envs.metaworld_goal import EPISODE_BUDGET, TASKS
+from envs.metaworld.env import EPISODE_BUDGET, TASKS
 
 # Task name -> Gymnasium id.
 ENV_IDS: dict[str, str] = {
@@ -20,7 +20,7 @@ for _task, _env_id in ENV_IDS.items():
     if _env_id not in registry:
         register(
             id=_env_id,
-            entry_point="envs.metaworld_goal:MetaWorldGoalEnv",
+            entry_point="envs.metaworld.env:MetaWorldGoalEnv",
             kwargs={"task": _task},
             # The env truncates at its own protocol budget; no extra TimeLimit wrapper.
         )

@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from envs.experts import Exploration, ScriptedExpert
 from envs.media import quiet_ffmpeg
-from envs.metaworld_goal import (
+from envs.metaworld.env import (
     ACTION_NAMES,
     EVAL_SEED_START,
     OBJECT_NAMES,
     STATE_NAMES,
     MetaWorldGoalEnv,
 )
+from envs.metaworld.experts import Exploration, ScriptedExpert
 
 log = logging.getLogger(__name__)
 

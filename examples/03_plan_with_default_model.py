@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs import ENV_IDS, EPISODE_BUDGET  # importing envs registers JepaRobot/MetaWorld-*-v0
-from envs.goals import make_goal_images
+from envs.metaworld.goals import make_goal_images
 from jepa_robot.agent import MPCAgent, run_episode
 from jepa_robot.config import EvalConfig, compose
 from jepa_robot.world_model import WorldModel

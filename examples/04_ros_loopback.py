@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from envs.ros_arm import RosArmEnv
+from envs.ros.arm import RosArmEnv
 from jepa_robot.config import SimBridgeConfig, compose
 from jepa_robot.ros_bridge import make_sim_bridge
 

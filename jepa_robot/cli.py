@@ -111,7 +111,7 @@ def _sim_bridge(config) -> int:
 
 
 def _record_ros(config) -> int:
-    from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+    from envs.ros.safety import RobotConnectionError, RobotSafetyStop
     from jepa_robot.ros_bridge import record_ros
 
     try:
@@ -129,7 +129,7 @@ def _record_ros(config) -> int:
 
 
 def _run_robot(config) -> int:
-    from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+    from envs.ros.safety import RobotConnectionError, RobotSafetyStop
     from jepa_robot.ros_bridge import run_robot
 
     try:

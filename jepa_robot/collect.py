@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs.goals import GoalNotReachedError, make_goal_images
 from envs.media import side_by_side, upscale, write_video
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld.env import MetaWorldGoalEnv
+from envs.metaworld.goals import GoalNotReachedError, make_goal_images
 from envs.recording import RecordingSummary, record_episodes
 from jepa_robot.config import CollectConfig, EnvConfig
 

@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from envs.goals import GOAL_SOURCES
-from envs.metaworld_goal import CAMERA_VIEWS, EVAL_SEED_START, SEED_LIMIT, TASKS, seed_split
+from envs.metaworld.env import CAMERA_VIEWS, EVAL_SEED_START, SEED_LIMIT, TASKS, seed_split
+from envs.metaworld.goals import GOAL_SOURCES
 
 
 class ConfigError(ValueError):
@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """A goal-image Meta-World task (see ``envs.metaworld_goal``)."""
+    """A goal-image Meta-World task (see ``envs.metaworld.env``)."""
 
     task: str = "reach"
     """One of ``reach``, ``push``, ``pick-place``."""
@@ -32,7 +32,7 @@ class EnvConfig:
     """Square image side in pixels (16-512); 64 suits the small embedded encoder."""
     cameras: list[str] = field(default_factory=lambda: ["oblique"])
     """Named camera views (``oblique``, ``workspace``, ``front``, ``top``; see
-    ``envs.metaworld_goal.CAMERA_VIEWS``); the first is the primary one. The default
+    ``envs.metaworld.env.CAMERA_VIEWS``); the first is the primary one. The default
     model was trained on ``oblique``."""
     step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
@@ -51,7 +51,7 @@ class EnvConfig:
 
 @dataclass
 class ExplorationConfig:
-    """How recorded actions stray from the scripted expert (``envs.experts``)."""
+    """How recorded actions stray from the scripted expert (``envs.metaworld.experts``)."""
 
     noise_std: float = 0.1
     """Gaussian noise on each expert action."""
@@ -73,7 +73,7 @@ class ExplorationConfig:
             raise ConfigError(f"exploration: {error}") from error
 
     def to_exploration(self):
-        from envs.experts import Exploration
+        from envs.metaworld.experts import Exploration
 
         return Exploration(
             noise_std=self.noise_std,
@@ -786,7 +786,7 @@ class PretrainEncoderConfig:
 
 # The robot group's schema is the env's own config (envs never imports jepa_robot, so
 # it lives there): one dataclass for RosArmEnv, the sim bridge and record-ros.
-from envs.ros_config import RosArmConfig as RobotConfig  # noqa: E402
+from envs.ros.config import RosArmConfig as RobotConfig  # noqa: E402
 
 ROS_ACTION_SOURCES = ("command", "measured")
 

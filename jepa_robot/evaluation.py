@@ -2,7 +2,7 @@
 
 Per task, episode i starts from seed ``seed_start + i``: 100000 + i for reported
 figures, 150000 and up for tuning, never training data. The goal image is the task-aimed
-scripted expert's success frame closest to the target (``envs.goals``; its phase-change
+scripted expert's success frame closest to the target (``envs.metaworld.goals``; its phase-change
 frames are the sub-goals if asked; ``goals=jepa_wms`` takes JEPA-WMs' goal frames
 instead); a seed whose expert cannot solve the task is reported and skipped. The agent
 runs the full step budget and success is the env's flag on the last step. The same
@@ -34,15 +34,15 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from envs.experts import SUBGOAL_PHASES, ScriptedExpert
-from envs.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from envs.media import side_by_side, upscale, write_video
-from envs.metaworld_goal import (
+from envs.metaworld.env import (
     EPISODE_BUDGET,
     STATE_AND_OBJECT_NAMES,
     MetaWorldGoalEnv,
     seed_split,
 )
+from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert
+from envs.metaworld.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.checkpoint import atomic_file, portable_path, write_json_atomic
 from jepa_robot.config import EvalConfig, PlanConfig
@@ -98,7 +98,7 @@ class Job:
     video: bool = False
     trace: bool = False
     goals: str = "protocol"
-    """Which goal images (``envs.goals.GOAL_SOURCES``); the expert reference follows it."""
+    """Which goal images (``envs.metaworld.goals.GOAL_SOURCES``); the expert reference follows it."""
 
 
 _reference_envs: dict[str, MetaWorldGoalEnv] = {}

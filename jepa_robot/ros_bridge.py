@@ -1,6 +1,6 @@
 """``jepa-robot sim-bridge``, ``record-ros`` and ``run-robot``: configs in, ``envs`` functions out.
 
-The work lives in ``envs.sim_bridge``, ``envs.ros_recording``, ``envs.ros_arm`` and
+The work lives in ``envs.ros.sim_bridge``, ``envs.ros.recording``, ``envs.ros.arm`` and
 ``jepa_robot.agent``; this module only turns the typed configs into their arguments.
 """
 
@@ -10,10 +10,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld.env import MetaWorldGoalEnv
 from envs.recording import RecordingSummary
-from envs.ros_recording import record_ros as record_ros_episodes
-from envs.sim_bridge import SimBridge
+from envs.ros.recording import record_ros as record_ros_episodes
+from envs.ros.sim_bridge import SimBridge
 from jepa_robot.config import RecordRosConfig, RunRobotConfig, SimBridgeConfig
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def run_robot(config: RunRobotConfig) -> dict:
     import dataclasses
     import time
 
-    from envs.ros_arm import RosArmEnv
+    from envs.ros.arm import RosArmEnv
     from jepa_robot.agent import MPCAgent, run_episode
     from jepa_robot.evaluation import load_image, resize_to, summarise
     from jepa_robot.world_model import WorldModel

@@ -137,9 +137,9 @@ UNUSED_WEIGHTS = "vjepa2_ac_unused.safetensors"
 IMPORT_FORMAT = "jepa_robot.vjepa2_ac/1"
 
 DROID_ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "delta_roll", "delta_pitch", "delta_yaw", "gripper"]
-"""V-JEPA 2-AC's 7-D action (the ``droid7`` layout of ``envs.ros_config``)."""
+"""V-JEPA 2-AC's 7-D action (the ``droid7`` layout of ``envs.ros.config``)."""
 DROID_STATE_NAMES = ["hand_x", "hand_y", "hand_z", "hand_roll", "hand_pitch", "hand_yaw", "gripper"]
-"""V-JEPA 2-AC's 7-D state (the ``pose_gripper`` layout of ``envs.ros_config``)."""
+"""V-JEPA 2-AC's 7-D state (the ``pose_gripper`` layout of ``envs.ros.config``)."""
 DROID_IMAGE_KEY = "observation.images.exterior_1_left"
 DROID_FPS = 4
 

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from planners.base import (
     BestSoFar,
-    Planner,
     EliteConfig,
+    Planner,
     PlanResult,
     Rollout,
     top_elites,

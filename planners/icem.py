@@ -18,8 +18,8 @@ from torch import Tensor
 
 from planners.base import (
     BestSoFar,
-    Planner,
     EliteConfig,
+    Planner,
     PlanResult,
     Rollout,
     shift_plan,

@@ -19,8 +19,8 @@ torch.set_num_threads(2)
 def small_dataset(tmp_path_factory):
     """A 3-episode reach dataset (12 steps, 32 px) recorded through the real pipeline.
     Returns (root, repo_id, summary). Treat as read-only."""
-    from envs.experts import Exploration
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
+    from envs.metaworld.experts import Exploration
     from envs.recording import record_episodes
 
     root = tmp_path_factory.mktemp("datasets") / "reach"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-from envs.experts import Exploration, ScriptedExpert
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld.env import MetaWorldGoalEnv
+from envs.metaworld.experts import Exploration, ScriptedExpert
 from envs.recording import DatasetMismatchError, episode_exploration, record_episodes
 
 

@@ -110,7 +110,7 @@ def test_hub_id_offline_says_so(monkeypatch):
 
 
 def test_merge_datasets_keeps_every_episode_and_refuses_mismatches(tmp_path, small_dataset):
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
     from envs.recording import record_episodes
     from jepa_robot.data import episode_frames, merge_datasets
 

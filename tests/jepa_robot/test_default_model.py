@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import envs  # noqa: F401  (registers the Meta-World goal-image envs)
-from envs.experts import ScriptedExpert
-from envs.goals import make_goal_images
+from envs.metaworld.experts import ScriptedExpert
+from envs.metaworld.goals import make_goal_images
 from jepa_robot.agent import MPCAgent
 from jepa_robot.config import EvalConfig, compose
 from jepa_robot.world_model import BUILTIN_CHECKPOINTS, Context, WorldModel

@@ -171,7 +171,7 @@ def test_bad_eval_input_gets_a_clear_error(tiny_checkpoint, tmp_path, capsys, ov
 
 @pytest.mark.parametrize("task, phases", [("push", ["contact"]), ("pick-place", ["grasp", "lift"])])
 def test_goal_frames_put_the_task_subgoals_first(task, phases):
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
     from jepa_robot.evaluation import goal_frames
 
     env = MetaWorldGoalEnv(task, image_size=32)
@@ -187,7 +187,7 @@ def test_goal_frames_put_the_task_subgoals_first(task, phases):
 def test_a_seed_the_expert_cannot_solve_is_reported_and_skipped(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """No goal image for a seed: the report lists it with the reason, counts neither the
     model nor the references on it, and runs the other seeds as usual."""
-    from envs import goals
+    from envs.metaworld import goals
     from jepa_robot import evaluation
 
     def goal_for(env, seed, source="protocol"):
@@ -214,7 +214,7 @@ def test_a_seed_the_expert_cannot_solve_is_reported_and_skipped(tiny_checkpoint,
 
 
 def test_plan_on_a_seed_without_a_goal_image_says_so(tiny_checkpoint, tmp_path, monkeypatch, capsys):
-    from envs import goals
+    from envs.metaworld import goals
     from jepa_robot import evaluation
 
     def no_goal(env, seed, source="protocol"):

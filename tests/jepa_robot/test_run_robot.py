@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envs.metaworld_goal import MetaWorldGoalEnv
-from envs.sim_bridge import SimBridge
+from envs.metaworld.env import MetaWorldGoalEnv
+from envs.ros.sim_bridge import SimBridge
 from jepa_robot.cli import main
 from jepa_robot.config import configs_dir, to_schema
 
@@ -17,7 +17,7 @@ SMALL_PLANNER = ["planner.options.samples=16", "planner.options.elites=4",
 def bridge():
     from omegaconf import OmegaConf
 
-    from envs.ros_arm import RosArmConfig
+    from envs.ros.arm import RosArmConfig
 
     robot = to_schema(OmegaConf.merge(OmegaConf.load(configs_dir() / "robot" / "sim.yaml"),
                                       {"port": 0, "host": "127.0.0.1", "image_size": 32}), RosArmConfig)
@@ -76,8 +76,8 @@ def test_reset_service_goals_are_the_models_camera_in_agent_order(tmp_path):
 
     import numpy as np
 
-    from envs.goals import GoalImages
-    from envs.sim_bridge import _write_goal_images
+    from envs.metaworld.goals import GoalImages
+    from envs.ros.sim_bridge import _write_goal_images
     from jepa_robot.ros_bridge import camera_goal_files
 
     image = np.zeros((8, 8, 3), np.uint8)

@@ -97,7 +97,7 @@ def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_enc
         train(tiny_train_config(small_dataset[0], other, run, tmp_path / "cache", "steps=20"))
     with pytest.raises(ValueError, match=r"another predictor configuration \(action_dim: run has 8, now 12"):
         train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=20", "frameskip=3", "window=3"))
-    from envs.metaworld_goal import MetaWorldGoalEnv
+    from envs.metaworld.env import MetaWorldGoalEnv
     from envs.recording import record_episodes
 
     bigger = tmp_path / "bigger"

@@ -5,7 +5,7 @@ expert (``ScriptedExpert.aimed_action``: it drives what success is judged on, th
 fingers' centre for reach and the object for push and pick-place, onto the target) for
 the task's full step budget. The goal image is the frame, among those where the
 simulator reports success, with the smallest task distance (earliest on ties). The
-frames where the expert's phase changes (``envs.experts.SUBGOAL_PHASES``: push
+frames where the expert's phase changes (``envs.metaworld.experts.SUBGOAL_PHASES``: push
 ``contact``, pick-place ``grasp`` and ``lift``) before that frame are the sub-goal
 images. A seed whose expert never succeeds raises ``GoalNotReachedError``.
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.experts import SUBGOAL_PHASES, ScriptedExpert, expert_phase
-from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv
+from envs.metaworld.env import EPISODE_BUDGET, MetaWorldGoalEnv
+from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert, expert_phase
 
 GOAL_SOURCES = ("protocol", "jepa_wms")
 """Where goal images come from: the protocol's task-aimed expert, or JEPA-WMs' rule."""

@@ -44,7 +44,7 @@ One step holds it for one control period, so an action moves the end effector by
 ``action * action_scale / rate_hz``. The gripper dimension maps linearly from
 -1 (``gripper.open_position``) to +1 (``gripper.closed_position``).
 
-Safety (always on; see ``envs.ros_safety``)
+Safety (always on; see ``envs.ros.safety``)
 -------------------------------------------
 - Every command is bounded before it leaves the process: action clipped to [-1, 1],
   speed limits, the workspace box (per axis), the per-step gripper limit.
@@ -93,7 +93,7 @@ the robot machine):
 3. Run the policy with ``robot.dry_run=true`` and read the logged commands::
 
        from omegaconf import OmegaConf
-       from envs.ros_arm import RosArmConfig, RosArmEnv
+       from envs.ros.arm import RosArmConfig, RosArmEnv
        from jepa_robot.config import configs_dir, to_schema
 
        yaml = OmegaConf.load(configs_dir() / "robot" / "franka_servo.yaml")
@@ -123,7 +123,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.ros_config import (
+from envs.ros.config import (
     ACTION_LAYOUTS,
     GRIPPER_ACTION_TYPE,
     RESET_SERVICE_TYPE,
@@ -132,9 +132,9 @@ from envs.ros_config import (
     GripperSettings,
     RosArmConfig,
 )
-from envs.ros_link import RosArmLink
-from envs.ros_messages import pose_message, quaternion_multiply, rotation_vector_to_quaternion, stamp, twist_message
-from envs.ros_safety import (
+from envs.ros.link import RosArmLink
+from envs.ros.messages import pose_message, quaternion_multiply, rotation_vector_to_quaternion, stamp, twist_message
+from envs.ros.safety import (
     RobotConnectionError,
     RobotSafetyStop,
     SafeCommand,

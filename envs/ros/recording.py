@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs.media import quiet_ffmpeg
-from envs.metaworld_goal import EVAL_SEED_START
+from envs.metaworld.env import EVAL_SEED_START
 from envs.recording import (
     ACTION_KEY,
     IMAGE_KEY_PREFIX,
@@ -57,10 +57,10 @@ from envs.recording import (
     dataset_features,
     existing_episode_seeds,
 )
-from envs.ros_config import RosArmConfig
-from envs.ros_link import RosArmLink
-from envs.ros_messages import quaternion_conjugate, quaternion_multiply, quaternion_to_rotation_vector
-from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+from envs.ros.config import RosArmConfig
+from envs.ros.link import RosArmLink
+from envs.ros.messages import quaternion_conjugate, quaternion_multiply, quaternion_to_rotation_vector
+from envs.ros.safety import RobotConnectionError, RobotSafetyStop
 
 log = logging.getLogger(__name__)
 

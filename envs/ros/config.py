@@ -2,7 +2,7 @@
 
 ``RosArmConfig`` is both what ``RosArmEnv`` takes and the Hydra schema of
 ``configs/robot/*.yaml``: one dataclass, a docstring per field, checks in
-``__post_init__`` that name the key. See ``envs.ros_arm`` for what the fields mean
+``__post_init__`` that name the key. See ``envs.ros.arm`` for what the fields mean
 on the wire.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.metaworld_goal import ACTION_NAMES, STATE_NAMES
-from envs.ros_messages import IMAGE_TYPES, normalise_type
-from envs.ros_safety import SafetySettings
+from envs.metaworld.env import ACTION_NAMES, STATE_NAMES
+from envs.ros.messages import IMAGE_TYPES, normalise_type
+from envs.ros.safety import SafetySettings
 
 # Action layouts: dimension names, last one the gripper.
 ACTION_LAYOUTS: dict[str, list[str]] = {

@@ -35,7 +35,7 @@ from typing import Any
 
 from autobahn.asyncio.websocket import WebSocketServerFactory, WebSocketServerProtocol
 
-from envs.ros_messages import normalise_type
+from envs.ros.messages import normalise_type
 
 log = logging.getLogger(__name__)
 

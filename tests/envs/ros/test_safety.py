@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from envs.ros_config import ACTION_LAYOUTS, GripperSettings, RosArmConfig
-from envs.ros_messages import (
+from envs.ros.config import ACTION_LAYOUTS, GripperSettings, RosArmConfig
+from envs.ros.messages import (
     MalformedMessageError,
     compressed_image_message,
     decode_image,
@@ -22,7 +22,7 @@ from envs.ros_messages import (
     rotation_vector_to_quaternion,
     stamp_seconds,
 )
-from envs.ros_safety import SafetyFilter, SafetySettings
+from envs.ros.safety import SafetyFilter, SafetySettings
 from jepa_robot.config import RecordRosConfig, SimBridgeConfig, compose
 
 pytestmark = pytest.mark.timeout(30)

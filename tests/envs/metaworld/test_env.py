@@ -5,9 +5,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.experts import Exploration, ScriptedExpert
-from envs.goals import GoalNotReachedError, make_goal_images
-from envs.metaworld_goal import EPISODE_BUDGET, MetaWorldGoalEnv, seed_split
+from envs.metaworld.env import EPISODE_BUDGET, MetaWorldGoalEnv, seed_split
+from envs.metaworld.experts import Exploration, ScriptedExpert
+from envs.metaworld.goals import GoalNotReachedError, make_goal_images
 
 SUCCESS_RADIUS_M = {"reach": 0.05, "push": 0.05, "pick-place": 0.07}
 """Meta-World's success thresholds on the task distance."""

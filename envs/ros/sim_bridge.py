@@ -29,7 +29,7 @@ Service:
                   none)} -> {success, message, seed, goal_images, goal_state,
                   observation_stamp (of the first observation after the reset)}: resets
                   the scene from the seed; with goal_dir, first runs the evaluation
-                  protocol's goal-image procedure (``envs.goals``) and writes
+                  protocol's goal-image procedure (``envs.metaworld.goals``) and writes
                   ``goal_<seed>_<camera>.png`` (and sub-goal images) there;
                   goal_images lists sub-goals first, as an agent takes them.
 
@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 
-from envs.goals import GoalNotReachedError, make_goal_images
-from envs.metaworld_goal import EVAL_SEED_START, SEED_LIMIT, MetaWorldGoalEnv
+from envs.metaworld.env import EVAL_SEED_START, SEED_LIMIT, MetaWorldGoalEnv
+from envs.metaworld.goals import GoalNotReachedError, make_goal_images
 from envs.recording import _signals_as_interrupt
-from envs.ros_arm import GRIPPER_ACTION_TYPE, RESET_SERVICE_TYPE, RosArmConfig
-from envs.ros_messages import (
+from envs.ros.arm import GRIPPER_ACTION_TYPE, RESET_SERVICE_TYPE, RosArmConfig
+from envs.ros.messages import (
     MalformedMessageError,
     compressed_image_message,
     header,
@@ -73,7 +73,7 @@ from envs.ros_messages import (
     pose_message,
     raw_image_message,
 )
-from envs.rosbridge_server import RosbridgeServer
+from envs.ros.rosbridge_server import RosbridgeServer
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import roslibpy
 from omegaconf import OmegaConf
 from PIL import Image
 
-from envs.metaworld_goal import MetaWorldGoalEnv
+from envs.metaworld.env import MetaWorldGoalEnv
 from envs.recording import check_features_match, dataset_features
-from envs.ros_arm import RobotConnectionError, RobotSafetyStop, RosArmConfig, RosArmEnv
-from envs.ros_messages import twist_message
-from envs.sim_bridge import SimBridge
+from envs.ros.arm import RobotConnectionError, RobotSafetyStop, RosArmConfig, RosArmEnv
+from envs.ros.messages import twist_message
+from envs.ros.sim_bridge import SimBridge
 from jepa_robot.config import configs_dir, to_schema
 
 SIM_ROBOT = configs_dir() / "robot" / "sim.yaml"
@@ -173,7 +173,7 @@ def test_dry_run_sends_nothing(bridge, caplog):
     with RosArmEnv(sim_robot(bridge.port, dry_run=True)) as env:
         observation, _ = env.reset(seed=2)
         before = bridge.hand_position()
-        with caplog.at_level(logging.INFO, logger="envs.ros_link"):
+        with caplog.at_level(logging.INFO, logger="envs.ros.link"):
             for _ in range(4):
                 observation, _, _, _, info = env.step(np.array([1.0, 0.0, 0.0, 1.0], np.float32))
         assert info["command"]["linear"][0] > 0  # bounded as usual ...
@@ -221,7 +221,7 @@ def test_malformed_messages_are_reported_not_fatal(bridge, caplog):
         env.step(np.zeros(4, np.float32))
         bridge.pause(camera_topic)
         try:
-            with caplog.at_level(logging.ERROR, logger="envs.ros_link"):
+            with caplog.at_level(logging.ERROR, logger="envs.ros.link"):
                 for bad in (
                     {"format": "png", "data": "%%% not base64 %%%"},
                     {"format": "png"},
@@ -390,7 +390,7 @@ def teleoperator(bridge):
 
 @pytest.mark.timeout(90)
 def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_path, monkeypatch):
-    from envs import ros_recording
+    from envs.ros import recording as ros_recording
     from jepa_robot.cli import main
     from jepa_robot.data import open_dataset
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import roslibpy
 
-from envs.ros_config import RESET_SERVICE_TYPE, CameraTopic, RosArmConfig
-from envs.ros_messages import (
+from envs.ros.config import RESET_SERVICE_TYPE, CameraTopic, RosArmConfig
+from envs.ros.messages import (
     MalformedMessageError,
     decode_image,
     fit_image,
@@ -32,7 +32,7 @@ from envs.ros_messages import (
     quaternion_to_euler,
     stamp_seconds,
 )
-from envs.ros_safety import RobotConnectionError, RobotSafetyStop
+from envs.ros.safety import RobotConnectionError, RobotSafetyStop
 
 log = logging.getLogger(__name__)
 

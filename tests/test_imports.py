@@ -1,0 +1,66 @@
+"""The package boundaries of docs/architecture.md, read from the import statements
+(module level and inside functions): ``planners`` never imports ``envs`` or
+``jepa_robot``; ``envs`` never imports ``jepa_robot`` or ``planners``; and no module of
+the three imports itself back through others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("planners", "envs", "jepa_robot")
+NEVER = {"planners": {"envs", "jepa_robot"}, "envs": {"jepa_robot", "planners"}, "jepa_robot": set()}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module name -> the project modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            imported: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    imported.add(node.module)
+                elif isinstance(node, ast.Import):
+                    imported.update(alias.name for alias in node.names)
+            graph[name] = {m for m in imported if m.split(".")[0] in PACKAGES}
+    return graph
+
+
+def test_the_import_graph_has_the_modules():
+    graph = import_graph()
+    assert {"planners.cem", "envs.metaworld.env", "envs.ros.safety", "jepa_robot.agent"} <= set(graph)
+
+
+def test_packages_keep_their_boundaries():
+    broken = [(module, target) for module, targets in import_graph().items() for target in targets
+              if target.split(".")[0] in NEVER[module.split(".")[0]]]
+    assert broken == []
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    known = {m: {t for t in targets if t in graph} for m, targets in graph.items()}
+    state: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(known[module]):
+            # importing a package runs its __init__, not its submodules: only edges between
+            # modules count, and a package's own submodules importing it is not a cycle
+            if module.startswith(target + "."):
+                continue
+            if state.get(target) == "open":
+                cycles.append([*path[path.index(target):], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(known):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
