@@ -1,7 +1,7 @@
 """Parity of the V-JEPA 2-AC import against Meta's own code (a dev script, not a test).
 
-    uv run python benchmarks/vjepa2_ac_parity.py /tmp/vjepa2-ref
-    uv run python benchmarks/vjepa2_ac_parity.py /tmp/vjepa2-ref --size full   # ViT-g + 24x1024
+    uv run python benchmarks/vjepa2_ac_parity.py REF
+    uv run python benchmarks/vjepa2_ac_parity.py REF --size full   # ViT-g + 24x1024
 
 REF is a checkout of facebookresearch/vjepa2 (never vendored here). The script builds
 Meta's ``VisionTransformer`` (RoPE ViT, the hub's kwargs) and
@@ -189,7 +189,7 @@ def main() -> None:
           f"total {time.perf_counter() - started:.0f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "reference": str(args.ref), "reference_commit": args.ref_commit, "size": args.size, "params": params, "dtype": "float32", "device": "cpu",
+        "reference": args.ref.name, "reference_commit": args.ref_commit, "size": args.size, "params": params, "dtype": "float32", "device": "cpu",
         "timm_stubbed": stubbed, "steps": args.steps, "batch": args.batch, "candidates": args.candidates,
         "horizon": args.horizon, "seed": args.seed, "max_abs_diff": rows,
         "max_abs_value": {"encoder_hidden": scale_enc, "predictor_output": scale_pred},

@@ -69,7 +69,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 
 def summarise(values: list[float]) -> dict[str, float] | None:
-    """mean, p50, p95 and count of ``values`` (None if empty)."""
+    """mean, p50, p95, min, max and count of ``values`` (None if empty)."""
     if not values:
         return None
     array = np.asarray(values, dtype=float)
@@ -77,6 +77,8 @@ def summarise(values: list[float]) -> dict[str, float] | None:
         "mean": float(array.mean()),
         "p50": float(np.percentile(array, 50)),
         "p95": float(np.percentile(array, 95)),
+        "min": float(array.min()),
+        "max": float(array.max()),
         "count": int(array.size),
     }
 
@@ -450,9 +452,6 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
         # and how far the hand ended from where the goal image shows it
         for key in ("goal_frame_distance_m", "final_hand_to_goal_frame_m"):
             entry[key] = summarise([r[key] for r in model if r.get(key) is not None])
-        if entry["goal_frame_distance_m"]:
-            frames = [r["goal_frame_distance_m"] for r in model if r.get("goal_frame_distance_m") is not None]
-            entry["goal_frame_distance_m"].update(min=float(min(frames)), max=float(max(frames)))
         entry["budget"] = EPISODE_BUDGET[task]
         entry["references"] = {}
         skipped_seeds = {r["seed"] for r in skipped}

@@ -87,7 +87,7 @@ the robot machine):
 1. Check that every topic arrives, moving nothing (``record-ros`` only listens)::
 
        jepa-robot record-ros robot=franka_servo robot.host=ROBOT episodes=1 \
-           episode_steps=20 root=/tmp/topic-check
+           episode_steps=20 root=data/topic-check
 
 2. Measure the workspace box in the pose topic's frame and set ``safety.*``.
 3. Run the policy with ``robot.dry_run=true`` and read the logged commands::

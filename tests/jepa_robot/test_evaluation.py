@@ -36,6 +36,7 @@ def test_wilson_interval_matches_known_values():
 def test_summarise_reports_mean_and_percentiles():
     stats = summarise([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["mean"] == 22.0 and stats["p50"] == 3.0 and stats["count"] == 5
+    assert stats["min"] == 1.0 and stats["max"] == 100.0
     assert 4.0 < stats["p95"] < 100.0
     assert summarise([]) is None
 

@@ -112,7 +112,7 @@ def test_gripper_mapping_round_trips():
 
 
 def test_shipped_robot_configs_compose():
-    franka = compose("record-ros", ["robot=franka_servo", "root=/tmp/x", "repo_id=a/b"], RecordRosConfig).robot
+    franka = compose("record-ros", ["robot=franka_servo", "root=data/x", "repo_id=a/b"], RecordRosConfig).robot
     assert franka.action_layout == "droid7" and len(franka.action_names) == 7 == len(franka.state_names)
     assert franka.gripper.mode == "action" and franka.command_topic == "/servo_node/delta_twist_cmds"
     sim = compose("sim-bridge", ["port=0"], SimBridgeConfig)
