@@ -69,8 +69,9 @@ class AgentPolicy:
         from omegaconf import OmegaConf
 
         from jepa_robot.agent import MPCAgent
-        from jepa_robot.config import AgentConfig, PlannerSettings, configs_dir, to_schema
-        from jepa_robot.world_model import WorldModel
+        from jepa_robot.config import configs_dir, to_schema
+        from jepa_robot.config.planning import AgentConfig, PlannerSettings
+        from jepa_robot.world_model.model import WorldModel
 
         settings = to_schema(OmegaConf.load(configs_dir() / "planner" / f"{planner}.yaml"), PlannerSettings)
         settings.options = {**settings.options, **options}
@@ -131,7 +132,7 @@ def start_bridge(task: str, image_size: int, rate: float, in_process: bool):
         return bridge.start(), bridge.stop
     process = subprocess.Popen(
         [sys.executable, "-m", "jepa_robot.cli", "sim-bridge", "port=0", f"task={task}",
-         f"render_size={image_size}", f"robot.rate_hz={rate}"],
+         f"image_size={image_size}", f"robot.rate_hz={rate}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
     )
     line: list[str] = []

@@ -50,8 +50,9 @@ def steps_per_second(task: str, image_size: int, steps: int) -> tuple[float, flo
 
 
 def record_seconds(task: str, episodes: int, image_size: int) -> dict:
-    from jepa_robot.collect import collect
-    from jepa_robot.config import CollectConfig, compose
+    from jepa_robot.config import compose
+    from jepa_robot.config.data import CollectConfig
+    from jepa_robot.data.collect import collect
 
     with tempfile.TemporaryDirectory() as tmp:
         config = compose(

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 from planners import ActionBounds, L1Energy, make_planner
 
 
@@ -69,7 +69,7 @@ class CostFunction:
 
 def build_world_model(args, device) -> tuple[ACPredictor, CostFunction]:
     if args.checkpoint:
-        from jepa_robot.checkpoint import load_checkpoint
+        from jepa_robot.world_model.checkpoint import load_checkpoint
 
         predictor = load_checkpoint(args.checkpoint, device=device).predictor
     else:

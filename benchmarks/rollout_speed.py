@@ -3,7 +3,7 @@
     uv run python benchmarks/rollout_speed.py                    # CPU, 2 threads, B=300
     uv run python benchmarks/rollout_speed.py --candidates 64 --contexts 1 2
 
-Builds a randomly initialised :class:`jepa_robot.predictor.ACPredictor` (default: D=192,
+Builds a randomly initialised :class:`jepa_robot.world_model.predictor.ACPredictor` (default: D=192,
 N=64, hidden 384, depth 6, heads 6, A=4, S=4, state head on), then times
 ``rollout`` (KV cache) and ``rollout_recompute`` (no cache; every step reruns the
 predictor on the whole sequence, as the released V-JEPA 2-AC planner does) under
@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 
 def time_call(fn, repeats: int) -> tuple[float, tuple]:

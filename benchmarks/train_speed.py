@@ -32,11 +32,12 @@ def main() -> None:
 
     import torch
 
-    from jepa_robot.config import TrainConfig, compose
-    from jepa_robot.data import open_dataset
-    from jepa_robot.encoders import load_encoder, save_tiny_random_encoder
-    from jepa_robot.latent_cache import build_latent_cache
-    from jepa_robot.training import train
+    from jepa_robot.config import compose
+    from jepa_robot.config.training import TrainConfig
+    from jepa_robot.data.dataset import open_dataset
+    from jepa_robot.data.latent_cache import build_latent_cache
+    from jepa_robot.training.train import train
+    from jepa_robot.world_model.encoders import load_encoder, save_tiny_random_encoder
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:

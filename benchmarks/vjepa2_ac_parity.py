@@ -9,10 +9,10 @@ Meta's ``VisionTransformer`` (RoPE ViT, the hub's kwargs) and
 parameter perturbed so biases and norms are not trivially 0/1), saves them the way the
 published ``vjepa2-ac-vitg.pt`` is laid out (DDP key prefixes), checks Meta's hub loader
 reads that file (``_clean_backbone_key`` + ``load_state_dict(strict=True)``), converts it
-with :func:`jepa_robot.vjepa2_ac.convert_vjepa2_ac`, and compares in fp32 on CPU:
+with :func:`jepa_robot.world_model.vjepa2_ac.convert_vjepa2_ac`, and compares in fp32 on CPU:
 
 * encoder: Meta's ``encoder(clip)`` vs transformers' ``VJEPA2Model.encoder`` as loaded by
-  :func:`jepa_robot.encoders.load_encoder` (raw last hidden state, and the layer-normed
+  :func:`jepa_robot.world_model.encoders.load_encoder` (raw last hidden state, and the layer-normed
   latents ``VJEPA2Encoder.encode`` returns vs ``F.layer_norm`` of Meta's);
 * predictor: Meta's ``predictor(z, actions, states)`` on T steps vs our
   :class:`ACPredictor` (its ``predictor_proj`` output, and the layer-normed output);
@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_robot.checkpoint import load_checkpoint
-from jepa_robot.encoders import load_encoder
-from jepa_robot.vjepa2_ac import convert_vjepa2_ac, droid_next_state
+from jepa_robot.world_model.checkpoint import load_checkpoint
+from jepa_robot.world_model.encoders import load_encoder
+from jepa_robot.world_model.vjepa2_ac import convert_vjepa2_ac, droid_next_state
 
 SIZES = {
     "small": {"encoder": dict(embed_dim=128, depth=2, num_heads=2, mlp_ratio=48 / 11),

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from jepa_robot.encoders import load_encoder, save_tiny_random_encoder
-from jepa_robot.predictor import ACPredictor, PredictorConfig
-from jepa_robot.vjepa2_ac import droid_next_state
+from jepa_robot.world_model.encoders import load_encoder, save_tiny_random_encoder
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
+from jepa_robot.world_model.vjepa2_ac import droid_next_state
 from planners import ActionBounds, make_energy, make_planner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,10 @@ Simulated recordings also carry ``observation.environment_state``, the object's 
 label for fitting state readouts on the latents (``jepa-robot fit-readout``); no world
 model or planner input reads it.
 
+``record_seeds`` is the recorder loop shared by the simulator (``record_episodes``
+here: a scripted expert in Meta-World) and a real arm (``envs.ros.recording``: a
+teleoperated robot over rosbridge); each supplies only how to record one episode.
+
 Episode seeds are ``seed_start, seed_start + 1, ...`` and must stay below
 ``EVAL_SEED_START`` (100000): evaluation seeds never appear in training data. Seeds
 already in the dataset are skipped, so rerunning the same command resumes an
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -48,6 +53,9 @@ ACTION_KEY = "action"
 SUCCESS_KEY = "next.success"
 SEED_KEY = "episode_seed"
 ROBOT_TYPE = "sawyer"
+
+Frame = dict[str, Any]
+"""One dataset row as ``LeRobotDataset.add_frame`` takes it: feature key -> value, plus ``task``."""
 
 
 class DatasetMismatchError(ValueError):
@@ -78,6 +86,18 @@ def sim_dataset_features(env: MetaWorldGoalEnv) -> dict[str, dict]:
     features[ENV_STATE_KEY] = {"dtype": "float32", "shape": (len(OBJECT_NAMES),),
                                "names": list(OBJECT_NAMES)}
     return features
+
+
+def make_frame(images: dict[str, np.ndarray], state: np.ndarray, action: np.ndarray, success: bool,
+               seed: int, task: str) -> Frame:
+    """The row of ``dataset_features`` for one step: what was seen and the action taken from it."""
+    frame: Frame = {f"{IMAGE_KEY_PREFIX}{camera}": image for camera, image in images.items()}
+    frame[STATE_KEY] = state
+    frame[ACTION_KEY] = action
+    frame[SUCCESS_KEY] = np.array([success], dtype=bool)
+    frame[SEED_KEY] = np.array([seed], dtype=np.int64)
+    frame["task"] = task
+    return frame
 
 
 def _feature_signature(features: dict[str, dict]) -> dict[str, tuple]:
@@ -122,6 +142,57 @@ def existing_episode_seeds(repo_id: str, root: Path) -> set[int]:
     return {int(np.asarray(seed).reshape(-1)[0]) for seed in dataset.hf_dataset.unique(SEED_KEY)}
 
 
+def training_seeds(seed_start: int, episodes: int) -> range:
+    """The seeds ``seed_start .. seed_start + episodes - 1``, checked to be training seeds."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed_start < 0 or seed_start + episodes > EVAL_SEED_START:
+        raise ValueError(
+            f"training seeds must lie in [0, {EVAL_SEED_START}); seeds {seed_start}.."
+            f"{seed_start + episodes - 1} do not (seeds >= {EVAL_SEED_START} are reserved for evaluation)"
+        )
+    return range(seed_start, seed_start + episodes)
+
+
+def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int, robot_type: str,
+                  video_codec: str) -> tuple[Any, set[int]]:
+    """Create the dataset at ``root``, or resume the one there if it has the same features
+    and fps; refuse a non-empty ``root`` that is no dataset. Returns ``(dataset, seeds
+    already recorded)``; nothing is written before every check has passed."""
+    from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    # H.264 at CRF 10 without chroma subsampling (yuv444p) encodes fast on a CPU and keeps
+    # tiny frames close to the render (mean error ~2/255 at 32 px, against ~6/255 for
+    # LeRobot's usual yuv420p): at 64 px a puck is only a few pixels wide.
+    if video_codec == "h264":
+        encoder = RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
+    else:
+        encoder = RGBEncoderConfig(vcodec=video_codec)
+    if (root / "meta" / "info.json").exists():
+        try:
+            meta = LeRobotDatasetMetadata(repo_id, root=root)
+        except Exception as error:  # noqa: BLE001 - any failure here means unreadable
+            raise DatasetMismatchError(f"the dataset at {root} cannot be read: {error}") from error
+        check_features_match(meta.features, features, root)
+        if meta.fps != fps:
+            raise DatasetMismatchError(f"the dataset at {root} has fps {meta.fps}, this recording {fps}")
+        done = existing_episode_seeds(repo_id, root)
+        dataset = LeRobotDataset.resume(repo_id, root=root, video_backend="pyav", rgb_encoder=encoder)
+        log.info("resuming %s: %d episodes already recorded", root, len(done))
+        return dataset, done
+    if root.exists() and any(root.iterdir()):
+        raise DatasetMismatchError(
+            f"{root} exists and is not a LeRobot dataset (no meta/info.json); choose an empty or new output root"
+        )
+    dataset = LeRobotDataset.create(
+        repo_id=repo_id, fps=fps, features=features, root=root, robot_type=robot_type,
+        use_videos=True, video_backend="pyav", rgb_encoder=encoder,
+    )
+    return dataset, set()
+
+
 @contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
     """Turn SIGINT and SIGTERM into KeyboardInterrupt while recording, so a stopped or
@@ -161,6 +232,87 @@ class RecordingSummary:
         return len(self.recorded_seeds)
 
 
+def record_seeds(
+    root: str | Path,
+    repo_id: str,
+    features: dict[str, dict],
+    fps: int,
+    robot_type: str,
+    seeds: range,
+    record_one: Callable[[int, Callable[[Frame], None]], tuple[int, bool]],
+    *,
+    video_codec: str = "h264",
+    description: str = "record",
+    progress: bool = True,
+    on_saved: Callable[[int], None] | None = None,
+    stop_errors: tuple[type[BaseException], ...] = (),
+) -> RecordingSummary:
+    """Record one episode per seed of ``seeds`` into the LeRobot dataset at ``root``.
+
+    The recorder loop of every recording (sim and ROS); the caller says only how one
+    episode is recorded. It:
+
+    1. opens the dataset: creates it (``features``, ``fps``, ``robot_type``, videos in
+       ``video_codec``: ``h264``, ``hevc`` or ``libsvtav1``), or resumes the one at
+       ``root`` after checking it has the same features and fps (``DatasetMismatchError``
+       if not, or if ``root`` holds something that is not a dataset);
+    2. skips the seeds already in the dataset (so rerunning resumes) and, for each
+       other seed, calls ``record_one(seed, add_frame)``: reset to ``seed``, call
+       ``add_frame(frame)`` once per step with a ``make_frame`` row, and return
+       ``(frames added, success of the last step)``. The episode is then saved and
+       ``on_saved(seed)`` called; if ``record_one`` raises, its frames are dropped;
+    3. on Ctrl-C or SIGTERM (a ``KeyboardInterrupt``), stops and returns a summary with
+       ``interrupted=True``. An exception of ``stop_errors`` (e.g. a robot's safety stop)
+       stops it the same way but is raised again once the dataset is finalised; any
+       other exception is raised as is;
+    4. always finalises the dataset, which then loads with every episode saved.
+
+    ``description`` labels the progress bar (``progress=False`` hides it).
+    """
+    import datasets
+
+    quiet_ffmpeg()
+    datasets.disable_progress_bars()  # one bar per episode save otherwise
+    root = Path(root)
+    dataset, done = _open_dataset(root, repo_id, features, fps, robot_type, video_codec)
+    summary = RecordingSummary(root=root, repo_id=repo_id, skipped_seeds=sorted(done.intersection(seeds)))
+    todo = [seed for seed in seeds if seed not in done]
+    error: BaseException | None = None
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=description, unit="ep", disable=not progress)
+    try:
+        with _signals_as_interrupt():
+            for seed in todo:
+                try:
+                    frames, success = record_one(seed, dataset.add_frame)
+                    dataset.save_episode()
+                except BaseException:
+                    dataset.clear_episode_buffer()
+                    raise
+                summary.recorded_seeds.append(seed)
+                summary.frames += frames
+                summary.successes += int(success)
+                bar.update(1)
+                bar.set_postfix(success=f"{summary.successes}/{summary.episodes}")
+                if on_saved is not None:
+                    on_saved(seed)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log.warning("interrupted: finalising %s with the episodes saved so far", root)
+    except stop_errors as failure:
+        summary.interrupted = True
+        error = failure
+        log.error("recording stopped: %s; finalising %s with the episodes saved so far", failure, root)
+    finally:
+        bar.close()
+        dataset.finalize()
+        summary.seconds = time.perf_counter() - start
+        summary.total_episodes = len(done) + summary.episodes
+    if error is not None:
+        raise error
+    return summary
+
+
 def episode_exploration(base: Exploration, random_fraction: float, seed: int) -> Exploration:
     """The exploration for one episode: a ``random_fraction`` of seeds (chosen by the
     seed itself, so a resumed run makes the same choice) are purely random."""
@@ -183,119 +335,46 @@ def record_episodes(
 ) -> RecordingSummary:
     """Record ``episodes`` episodes with seeds ``seed_start ...`` into ``root``.
 
-    ``video_codec`` is one LeRobot accepts (``h264``, ``hevc``, ``libsvtav1``). The
-    default, H.264 at CRF 10 without chroma subsampling (yuv444p), encodes fast on a
-    CPU and keeps tiny frames close to the render (mean error ~2/255 at 32 px, against
-    ~6/255 for LeRobot's usual yuv420p): at 64 px a puck is only a few pixels wide.
+    ``video_codec`` is one LeRobot accepts (``h264``, ``hevc``, ``libsvtav1``); the
+    default, H.264 yuv444p at CRF 10, keeps tiny frames sharp (see ``record_seeds``).
     ``on_episode(seed, frames)`` is called after each saved episode with its image
     observations (used for preview videos). Returns what was recorded.
     """
-    import datasets
-    from lerobot.configs.video import RGBEncoderConfig
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if seed_start < 0 or seed_start + episodes > EVAL_SEED_START:
-        raise ValueError(
-            f"training seeds must lie in [0, {EVAL_SEED_START}); seeds {seed_start}.."
-            f"{seed_start + episodes - 1} do not (seeds >= {EVAL_SEED_START} are for evaluation)"
-        )
+    seeds = training_seeds(seed_start, episodes)
     if not 0.0 <= random_fraction <= 1.0:
         raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
-    quiet_ffmpeg()
-    datasets.disable_progress_bars()  # one bar per episode save otherwise
     exploration = exploration or Exploration()
-    if video_codec == "h264":
-        encoder = RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
-    else:
-        encoder = RGBEncoderConfig(vcodec=video_codec)
-    root = Path(root)
     env = make_env()
-    features = sim_dataset_features(env)
-    summary = RecordingSummary(root=root, repo_id=repo_id)
+    images: list[dict[str, np.ndarray]] = []  # the last recorded episode's, for on_episode
 
-    if (root / "meta" / "info.json").exists():
-        try:
-            meta = LeRobotDatasetMetadata(repo_id, root=root)
-        except Exception as error:  # noqa: BLE001 - any failure here means unreadable
-            raise DatasetMismatchError(f"the dataset at {root} cannot be read: {error}") from error
-        check_features_match(meta.features, features, root)
-        if meta.fps != env.metadata["render_fps"]:
-            raise DatasetMismatchError(f"the dataset at {root} has fps {meta.fps}, this env {env.metadata['render_fps']}")
-        done = existing_episode_seeds(repo_id, root)
-        dataset = LeRobotDataset.resume(repo_id, root=root, video_backend="pyav", rgb_encoder=encoder)
-        log.info("resuming %s: %d episodes already recorded", root, len(done))
-    elif root.exists() and any(root.iterdir()):
-        raise DatasetMismatchError(
-            f"{root} exists and is not a LeRobot dataset (no meta/info.json); "
-            "choose an empty or new output root"
-        )
-    else:
-        done = set()
-        dataset = LeRobotDataset.create(
-            repo_id=repo_id,
-            fps=env.metadata["render_fps"],
-            features=features,
-            root=root,
-            robot_type=ROBOT_TYPE,
-            use_videos=True,
-            video_backend="pyav",
-            rgb_encoder=encoder,
-        )
+    def record_one(seed: int, add_frame: Callable[[Frame], None]) -> tuple[int, bool]:
+        """One episode of the scripted expert from ``seed``, a frame per step."""
+        nonlocal images
+        expert = ScriptedExpert(env.task, episode_exploration(exploration, random_fraction, seed), seed=seed)
+        observation, _ = env.reset(seed=seed)
+        images = []
+        truncated = success = False
+        while not truncated:
+            action = expert.act(env.privileged_obs)
+            object_position = env.object_position()  # before the step, as the state
+            images.append(observation["images"])
+            next_observation, _, _, truncated, info = env.step(action)
+            success = info["success"]
+            frame = make_frame(observation["images"], observation["state"], action, success, seed, env.task)
+            frame[ENV_STATE_KEY] = object_position
+            add_frame(frame)
+            observation = next_observation
+        return len(images), success
 
-    seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    summary.skipped_seeds = sorted(done.intersection(range(seed_start, seed_start + episodes)))
-    start = time.perf_counter()
-    bar = tqdm(total=len(seeds), desc=f"collect {env.task}", unit="ep", disable=not progress)
+    def on_saved(seed: int) -> None:
+        if on_episode is not None:
+            on_episode(seed, images)
+
     try:
-        with _signals_as_interrupt():
-            for seed in seeds:
-                expert = ScriptedExpert(
-                    env.task, episode_exploration(exploration, random_fraction, seed), seed=seed
-                )
-                observation, _ = env.reset(seed=seed)
-                frames: list[dict[str, np.ndarray]] = []
-                try:
-                    truncated = False
-                    success = False
-                    while not truncated:
-                        action = expert.act(env.privileged_obs)
-                        object_position = env.object_position()  # before the step, as the state
-                        frames.append(observation["images"])
-                        next_observation, _, _, truncated, info = env.step(action)
-                        success = info["success"]
-                        frame = {
-                            f"{IMAGE_KEY_PREFIX}{camera}": image
-                            for camera, image in observation["images"].items()
-                        }
-                        frame[STATE_KEY] = observation["state"]
-                        frame[ENV_STATE_KEY] = object_position
-                        frame[ACTION_KEY] = action
-                        frame[SUCCESS_KEY] = np.array([success], dtype=bool)
-                        frame[SEED_KEY] = np.array([seed], dtype=np.int64)
-                        frame["task"] = env.task
-                        dataset.add_frame(frame)
-                        observation = next_observation
-                    dataset.save_episode()
-                except BaseException:
-                    dataset.clear_episode_buffer()
-                    raise
-                summary.recorded_seeds.append(seed)
-                summary.frames += len(frames)
-                summary.successes += int(success)
-                bar.update(1)
-                bar.set_postfix(success=f"{summary.successes}/{summary.episodes}")
-                if on_episode is not None:
-                    on_episode(seed, frames)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        log.warning("interrupted: finalising %s with the episodes saved so far", root)
+        return record_seeds(
+            root, repo_id, sim_dataset_features(env), env.metadata["render_fps"], ROBOT_TYPE, seeds, record_one,
+            video_codec=video_codec, description=f"collect {env.task}", progress=progress, on_saved=on_saved,
+        )
     finally:
-        bar.close()
-        dataset.finalize()
         env.close()
-        summary.seconds = time.perf_counter() - start
-        summary.total_episodes = len(done) + summary.episodes
-    return summary
+

@@ -24,10 +24,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jepa_robot.collect import collect
-from jepa_robot.config import CollectConfig, TrainConfig, compose
-from jepa_robot.training import describe, train
-from jepa_robot.world_model import BUILTIN_CHECKPOINTS
+from jepa_robot.config import compose
+from jepa_robot.config.data import CollectConfig
+from jepa_robot.config.training import TrainConfig
+from jepa_robot.data.collect import collect
+from jepa_robot.training.train import describe, train
+from jepa_robot.world_model.model import BUILTIN_CHECKPOINTS
 
 # The shipped default model's encoder: a tiny V-JEPA 2 pretrained on Meta-World video.
 DEFAULT_ENCODER = BUILTIN_CHECKPOINTS["default"].parent / "encoder"

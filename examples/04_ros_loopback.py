@@ -27,8 +27,9 @@ import dataclasses
 import numpy as np
 
 from envs.ros.arm import RosArmEnv
-from jepa_robot.config import SimBridgeConfig, compose
-from jepa_robot.ros_bridge import make_sim_bridge
+from jepa_robot.config import compose
+from jepa_robot.config.robot import SimBridgeConfig
+from jepa_robot.robot import make_sim_bridge
 
 LOOPBACK = "127.0.0.1"
 

@@ -63,7 +63,7 @@ train 4000
 train 8000
 
 # 4. Package: encoder + checkpoint in one directory, loadable as checkpoint=default.
-uv run python -c "from jepa_robot.checkpoint import package_model as p; p('$PREDICTOR_RUN/checkpoint', 'jepa_robot/models/default')"
+uv run python -c "from jepa_robot.world_model.checkpoint import package_model as p; p('$PREDICTOR_RUN/checkpoint', 'jepa_robot/models/default')"
 
 # 5. State readout for planner.energy=readout (planner=default_model): an MLP from the
 #    latents to the hand xyz, gripper and object xyz, fit on the same 600 episodes (every

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_robot.config import AgentConfig, PlannerSettings
-from jepa_robot.world_model import Context, WorldModel
-from planners import ActionBounds, Planner, make_energy, make_planner
+from jepa_robot.config.planning import AgentConfig, PlannerSettings
+from jepa_robot.world_model.model import WorldModel
+from planners import Planner, make_energy, make_planner
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,7 @@ log = logging.getLogger(__name__)
 def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> Planner:
     """A planner from its config-group settings, for ``action_dim``-D planned actions.
     ``readout`` (latents -> states) is the world model's, for ``energy: readout``."""
-    low, high = (np.broadcast_to(np.asarray(v, dtype=float), (action_dim,)).tolist()
-                 for v in (settings.bounds.low, settings.bounds.high))
-    bounds = ActionBounds(
-        low, high,
-        move_radius=settings.bounds.move_radius,
-        move_norm=settings.bounds.move_norm,
-        move_dims=list(settings.bounds.move_dims),
-        binary_dims=list(settings.bounds.binary_dims),
-    )
+    bounds = settings.bounds.for_action_dim(action_dim)
     if settings.energy == "readout":
         if readout is None:
             raise ValueError("planner.energy=readout needs a checkpoint with a state readout "
@@ -86,8 +78,11 @@ class Replan:
 
 @dataclass
 class _History:
+    """The last observed frames' latents and raw states, and the planned steps taken
+    between them (env units)."""
+
     latents: list[torch.Tensor] = field(default_factory=list)
-    states: list[torch.Tensor | None] = field(default_factory=list)
+    states: list[np.ndarray | None] = field(default_factory=list)
     actions: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -155,21 +150,20 @@ class MPCAgent:
         frame = _camera_frame(observation, wm.camera)
         wm.check_frame(frame)
         latent = wm.encode(frame[None])[0]
-        state = wm.normalise_state(observation["state"]) if wm.state_dim else None
         history = self._history
         history.latents.append(latent)
-        history.states.append(state)
+        history.states.append(np.asarray(observation["state"], dtype=np.float32) if wm.state_dim else None)
         keep = config.context_frames
         del history.latents[:-keep], history.states[:-keep]
         del history.actions[: max(0, len(history.actions) - (len(history.latents) - 1))]
 
         distance = self._update_goal(latent)
         if not self._queued_steps:
-            context = Context(
-                latents=torch.stack(history.latents),
-                states=None if state is None else torch.stack(history.states),
-                past_actions=(torch.stack(history.actions) if history.actions
-                              else latent.new_zeros(0, wm.predictor.config.action_dim)),
+            context = wm.context(
+                torch.stack(history.latents),
+                np.stack(history.states) if wm.state_dim else None,
+                torch.stack(history.actions) if history.actions else None,
+                config.action_repeat,
             )
             goal = self._goal_latents[self._goal_index]
 
@@ -185,7 +179,7 @@ class MPCAgent:
                 goal_distance=distance,
             ))
         planned = self._queued_steps.pop(0)
-        history.actions.append(wm.model_actions(planned.to(wm.device)[None], config.action_repeat)[0])
+        history.actions.append(planned)
         self._env_actions = list(wm.env_actions(planned, config.action_repeat))
 
     def _update_goal(self, latent: torch.Tensor) -> float:

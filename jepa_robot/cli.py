@@ -26,7 +26,7 @@ class Command:
 
 
 def _collect(config) -> int:
-    from jepa_robot.collect import collect
+    from jepa_robot.data.collect import collect
 
     summary = collect(config)
     state = "interrupted" if summary.interrupted else "done"
@@ -40,7 +40,7 @@ def _collect(config) -> int:
 
 
 def _inspect(config) -> int:
-    from jepa_robot.data import open_dataset
+    from jepa_robot.data.dataset import open_dataset
 
     _, spec = open_dataset(
         config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key
@@ -50,7 +50,7 @@ def _inspect(config) -> int:
 
 
 def _merge(config) -> int:
-    from jepa_robot.data import merge_datasets
+    from jepa_robot.data.dataset import merge_datasets
 
     spec = merge_datasets(list(config.datasets), config.root, config.repo_id)
     print(f"merged {len(config.datasets)} datasets:\n{spec.describe()}")
@@ -58,7 +58,7 @@ def _merge(config) -> int:
 
 
 def _train(config) -> int:
-    from jepa_robot.training import describe, train
+    from jepa_robot.training.train import describe, train
 
     print(describe(train(config)))
     return 0
@@ -86,21 +86,21 @@ def _plan(config) -> int:
 
 
 def _pretrain_encoder(config) -> int:
-    from jepa_robot.pretrain import describe, pretrain_encoder
+    from jepa_robot.training.pretrain import describe, pretrain_encoder
 
     print(describe(pretrain_encoder(config)))
     return 0
 
 
 def _fit_readout(config) -> int:
-    from jepa_robot.fit_readout import describe, fit_checkpoint_readout
+    from jepa_robot.training.fit_readout import describe, fit_checkpoint_readout
 
     print(describe(fit_checkpoint_readout(config)))
     return 0
 
 
 def _sim_bridge(config) -> int:
-    from jepa_robot.ros_bridge import run_sim_bridge
+    from jepa_robot.robot import run_sim_bridge
 
     try:
         run_sim_bridge(config, on_listening=lambda url: print(f"sim-bridge: listening on {url} (Ctrl-C stops)", flush=True))
@@ -112,7 +112,7 @@ def _sim_bridge(config) -> int:
 
 def _record_ros(config) -> int:
     from envs.ros.safety import RobotConnectionError, RobotSafetyStop
-    from jepa_robot.ros_bridge import record_ros
+    from jepa_robot.robot import record_ros
 
     try:
         summary = record_ros(config)
@@ -130,7 +130,7 @@ def _record_ros(config) -> int:
 
 def _run_robot(config) -> int:
     from envs.ros.safety import RobotConnectionError, RobotSafetyStop
-    from jepa_robot.ros_bridge import run_robot
+    from jepa_robot.robot import run_robot
 
     try:
         summary = run_robot(config)
@@ -148,35 +148,38 @@ def _run_robot(config) -> int:
 
 
 def _schema(name: str) -> Callable[[], type]:
-    def load() -> type:
-        from jepa_robot import config
+    """``"module:Class"`` under ``jepa_robot.config``, imported when the command runs."""
 
-        return getattr(config, name)
+    def load() -> type:
+        import importlib
+
+        module, cls = name.split(":")
+        return getattr(importlib.import_module(f"jepa_robot.config.{module}"), cls)
 
     return load
 
 
 COMMANDS: dict[str, Command] = {
-    "collect": Command("record scripted-expert episodes into a LeRobot v3 dataset", _schema("CollectConfig"), _collect),
-    "train": Command("train an action-conditioned predictor on a LeRobot dataset", _schema("TrainConfig"), _train),
-    "demo": Command("plan goal-image pick-and-place with the shipped default world model", _schema("EvalConfig"), _eval),
-    "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("EvalConfig"), _eval),
-    "plan": Command("plan one episode toward a goal image and write its video", _schema("PlanConfig"), _plan),
-    "merge": Command("merge local LeRobot v3 datasets (same features) into a new one", _schema("MergeConfig"), _merge),
-    "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("InspectConfig"), _inspect),
+    "collect": Command("record scripted-expert episodes into a LeRobot v3 dataset", _schema("data:CollectConfig"), _collect),
+    "train": Command("train an action-conditioned predictor on a LeRobot dataset", _schema("training:TrainConfig"), _train),
+    "demo": Command("plan goal-image pick-and-place with the shipped default world model", _schema("planning:EvalConfig"), _eval),
+    "eval": Command("run the evaluation protocol for a checkpoint and a planner", _schema("planning:EvalConfig"), _eval),
+    "plan": Command("plan one episode toward a goal image and write its video", _schema("planning:PlanConfig"), _plan),
+    "merge": Command("merge local LeRobot v3 datasets (same features) into a new one", _schema("data:MergeConfig"), _merge),
+    "inspect": Command("check a LeRobot v3 dataset has what a world model needs", _schema("data:InspectConfig"), _inspect),
     "fit-readout": Command(
-        "fit a state readout (latents -> state) for planner.energy=readout", _schema("FitReadoutConfig"), _fit_readout
+        "fit a state readout (latents -> state) for planner.energy=readout", _schema("training:FitReadoutConfig"), _fit_readout
     ),
-    "sim-bridge": Command("serve a Meta-World arm over rosbridge (the topics of robot=sim)", _schema("SimBridgeConfig"), _sim_bridge),
-    "run-robot": Command("run the MPC agent on an arm behind rosbridge", _schema("RunRobotConfig"), _run_robot),
-    "record-ros": Command("record teleoperated episodes from ROS topics into a LeRobot v3 dataset", _schema("RecordRosConfig"), _record_ros),
+    "sim-bridge": Command("serve a Meta-World arm over rosbridge (the topics of robot=sim)", _schema("robot:SimBridgeConfig"), _sim_bridge),
+    "run-robot": Command("run the MPC agent on an arm behind rosbridge", _schema("robot:RunRobotConfig"), _run_robot),
+    "record-ros": Command("record teleoperated episodes from ROS topics into a LeRobot v3 dataset", _schema("robot:RecordRosConfig"), _record_ros),
     "pretrain-encoder": Command(
-        "pretrain a small V-JEPA 2 encoder from scratch on recorded video", _schema("PretrainEncoderConfig"), _pretrain_encoder
+        "pretrain a small V-JEPA 2 encoder from scratch on recorded video", _schema("training:PretrainEncoderConfig"), _pretrain_encoder
     ),
     "import-vjepa2-ac": Command(
         "convert Meta's V-JEPA 2-AC checkpoint (vjepa2-ac-vitg.pt) into an encoder + checkpoint",
-        _schema("ImportVJEPA2ACConfig"),
-        lambda config: __import__("jepa_robot.vjepa2_ac", fromlist=["run_import"]).run_import(config),
+        _schema("training:ImportVJEPA2ACConfig"),
+        lambda config: __import__("jepa_robot.world_model.vjepa2_ac", fromlist=["run_import"]).run_import(config),
     ),
 }
 

@@ -44,9 +44,9 @@ from envs.metaworld.env import (
 from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert
 from envs.metaworld.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
-from jepa_robot.checkpoint import atomic_file, portable_path, write_json_atomic
-from jepa_robot.config import EvalConfig, PlanConfig
-from jepa_robot.world_model import WorldModel, resolve_checkpoint
+from jepa_robot.config.planning import EvalConfig, PlanConfig
+from jepa_robot.files import atomic_file, portable_path, write_json_atomic
+from jepa_robot.world_model.model import WorldModel, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class ModelRunner:
 
     def env(self, task: str) -> MetaWorldGoalEnv:
         if task not in self.envs:
-            size = self.world_model.image_shape[0]
+            size = self.world_model.image_size
             self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=(self.world_model.camera,))
         return self.envs[task]
 
@@ -586,8 +586,7 @@ def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
     try:
         goals = [load_image(path) for path in config.goal] or None
         if goals is not None:
-            shape = runner.world_model.image_shape
-            goals = [resize_to(g, shape[0]) for g in goals]
+            goals = [resize_to(g, runner.world_model.image_size) for g in goals]
         video = Path(config.video or f"runs/plan/{config.task}-{config.seed}.mp4")
         record, written = runner.run(config.task, config.seed, video=True, goals=goals,
                                      steps=config.steps, video_path=video)

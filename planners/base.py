@@ -19,8 +19,8 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -88,12 +88,17 @@ class ActionBounds:
     The ball bounds the size of each step's move on ``move_dims`` (e.g. the xyz
     delta), as V-JEPA 2-AC keeps each step in an L1 ball of radius 0.075. A
     dimension with ``low == high`` is held fixed (e.g. rotation at 0).
+
+    ``low`` and ``high`` are each one number (the same on every dimension) or a list
+    with one entry per dimension; a planner fits them to its action size with
+    :meth:`for_action_dim`. This class is also the schema of a config's
+    ``planner.bounds``.
     """
 
-    low: list[float]
-    """Lower bound per action dimension; ``-inf`` for none."""
-    high: list[float]
-    """Upper bound per action dimension; ``inf`` for none."""
+    low: Any = -1.0
+    """Lower bound: a number for every dimension, or one per dimension; ``-inf`` for none."""
+    high: Any = 1.0
+    """Upper bound, as ``low``; ``inf`` for none."""
     move_radius: float | None = None
     """Radius of the per-step ball on ``move_dims``; ``None`` for no ball."""
     move_norm: str = "l1"
@@ -106,28 +111,46 @@ class ActionBounds:
     (no gradient flows through them)."""
 
     def __post_init__(self) -> None:
-        self.low, self.high = [float(v) for v in self.low], [float(v) for v in self.high]
+        self.low, self.high = _bound("low", self.low), _bound("high", self.high)
         self.move_dims = [int(d) for d in self.move_dims]
         self.binary_dims = [int(d) for d in self.binary_dims]
-        for d in self.binary_dims:
-            if not 0 <= d < len(self.low) or not math.isfinite(self.low[d]) or not math.isfinite(self.high[d]):
-                raise ValueError(f"binary_dims={self.binary_dims}: dim {d} needs finite bounds "
-                                 f"among {len(self.low)} dims")
-        if len(self.low) != len(self.high):
-            raise ValueError(f"low has {len(self.low)} entries but high has {len(self.high)}")
-        if any(lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
-            raise ValueError(f"low={self.low} exceeds high={self.high} somewhere")
         if self.move_norm not in ("l1", "l2"):
-            raise ValueError(f"move_norm={self.move_norm!r}; valid: ['l1', 'l2']")
+            raise ValueError(f"bounds: move_norm={self.move_norm!r}; valid: ['l1', 'l2']")
+        if self.move_radius is not None and self.move_radius <= 0:
+            raise ValueError(f"bounds: move_radius={self.move_radius} must be > 0")
+        if isinstance(self.low, list) and isinstance(self.high, list) and len(self.low) != len(self.high):
+            raise ValueError(f"bounds: low has {len(self.low)} entries but high has {len(self.high)}")
+        # the per-dimension checks need a size: one the lists give, or the largest dim named
+        named = [*self.binary_dims, *(self.move_dims if self.move_radius is not None else [])]
+        dims = self.action_dim or (max(named) + 1 if named else 1)
+        low, high = self._broadcast(self.low, dims), self._broadcast(self.high, dims)
+        for d in self.binary_dims:
+            if not 0 <= d < dims or not math.isfinite(low[d]) or not math.isfinite(high[d]):
+                raise ValueError(f"bounds: binary_dims={self.binary_dims}: dim {d} needs finite bounds "
+                                 f"among {dims} dims")
+        if any(lo > hi for lo, hi in zip(low, high, strict=True)):
+            raise ValueError(f"bounds: low={self.low} exceeds high={self.high} somewhere")
         if self.move_radius is not None:
-            if self.move_radius <= 0:
-                raise ValueError(f"move_radius={self.move_radius} must be > 0")
-            if not self.move_dims or not all(0 <= d < self.action_dim for d in self.move_dims):
-                raise ValueError(f"move_dims={self.move_dims} must index {self.action_dim} dims")
+            if not self.move_dims or not all(0 <= d < dims for d in self.move_dims):
+                raise ValueError(f"bounds: move_dims={self.move_dims} must index {dims} dims")
             # Clipping to a box that holds 0 never lengthens a move, so ball-then-clip
             # lands inside both; without 0 in the box that guarantee is gone.
-            if any(not self.low[d] <= 0.0 <= self.high[d] for d in self.move_dims):
-                raise ValueError("the box must contain 0 on move_dims when move_radius is set")
+            if any(not low[d] <= 0.0 <= high[d] for d in self.move_dims):
+                raise ValueError("bounds: the box must contain 0 on move_dims when move_radius is set")
+
+    @staticmethod
+    def _broadcast(bound: float | list[float], action_dim: int) -> list[float]:
+        return list(bound) if isinstance(bound, list) else [bound] * action_dim
+
+    def for_action_dim(self, action_dim: int) -> ActionBounds:
+        """These bounds with one entry per dimension for ``action_dim``-D actions (a single
+        number is repeated; a list must already have ``action_dim`` entries)."""
+        if self.action_dim not in (None, action_dim):
+            raise ValueError(f"bounds: bounds have {self.action_dim} dims, the actions {action_dim}")
+        if isinstance(self.low, list) and isinstance(self.high, list):
+            return self
+        return replace(self, low=self._broadcast(self.low, action_dim),
+                       high=self._broadcast(self.high, action_dim))
 
     @classmethod
     def box(cls, action_dim: int, low: float = -1.0, high: float = 1.0, **ball) -> ActionBounds:
@@ -135,8 +158,12 @@ class ActionBounds:
         return cls([low] * action_dim, [high] * action_dim, **ball)
 
     @property
-    def action_dim(self) -> int:
-        return len(self.low)
+    def action_dim(self) -> int | None:
+        """Dimensions the bounds were given for; None when both are single numbers."""
+        for bound in (self.low, self.high):
+            if isinstance(bound, list):
+                return len(bound)
+        return None
 
     @property
     def moving_dims(self) -> list[int]:
@@ -190,6 +217,19 @@ class ActionBounds:
             length = moves.abs().sum(-1) if self.move_norm == "l1" else moves.norm(dim=-1)
             inside = bool((length <= self.move_radius + tolerance).all())
         return inside
+
+
+def _bound(name: str, value: Any) -> float | list[float]:
+    """A bound as given (a number, or a sequence of numbers) -> float or list of floats."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        values = []
+    if not values:
+        raise ValueError(f"bounds: {name}={value!r} must be a number or a non-empty list of numbers")
+    return values
 
 
 def unbounded(action_dim: int) -> ActionBounds:
@@ -254,12 +294,8 @@ class Planner(ABC):
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
-        self.bounds = bounds if bounds is not None else unbounded(self.config.action_dim)
-        if self.bounds.action_dim != self.config.action_dim:
-            raise ValueError(
-                f"bounds have {self.bounds.action_dim} dims, config.action_dim is "
-                f"{self.config.action_dim}"
-            )
+        bounds = bounds if bounds is not None else unbounded(self.config.action_dim)
+        self.bounds = bounds.for_action_dim(self.config.action_dim)
         self.energy = energy if energy is not None else L2Energy()
         self.reset()
 

@@ -38,7 +38,7 @@ def small_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory):
     """A randomly initialised tiny V-JEPA 2 (32 px crop, 8 px patches -> 16 tokens of 64 dims)."""
-    from jepa_robot.encoders import save_tiny_random_encoder
+    from jepa_robot.world_model.encoders import save_tiny_random_encoder
 
     return save_tiny_random_encoder(
         tmp_path_factory.mktemp("encoders") / "tiny",
@@ -54,9 +54,9 @@ def tiny_encoder_dir(tmp_path_factory):
 def tiny_checkpoint(tmp_path_factory, tiny_encoder_dir):
     """An untrained world-model checkpoint on the tiny encoder (32 px frames from the
     ``oblique`` camera, 2x2 pooled tokens, frameskip 2, 4-D actions and states)."""
-    from jepa_robot.checkpoint import save_checkpoint
-    from jepa_robot.encoders import load_encoder
-    from jepa_robot.predictor import ACPredictor, PredictorConfig
+    from jepa_robot.world_model.checkpoint import save_checkpoint
+    from jepa_robot.world_model.encoders import load_encoder
+    from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
     encoder = load_encoder(str(tiny_encoder_dir), resize_ratio=1.0, pool_grid=2)
     torch.manual_seed(0)

@@ -1,7 +1,8 @@
 """The package boundaries of docs/architecture.md, read from the import statements
 (module level and inside functions): ``planners`` never imports ``envs`` or
 ``jepa_robot``; ``envs`` never imports ``jepa_robot`` or ``planners``; and no module of
-the three imports itself back through others."""
+the three imports itself back through others. Inside ``jepa_robot``, the model's pieces
+never import the commands built on them (:data:`INSIDE_NEVER`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("planners", "envs", "jepa_robot")
 NEVER = {"planners": {"envs", "jepa_robot"}, "envs": {"jepa_robot", "planners"}, "jepa_robot": set()}
+COMMANDS = {"jepa_robot.cli", "jepa_robot.evaluation", "jepa_robot.robot", "jepa_robot.training"}
+INSIDE_NEVER = {
+    "jepa_robot.world_model": COMMANDS | {"jepa_robot.agent", "jepa_robot.config"},
+    "jepa_robot.data": COMMANDS | {"jepa_robot.agent", "jepa_robot.world_model"},
+    "jepa_robot.agent": COMMANDS,
+    "jepa_robot.files": COMMANDS | {"jepa_robot.agent", "jepa_robot.world_model", "jepa_robot.data"},
+}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -39,6 +47,16 @@ def test_packages_keep_their_boundaries():
     broken = [(module, target) for module, targets in import_graph().items() for target in targets
               if target.split(".")[0] in NEVER[module.split(".")[0]]]
     assert broken == []
+
+
+def test_the_model_never_imports_the_commands_built_on_it():
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    broken = [(module, target) for module, targets in import_graph().items() for target in targets
+              if part(target) in INSIDE_NEVER.get(part(module), set())]
+    assert broken == []
+    assert not any("jepa_robot.cli" in targets for targets in import_graph().values())
 
 
 def test_no_import_cycle():

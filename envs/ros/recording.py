@@ -26,36 +26,33 @@ state (assumed normalised as in Meta-World: 1 open, 0 closed).
 
 Episodes are ``episode_steps`` frames long. Between episodes the robot's reset
 service is called with the episode seed when there is one (the sim bridge has),
-else recording just goes on. Ctrl-C or SIGTERM drops the half-recorded episode and
-finalises a loadable dataset, as ``envs.recording`` does; a stale sensor or a lost
-connection ends the recording the same way, with the error raised afterwards.
+else recording just goes on. The dataset handling (create or resume, skip recorded
+seeds, save, finalise) is ``envs.recording.record_seeds``, the loop ``jepa-robot
+collect`` uses too; this module only records one episode from the robot. Ctrl-C or
+SIGTERM drops the half-recorded episode and finalises a loadable dataset; a stale
+sensor or a lost connection ends the recording the same way, with the error raised
+afterwards.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from envs.media import quiet_ffmpeg
-from envs.metaworld.env import EVAL_SEED_START
 from envs.recording import (
     ACTION_KEY,
-    IMAGE_KEY_PREFIX,
-    SEED_KEY,
     STATE_KEY,
-    SUCCESS_KEY,
-    DatasetMismatchError,
+    Frame,
     RecordingSummary,
-    _signals_as_interrupt,
-    check_features_match,
     dataset_features,
-    existing_episode_seeds,
+    make_frame,
+    record_seeds,
+    training_seeds,
 )
 from envs.ros.config import RosArmConfig
 from envs.ros.link import RosArmLink
@@ -73,41 +70,6 @@ def ros_dataset_features(config: RosArmConfig) -> dict[str, dict]:
     features[STATE_KEY] = {"dtype": "float32", "shape": (len(config.state_names),), "names": config.state_names}
     features[ACTION_KEY] = {"dtype": "float32", "shape": (len(config.action_names),), "names": config.action_names}
     return features
-
-
-def _open_dataset(config: RosArmConfig, root: Path, repo_id: str, fps: int, video_codec: str):
-    """Create the dataset at ``root``, or resume one with the same features and fps.
-    Returns ``(dataset, seeds already recorded)``."""
-    from lerobot.configs.video import RGBEncoderConfig
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    # The encoder settings of envs.recording (H.264 yuv444p CRF 10: small frames stay sharp).
-    if video_codec == "h264":
-        encoder = RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
-    else:
-        encoder = RGBEncoderConfig(vcodec=video_codec)
-    features = ros_dataset_features(config)
-    if (root / "meta" / "info.json").exists():
-        try:
-            meta = LeRobotDatasetMetadata(repo_id, root=root)
-        except Exception as error:  # noqa: BLE001 - any failure here means unreadable
-            raise DatasetMismatchError(f"the dataset at {root} cannot be read: {error}") from error
-        check_features_match(meta.features, features, root)
-        if meta.fps != fps:
-            raise DatasetMismatchError(f"the dataset at {root} has fps {meta.fps}, this robot config {fps}")
-        done = existing_episode_seeds(repo_id, root)
-        dataset = LeRobotDataset.resume(repo_id, root=root, video_backend="pyav", rgb_encoder=encoder)
-        return dataset, done
-    if root.exists() and any(root.iterdir()):
-        raise DatasetMismatchError(
-            f"{root} exists and is not a LeRobot dataset (no meta/info.json); choose an empty or new output root"
-        )
-    dataset = LeRobotDataset.create(
-        repo_id=repo_id, fps=fps, features=features, root=root, robot_type=config.robot_type,
-        use_videos=True, video_backend="pyav", rgb_encoder=encoder,
-    )
-    return dataset, set()
 
 
 class _ActionReader:
@@ -164,13 +126,9 @@ def record_ros(
     the reset service); seeds already in the dataset are skipped, so rerunning
     resumes. With ``goal_dir`` the reset service also writes each seed's goal images.
     """
-    if episodes < 1 or episode_steps < 1:
-        raise ValueError(f"episodes={episodes} and episode_steps={episode_steps} must be >= 1")
-    if seed_start < 0 or seed_start + episodes > EVAL_SEED_START:
-        raise ValueError(
-            f"seeds {seed_start}..{seed_start + episodes - 1} must lie in [0, {EVAL_SEED_START}) "
-            "(seeds from 100000 are reserved for evaluation)"
-        )
+    seeds = training_seeds(seed_start, episodes)
+    if episode_steps < 1:
+        raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
     if action_source not in ACTION_SOURCES:
         raise ValueError(f"action_source={action_source!r}; valid: {list(ACTION_SOURCES)}")
     if action_source == "command" and config.command_mode != "twist":
@@ -180,61 +138,30 @@ def record_ros(
     if abs(fps - config.rate_hz) > 1e-9:
         raise ValueError(f"robot.rate_hz={config.rate_hz} must be a whole number of frames per second to record")
 
-    import datasets
-
-    quiet_ffmpeg()
-    datasets.disable_progress_bars()
-    root = Path(root)
     link = RosArmLink(config, observe_commands=True)
-    summary = RecordingSummary(root=root, repo_id=repo_id)
-    error: BaseException | None = None
     try:
-        dataset, done = _open_dataset(config, root, repo_id, fps, video_codec)
-    except BaseException:
-        link.close()
-        raise
-    reader = _ActionReader(config, link, action_source)
-    seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    summary.skipped_seeds = sorted(done.intersection(range(seed_start, seed_start + episodes)))
-    start = time.perf_counter()
-    bar = tqdm(total=len(seeds), desc=f"record-ros {task}", unit="ep", disable=not progress)
-    try:
-        with _signals_as_interrupt():
-            for seed in seeds:
-                try:
-                    successes = _record_episode(link, reader, dataset, config, seed, episode_steps, task,
-                                                reset, goal_dir)
-                    dataset.save_episode()
-                except BaseException:
-                    dataset.clear_episode_buffer()
-                    raise
-                summary.recorded_seeds.append(seed)
-                summary.frames += episode_steps
-                summary.successes += int(successes)
-                bar.update(1)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        log.warning("interrupted: finalising %s with the episodes saved so far", root)
-    except (RobotSafetyStop, RobotConnectionError) as failure:
-        summary.interrupted = True
-        error = failure
-        log.error("recording stopped: %s; finalising %s with the episodes saved so far", failure, root)
+        reader = _ActionReader(config, link, action_source)
+
+        def record_one(seed: int, add_frame: Callable[[Frame], None]) -> tuple[int, bool]:
+            success = _record_episode(link, reader, add_frame, config, seed, episode_steps, task, reset, goal_dir)
+            return episode_steps, success
+
+        return record_seeds(
+            root, repo_id, ros_dataset_features(config), fps, config.robot_type, seeds, record_one,
+            video_codec=video_codec, description=f"record-ros {task}", progress=progress,
+            stop_errors=(RobotSafetyStop, RobotConnectionError),
+        )
     finally:
-        bar.close()
-        dataset.finalize()
         link.close()
-        summary.seconds = time.perf_counter() - start
-        summary.total_episodes = len(done) + summary.episodes
-    if error is not None:
-        raise error
-    return summary
 
 
 def _record_episode(
-    link: RosArmLink, reader: _ActionReader, dataset: Any, config: RosArmConfig, seed: int,
-    episode_steps: int, task: str, reset: bool, goal_dir: str | None,
+    link: RosArmLink, reader: _ActionReader, add_frame: Callable[[Frame], None], config: RosArmConfig,
+    seed: int, episode_steps: int, task: str, reset: bool, goal_dir: str | None,
 ) -> bool:
-    """Record one episode into the dataset's episode buffer; returns its last success flag."""
+    """Record one episode of ``episode_steps`` frames through ``add_frame``, on the rate
+    clock; returns its last success flag. Raises ``RobotSafetyStop`` on stale sensor data
+    and ``RobotConnectionError`` when the link is lost."""
     if reset:
         link.reset(seed, goal_dir)
     else:
@@ -264,13 +191,8 @@ def _record_episode(
             action = reader.action(before_pose, (position, quaternion), observation["state"], now)
             success_value, _ = link.value("success") if "success" in link.latest else (False, 0.0)
             success = bool(success_value)
-            frame = {f"{IMAGE_KEY_PREFIX}{name}": image for name, image in before_observation["images"].items()}
-            frame[STATE_KEY] = before_observation["state"]
-            frame[ACTION_KEY] = action
-            frame[SUCCESS_KEY] = np.array([success], dtype=bool)
-            frame[SEED_KEY] = np.array([seed], dtype=np.int64)
-            frame["task"] = task
-            dataset.add_frame(frame)
+            add_frame(make_frame(before_observation["images"], before_observation["state"], action, success,
+                                 seed, task))
             recorded += 1
         previous = (observation, (position, quaternion))
     return success

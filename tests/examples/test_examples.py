@@ -45,8 +45,8 @@ def test_every_planner_solves_the_toy_problem():
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_record_and_train_writes_a_loadable_world_model(tmp_path):
-    from jepa_robot.data import open_dataset
-    from jepa_robot.world_model import WorldModel
+    from jepa_robot.data.dataset import open_dataset
+    from jepa_robot.world_model.model import WorldModel
 
     result = load("02_record_and_train").main(
         tmp_path / "data", tmp_path / "run", episodes=2, step_budget=20, steps=5, batch_size=8)
@@ -58,7 +58,7 @@ def test_record_and_train_writes_a_loadable_world_model(tmp_path):
     assert all(math.isfinite(v) for v in result["val_loss_per_step"] + result["val_baseline_per_step"])
 
     world_model = WorldModel.load(result["checkpoint"])
-    assert world_model.camera == "oblique" and tuple(world_model.image_shape) == (64, 64, 3)
+    assert world_model.camera == "oblique" and world_model.image_size == 64
     assert world_model.frameskip == 5 and world_model.env_action_dim == 4
     latents = world_model.encode(np.zeros((1, 64, 64, 3), np.uint8))
     assert tuple(latents.shape) == (1, 16, 192)  # the shipped encoder, pooled to 4 x 4

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from jepa_robot.agent import MPCAgent, build_planner, run_episode
-from jepa_robot.config import AgentConfig, BoundsSettings, ConfigError, PlannerSettings
-from jepa_robot.world_model import WorldModel
+from jepa_robot.config import ConfigError
+from jepa_robot.config.planning import AgentConfig, PlannerSettings
+from jepa_robot.world_model.model import Context, WorldModel
+from planners import ActionBounds
 
 
 def cem(**options) -> PlannerSettings:
@@ -32,24 +34,30 @@ def observation(value: int = 100, state=(0.0, 0.6, 0.2, 0.5)) -> dict:
 
 
 def test_world_model_loads_its_encoder_and_maps_actions(world_model):
-    assert world_model.camera == "oblique" and world_model.frameskip == 2
-    assert world_model.env_action_dim == 4 and world_model.latent_shape == (4, 64)
+    assert world_model.camera == "oblique" and world_model.frameskip == 2 and world_model.image_size == 32
+    assert world_model.env_action_dim == 4 and world_model.state_dim == 4
     planned = torch.tensor([[0.5, -0.5, 0.25, 1.0]])
-    model = world_model.model_actions(planned, action_repeat=True)
-    # held for frameskip=2 env steps, then normalised by the checkpoint's std of 0.5
-    assert torch.allclose(model, torch.tensor([[1.0, -1.0, 0.5, 2.0] * 2]))
     assert world_model.env_actions(planned[0], action_repeat=True).tolist() == [[0.5, -0.5, 0.25, 1.0]] * 2
     both = torch.arange(8.0)
     assert world_model.env_actions(both, action_repeat=False).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     latents = world_model.encode(np.stack([frame(), frame(50)]))
     assert latents.shape == (2, 4, 64)
+    # the context holds the step between the frames held for frameskip=2 env steps and
+    # normalised by the checkpoint's std of 0.5
+    context = world_model.context(latents, np.zeros((2, 4), np.float32), planned, action_repeat=True)
+    assert torch.allclose(context.past_actions, torch.tensor([[1.0, -1.0, 0.5, 2.0] * 2]))
+    assert context.states.shape == (2, 4)
+    with pytest.raises(ValueError, match="2 context frames need 1 past actions"):
+        world_model.context(latents, np.zeros((2, 4), np.float32), None, action_repeat=True)
+    with pytest.raises(ValueError, match="takes 4-D states"):
+        world_model.context(latents[:1], None, None, action_repeat=True)
     with pytest.raises(ValueError, match="trained on"):
         world_model.check_frame(np.zeros((64, 64, 3), np.uint8))
 
 
 def test_agent_replans_every_predictor_step_within_bounds(world_model):
     planner = cem()
-    planner.bounds = BoundsSettings(low=-0.5, high=0.5)
+    planner.bounds = ActionBounds(low=-0.5, high=0.5)
     agent = MPCAgent.from_settings(world_model, planner, AgentConfig())
     agent.reset([frame(200)])
     actions = np.stack([agent.act(observation(100 + i)) for i in range(7)])
@@ -155,7 +163,6 @@ class PositionModel:
 
     def __init__(self, env):
         self.env = env
-        self.predictor = type("P", (), {"config": type("C", (), {"action_dim": 2})()})()
 
     def planned_action_dim(self, action_repeat):
         return 2
@@ -169,11 +176,8 @@ class PositionModel:
             return torch.zeros(1, 1, 2)
         return torch.tensor(self.env.position, dtype=torch.float32).reshape(1, 1, 2)
 
-    def normalise_state(self, state):
-        return torch.as_tensor(state)
-
-    def model_actions(self, actions, action_repeat):
-        return actions
+    def context(self, latents, states, past_actions, action_repeat):
+        return Context(latents, torch.as_tensor(states), past_actions)
 
     def env_actions(self, planned, action_repeat):
         return planned.reshape(1, 2).numpy()
@@ -199,7 +203,7 @@ def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny
     """How shipped models travel: <model>/encoder beside <model>/checkpoint, source '../encoder'."""
     import shutil
 
-    from jepa_robot.checkpoint import package_model
+    from jepa_robot.world_model.checkpoint import package_model
 
     private = shutil.copytree(tiny_checkpoint, tmp_path / "private-checkpoint")
     private.chmod(0o700)  # as a checkpoint of a run made under a strict umask
@@ -214,7 +218,7 @@ def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny
     world_model = WorldModel.load(moved / "checkpoint")
     assert world_model.encode(frame()[None]).shape == (1, 4, 64)
     # the weights hash still guards it: other weights under that name are refused
-    from jepa_robot.encoders import save_tiny_random_encoder
+    from jepa_robot.world_model.encoders import save_tiny_random_encoder
 
     shutil.rmtree(moved / "encoder")
     save_tiny_random_encoder(moved / "encoder", seed=1, crop_size=32, hidden_size=64,
@@ -224,7 +228,7 @@ def test_a_checkpoint_finds_its_encoder_by_a_relative_path(tiny_checkpoint, tiny
 
 
 def test_an_unknown_builtin_or_missing_checkpoint_is_named(tmp_path):
-    from jepa_robot.checkpoint import CheckpointError
+    from jepa_robot.world_model.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match=str(tmp_path / "none")):
         WorldModel.load(tmp_path / "none")

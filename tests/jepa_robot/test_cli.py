@@ -2,7 +2,8 @@ import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 from jepa_robot.cli import main
-from jepa_robot.config import CollectConfig, ConfigError, compose, configs_dir
+from jepa_robot.config import ConfigError, compose, configs_dir
+from jepa_robot.config.data import CollectConfig
 
 
 def test_every_command_has_a_config_file():

@@ -257,7 +257,7 @@ def test_a_pool_worker_that_cannot_start_fails_its_first_job_instead_of_respawni
     from omegaconf import OmegaConf
 
     from jepa_robot import evaluation
-    from jepa_robot.config import EvalConfig
+    from jepa_robot.config.planning import EvalConfig
 
     config = OmegaConf.to_yaml(OmegaConf.structured(EvalConfig(checkpoint=str(tmp_path / "missing"))))
     try:

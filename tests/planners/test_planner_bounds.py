@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from planners import ActionBounds, shift_plan
+from planners import ActionBounds, make_planner, shift_plan
 
 
 def test_box_clips_each_dimension():
@@ -77,11 +77,27 @@ def test_centre_is_the_box_midpoint_or_zero_when_open():
         (dict(low=[-1.0] * 3, high=[1.0] * 3, move_radius=-0.1), "move_radius"),
         (dict(low=[-1.0] * 2, high=[1.0] * 2, move_radius=0.1), "move_dims"),
         (dict(low=[0.1, -1.0, -1.0], high=[1.0] * 3, move_radius=0.1), "contain 0"),
+        (dict(low="abc"), "number or a non-empty list"),
+        (dict(low=[]), "number or a non-empty list"),
+        (dict(low=2.0, high=1.0), "exceeds"),
+        (dict(low=0.1, high=1.0, move_radius=0.1), "contain 0"),
+        (dict(low=-1.0, high=math.inf, binary_dims=[3]), "finite bounds"),
     ],
 )
 def test_bad_bounds_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ActionBounds(**kwargs)
+
+
+def test_single_number_bounds_repeat_over_the_planned_action():
+    shared = ActionBounds(low=-0.5, high=0.5, binary_dims=[3])
+    assert shared.action_dim is None
+    fitted = shared.for_action_dim(4)
+    assert fitted.low == [-0.5] * 4 and fitted.high == [0.5] * 4 and fitted.binary_dims == [3]
+    planner = make_planner("cem", horizon=2, action_dim=4, samples=8, elites=2, iterations=1, bounds=shared)
+    assert planner.bounds.low == [-0.5] * 4
+    with pytest.raises(ValueError, match="bounds have 2 dims, the actions 4"):
+        ActionBounds(low=[-1.0, -1.0], high=1.0).for_action_dim(4)
 
 
 def test_shift_plan_drops_the_first_step_and_fills_the_last():

@@ -324,7 +324,7 @@ def bridge_process(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("bridge") / "bridge.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jepa_robot.cli", "sim-bridge", "port=0", "render_size=32"],
+            [sys.executable, "-m", "jepa_robot.cli", "sim-bridge", "port=0", "image_size=32"],
             stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=configs_dir().parent,
         )
     yield process
@@ -392,7 +392,7 @@ def teleoperator(bridge):
 def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_path, monkeypatch):
     from envs.ros import recording as ros_recording
     from jepa_robot.cli import main
-    from jepa_robot.data import open_dataset
+    from jepa_robot.data.dataset import open_dataset
 
     root = tmp_path / "ros-reach"
     code = main([
@@ -417,7 +417,7 @@ def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_pat
     # half episode is dropped and the dataset is finalised with the others.
     original = ros_recording._record_episode
 
-    def interrupted(link, reader, dataset, config, seed, *args):
+    def interrupted(link, reader, add_frame, config, seed, *args):
         if seed == 43:
             observe, calls = link.observation, iter(range(1000))
 
@@ -427,7 +427,7 @@ def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_pat
                 return observe()
 
             link.observation = observe_then_interrupt
-        return original(link, reader, dataset, config, seed, *args)
+        return original(link, reader, add_frame, config, seed, *args)
 
     monkeypatch.setattr(ros_recording, "_record_episode", interrupted)
     summary = ros_recording.record_ros(

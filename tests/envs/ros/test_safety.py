@@ -23,7 +23,8 @@ from envs.ros.messages import (
     stamp_seconds,
 )
 from envs.ros.safety import SafetyFilter, SafetySettings
-from jepa_robot.config import RecordRosConfig, SimBridgeConfig, compose
+from jepa_robot.config import compose
+from jepa_robot.config.robot import RecordRosConfig, SimBridgeConfig
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""Tests for jepa_robot.encoders on a tiny randomly initialised V-JEPA 2 (no hub access)."""
+"""Tests for jepa_robot.world_model.encoders on a tiny randomly initialised V-JEPA 2 (no hub access)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import VJEPA2Model
 
-from jepa_robot.encoders import (
+from jepa_robot.world_model.encoders import (
     DEFAULT_RESIZE_RATIO,
     ENCODERS,
     IMAGENET_MEAN,

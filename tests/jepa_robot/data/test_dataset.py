@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-from jepa_robot.data import DatasetError, open_dataset
+from jepa_robot.data.dataset import DatasetError, open_dataset
 
 
 def make_dataset(root, features, frames=3):
@@ -112,7 +112,7 @@ def test_hub_id_offline_says_so(monkeypatch):
 def test_merge_datasets_keeps_every_episode_and_refuses_mismatches(tmp_path, small_dataset):
     from envs.metaworld.env import MetaWorldGoalEnv
     from envs.recording import record_episodes
-    from jepa_robot.data import episode_frames, merge_datasets
+    from jepa_robot.data.dataset import episode_frames, merge_datasets
 
     first_root, _, first = small_dataset
     second_root = tmp_path / "push"

@@ -1,4 +1,4 @@
-"""Tests for jepa_robot.predictor: the block-causal action-conditioned predictor."""
+"""Tests for jepa_robot.world_model.predictor: the block-causal action-conditioned predictor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_robot.predictor import (
+from jepa_robot.world_model.predictor import (
     ACPredictor,
     PredictorConfig,
     apply_rope,

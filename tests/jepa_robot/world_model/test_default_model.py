@@ -20,8 +20,9 @@ import envs  # noqa: F401  (registers the Meta-World goal-image envs)
 from envs.metaworld.experts import ScriptedExpert
 from envs.metaworld.goals import make_goal_images
 from jepa_robot.agent import MPCAgent
-from jepa_robot.config import EvalConfig, compose
-from jepa_robot.world_model import BUILTIN_CHECKPOINTS, Context, WorldModel
+from jepa_robot.config import compose
+from jepa_robot.config.planning import EvalConfig
+from jepa_robot.world_model.model import BUILTIN_CHECKPOINTS, WorldModel
 
 MODEL_DIR = BUILTIN_CHECKPOINTS["default"].parent
 
@@ -42,7 +43,7 @@ def test_default_model_loads_by_name_with_its_packaged_encoder(world_model):
     reference = world_model.encoder.reference()
     # the checkpoint points at the packaged encoder, and load() checked its weights hash
     assert Path(reference["source"]).resolve() == (MODEL_DIR / "encoder").resolve()
-    assert world_model.camera == "oblique" and world_model.image_shape == (64, 64, 3)
+    assert world_model.camera == "oblique" and world_model.image_size == 64
     assert world_model.env_action_dim == 4 and world_model.state_dim == 4
 
 
@@ -75,9 +76,7 @@ def test_one_step_predictions_beat_copying_the_frame(world_model, task):
     model_errors, copy_errors = [], []
     with torch.no_grad():
         for t in range(len(latents) - 1):
-            context = Context(latents=latents[t : t + 1],
-                              states=world_model.normalise_state(states[t * skip])[None],
-                              past_actions=latents.new_zeros(0, world_model.predictor.config.action_dim))
+            context = world_model.context(latents[t : t + 1], states[t * skip][None], None, action_repeat=False)
             step_actions = torch.tensor(np.concatenate(actions[t * skip : (t + 1) * skip]))[None, None]
             predicted = world_model.rollout(context, step_actions, action_repeat=False)[0, 0]
             model_errors.append(float((predicted - latents[t + 1]).abs().mean()))

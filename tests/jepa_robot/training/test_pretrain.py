@@ -5,10 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jepa_robot.config import ConfigError, MaskConfig, PretrainEncoderConfig, compose
-from jepa_robot.data import DatasetError
-from jepa_robot.encoders import load_encoder, tiny_vjepa2_config
-from jepa_robot.pretrain import encode_context, pretrain_encoder, ridge_probe, sample_masks
+from jepa_robot.config import ConfigError, compose
+from jepa_robot.config.training import MaskConfig, PretrainEncoderConfig
+from jepa_robot.data.dataset import DatasetError
+from jepa_robot.training.pretrain import encode_context, pretrain_encoder, ridge_probe, sample_masks
+from jepa_robot.world_model.encoders import load_encoder, tiny_vjepa2_config
 
 TINY = [
     "encoder.crop_size=32",
@@ -128,7 +129,7 @@ def test_pretraining_learns_and_exports_a_loadable_encoder(small_dataset, tmp_pa
 
 
 def test_a_killed_run_resumes_bit_exactly(small_dataset, tmp_path, monkeypatch):
-    import jepa_robot.pretrain as pretrain
+    import jepa_robot.training.pretrain as pretrain
 
     short = ("steps=8", "checkpoint_every=3")
     straight = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "straight", *short))

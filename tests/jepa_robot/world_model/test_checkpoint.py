@@ -1,4 +1,4 @@
-"""File-writing helpers of jepa_robot.checkpoint and the device choice of jepa_robot.encoders."""
+"""File-writing helpers of jepa_robot.world_model.checkpoint and the device choice of jepa_robot.world_model.encoders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from jepa_robot.checkpoint import atomic_file, portable_path, write_json_atomic
-from jepa_robot.encoders import resolve_device
+from jepa_robot.files import atomic_file, portable_path, write_json_atomic
+from jepa_robot.world_model.encoders import resolve_device
 
 
 def test_an_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):

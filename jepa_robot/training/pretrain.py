@@ -44,12 +44,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import atomic_directory, atomic_file, write_json_atomic
-from jepa_robot.config import PretrainEncoderConfig
-from jepa_robot.data import DatasetError, episode_bounds, episode_frames, episode_vectors, open_dataset
-from jepa_robot.encoders import IMAGENET_MEAN, IMAGENET_STD, VJEPA2Encoder, tiny_vjepa2_config
-from jepa_robot.latent_cache import dataset_fingerprint
-from jepa_robot.training import (
+from jepa_robot.config.training import PretrainEncoderConfig
+from jepa_robot.data.dataset import DatasetError, episode_bounds, episode_frames, episode_vectors, open_dataset
+from jepa_robot.data.latent_cache import dataset_fingerprint
+from jepa_robot.files import atomic_directory, atomic_file, write_json_atomic
+from jepa_robot.training.train import (
     METRICS,
     TRAINING_STATE,
     DistributedContext,
@@ -61,6 +60,7 @@ from jepa_robot.training import (
     learning_rate,
     plot_metrics,
 )
+from jepa_robot.world_model.encoders import IMAGENET_MEAN, IMAGENET_STD, VJEPA2Encoder, tiny_vjepa2_config
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ def export_encoder(target_model, model, directory: Path, info: dict[str, Any]) -
 class PretrainResult:
     out_dir: Path
     encoder_dir: Path
-    """The exported encoder: ``jepa_robot.encoders.load_encoder(encoder_dir)``."""
+    """The exported encoder: ``jepa_robot.world_model.encoders.load_encoder(encoder_dir)``."""
     steps: int
     resumed_from: int
     seconds: float

@@ -39,7 +39,7 @@ Differences from the reference, for whoever writes the weight converter:
   were trained with that quirk: ``PredictorConfig(rope_reference_quirk=True)`` makes
   the predictor apply it (full-width tables from :func:`rope_tables` with
   ``reference_quirk=True``, applied by :func:`apply_rope`), which is what
-  :mod:`jepa_robot.vjepa2_ac` sets for Meta's checkpoint. The default (False) is the
+  :mod:`jepa_robot.world_model.vjepa2_ac` sets for Meta's checkpoint. The default (False) is the
   proper rotation, for models trained here;
 * the reference's ``state_encoder`` is Linear(action_dim -> hidden) (both 7 on DROID),
   ours is Linear(state_dim -> hidden); its unused ``extrinsics_encoder`` is absent;
@@ -95,8 +95,53 @@ INIT_STD = 0.02
 
 
 @dataclass
-class PredictorConfig:
-    """Everything needed to rebuild an :class:`ACPredictor` (stored in checkpoints)."""
+class PredictorArchitecture:
+    """The predictor's size and options: what ``jepa-robot train`` takes as ``predictor.*``.
+    :class:`PredictorConfig` adds the widths that the data and the encoder decide."""
+
+    hidden_dim: int = 384
+    """Transformer width (1024 in V-JEPA 2-AC)."""
+    depth: int = 6
+    """Number of transformer blocks (24 in V-JEPA 2-AC)."""
+    heads: int = 6
+    """Attention heads; hidden_dim / heads must be >= 6 so every RoPE axis gets channels."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width = int(hidden_dim * mlp_ratio)."""
+    predict_state: bool = True
+    """Add a head that predicts the next state from the state token (ignored if state_dim == 0)."""
+    residual_latents: bool = False
+    """Predict the change of each frame token: ``z_{t+1} = LN(z_t + proj(.))`` instead of
+    ``LN(proj(.))``. A predictor narrower than the latents (hidden_dim < latent_dim)
+    cannot pass a frame through unchanged otherwise, so small moves drown in the error
+    of copying the frame through its bottleneck. Off for V-JEPA 2-AC (its weights
+    predict the latent itself) and in configs saved before this field existed."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "depth", "heads"):
+            _check_int(name, getattr(self, name), minimum=1)
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)):
+            raise ValueError(f"predictor mlp_ratio must be a number, got {self.mlp_ratio!r}")
+        self.mlp_ratio = float(self.mlp_ratio)
+        if not (self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1):
+            raise ValueError(f"predictor mlp_ratio must be > 0, got {self.mlp_ratio}")
+        for name in ("predict_state", "residual_latents"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"predictor {name} must be a bool, got {getattr(self, name)!r}")
+        if self.hidden_dim % self.heads:
+            raise ValueError(
+                f"predictor hidden_dim={self.hidden_dim} is not divisible by heads={self.heads}"
+            )
+        if self.hidden_dim // self.heads < 6:
+            raise ValueError(
+                f"predictor head width hidden_dim / heads = {self.hidden_dim // self.heads}"
+                " is too small; 3D RoPE needs at least 6 channels per head"
+            )
+
+
+@dataclass(kw_only=True)
+class PredictorConfig(PredictorArchitecture):
+    """Everything needed to rebuild an :class:`ACPredictor` (stored in checkpoints): the
+    architecture and the widths of what it reads."""
 
     latent_dim: int
     """Encoder token width D (192 tiny, 1024 ViT-L, 1408 ViT-g)."""
@@ -106,56 +151,22 @@ class PredictorConfig:
     """Action width A (4 for Meta-World, 7 for DROID)."""
     state_dim: int
     """Proprioceptive state width S; 0 means no state token."""
-    hidden_dim: int = 384
-    """Transformer width (1024 in V-JEPA 2-AC)."""
-    depth: int = 6
-    """Number of transformer blocks (24 in V-JEPA 2-AC)."""
-    heads: int = 6
-    """Attention heads; hidden_dim / heads must be >= 6 so every RoPE axis gets channels."""
-    mlp_ratio: float = 4.0
-    """MLP hidden width = int(hidden_dim * mlp_ratio)."""
     max_steps: int = 32
     """Longest sequence of time steps (context + predicted) the model accepts."""
-    predict_state: bool = True
-    """Add a head that predicts the next state from the state token (ignored if state_dim == 0)."""
     grid: int | None = None
     """Frame tokens form a grid x grid image; None means isqrt(num_tokens) (then resolved)."""
     rope_reference_quirk: bool = False
     """Apply RoPE with facebookresearch/vjepa2's frequency duplication (``repeat`` instead
     of ``repeat_interleave``), as Meta's published V-JEPA 2-AC weights need; False is the
     proper rotation. Configs saved before this field existed load with False."""
-    residual_latents: bool = False
-    """Predict the change of each frame token: ``z_{t+1} = LN(z_t + proj(.))`` instead of
-    ``LN(proj(.))``. A predictor narrower than the latents (hidden_dim < latent_dim)
-    cannot pass a frame through unchanged otherwise, so small moves drown in the error
-    of copying the frame through its bottleneck. Off for V-JEPA 2-AC (its weights
-    predict the latent itself) and in configs saved before this field existed."""
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "num_tokens", "action_dim", "hidden_dim", "depth", "heads",
-                     "max_steps"):
+        super().__post_init__()
+        for name in ("latent_dim", "num_tokens", "action_dim", "max_steps"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("state_dim", self.state_dim, minimum=0)
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)):
-            raise ValueError(f"PredictorConfig.mlp_ratio must be a number, got {self.mlp_ratio!r}")
-        self.mlp_ratio = float(self.mlp_ratio)
-        if not (self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1):
-            raise ValueError(f"PredictorConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name in ("predict_state", "rope_reference_quirk", "residual_latents"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"PredictorConfig.{name} must be a bool, got {getattr(self, name)!r}"
-                )
-        if self.hidden_dim % self.heads:
-            raise ValueError(
-                f"PredictorConfig.hidden_dim={self.hidden_dim} is not divisible by "
-                f"heads={self.heads}"
-            )
-        if self.hidden_dim // self.heads < 6:
-            raise ValueError(
-                f"PredictorConfig: head width hidden_dim / heads = {self.hidden_dim // self.heads}"
-                " is too small; 3D RoPE needs at least 6 channels per head"
-            )
+        if not isinstance(self.rope_reference_quirk, bool):
+            raise ValueError(f"PredictorConfig.rope_reference_quirk must be a bool, got {self.rope_reference_quirk!r}")
         if self.grid is None:
             side = math.isqrt(self.num_tokens)
             if side * side != self.num_tokens:

@@ -1,4 +1,4 @@
-"""``jepa-robot fit-readout``: fit a state readout (``jepa_robot.readout``) for a checkpoint.
+"""``jepa-robot fit-readout``: fit a state readout (``jepa_robot.world_model.readout``) for a checkpoint.
 
     jepa-robot fit-readout checkpoint=runs/mw/checkpoint dataset=data/mw-all
 
@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_robot.checkpoint import CheckpointError, atomic_directory, portable_path
-from jepa_robot.data import DatasetError, open_dataset
-from jepa_robot.latent_cache import build_latent_cache
-from jepa_robot.readout import StateReadout, fit_readout, readout_targets, save_readout
-from jepa_robot.world_model import WorldModel, resolve_checkpoint
+from jepa_robot.data.dataset import DatasetError, open_dataset
+from jepa_robot.data.latent_cache import build_latent_cache
+from jepa_robot.files import atomic_directory, portable_path
+from jepa_robot.world_model.checkpoint import CheckpointError
+from jepa_robot.world_model.model import IMAGE_KEY_PREFIX, WorldModel, resolve_checkpoint
+from jepa_robot.world_model.readout import StateReadout, fit_readout, readout_targets, save_readout
 
 
 def fit_checkpoint_readout(config) -> dict[str, Any]:
     """``jepa-robot fit-readout``: fit a readout on a dataset's frames for a checkpoint.
 
-    ``config`` is a ``jepa_robot.config.FitReadoutConfig``. The dataset's frames are
+    ``config`` is a ``jepa_robot.config.training.FitReadoutConfig``. The dataset's frames are
     encoded with the checkpoint's own encoder (through the latent cache, so a second fit
     encodes nothing); the readout goes into the checkpoint directory, or into a copy of
     the model at ``out_dir``. Returns a summary (held-out RMSE per column, paths, time).
@@ -40,12 +41,11 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
                               "(or out_dir=null to write into the checkpoint)")
     world_model = WorldModel.load(source, with_readout=False)  # a broken old one is replaced
-    dataset, spec = open_dataset(config.dataset, image_key=world_model.image_key, state_key=None)
-    features = dataset.meta.features
-    image_shape = tuple(features[spec.image_key]["shape"])
-    if image_shape != tuple(world_model.image_shape):
-        raise DatasetError(f"{config.dataset}: {spec.image_key} frames are {image_shape}; the world "
-                           f"model {source} was trained on {tuple(world_model.image_shape)}")
+    dataset, spec = open_dataset(config.dataset, image_key=IMAGE_KEY_PREFIX + world_model.camera, state_key=None)
+    side = world_model.image_size
+    if tuple(spec.image_shape) != (side, side, 3):
+        raise DatasetError(f"{config.dataset}: {spec.image_key} frames are {tuple(spec.image_shape)}; the "
+                           f"world model {source} was trained on {side} x {side} frames")
     keys, names, states = readout_targets(dataset, config.state_keys)
     episodes = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
     cache = build_latent_cache(dataset, spec, world_model.encoder, config.cache_dir,

@@ -33,17 +33,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import (
-    atomic_file,
+from jepa_robot.config.training import TrainConfig
+from jepa_robot.data.dataset import DatasetError, episode_bounds, episode_vectors, open_dataset
+from jepa_robot.files import atomic_file, portable_path
+from jepa_robot.world_model.checkpoint import (
     encoder_differences,
     load_checkpoint,
-    portable_path,
     read_checkpoint_config,
     save_checkpoint,
 )
-from jepa_robot.config import TrainConfig
-from jepa_robot.data import DatasetError, episode_bounds, episode_vectors, open_dataset
-from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +218,7 @@ def _setup_distributed(device_name: str) -> DistributedContext:
 
 def _resolve_device(name: str, context: DistributedContext) -> torch.device:
     """``encoders.resolve_device``, then under torchrun each process's own GPU."""
-    from jepa_robot.encoders import resolve_device
+    from jepa_robot.world_model.encoders import resolve_device
 
     device = resolve_device(name)
     if device.type == "cuda":
@@ -254,8 +253,8 @@ def _split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[
 
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume) a predictor as ``config`` says; returns what happened."""
-    from jepa_robot.encoders import load_encoder
-    from jepa_robot.latent_cache import build_latent_cache
+    from jepa_robot.data.latent_cache import build_latent_cache
+    from jepa_robot.world_model.encoders import load_encoder
 
     context = _setup_distributed(config.device)
     device = _resolve_device(config.device, context)
@@ -326,13 +325,8 @@ def train(config: TrainConfig) -> TrainResult:
         num_tokens=encoder.num_tokens,
         action_dim=spec.action_dim * config.frameskip,
         state_dim=spec.state_dim or 0,
-        hidden_dim=config.predictor.hidden_dim,
-        depth=config.predictor.depth,
-        heads=config.predictor.heads,
-        mlp_ratio=config.predictor.mlp_ratio,
-        residual_latents=config.predictor.residual_latents,
+        **{**asdict(config.predictor), "predict_state": states is not None},
         max_steps=max(32, config.window),
-        predict_state=states is not None,
     )
     torch.manual_seed(config.seed)
     predictor = ACPredictor(predictor_config).to(device)

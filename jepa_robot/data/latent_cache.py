@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from jepa_robot.checkpoint import write_json_atomic
-from jepa_robot.data import DatasetSpec, episode_bounds, episode_frames
+from jepa_robot.files import write_json_atomic
+from jepa_robot.data.dataset import DatasetSpec, episode_bounds, episode_frames
 
 log = logging.getLogger(__name__)
 

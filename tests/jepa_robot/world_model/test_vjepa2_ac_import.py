@@ -1,4 +1,4 @@
-"""Importing Meta's V-JEPA 2-AC checkpoint format (jepa_robot.vjepa2_ac).
+"""Importing Meta's V-JEPA 2-AC checkpoint format (jepa_robot.world_model.vjepa2_ac).
 
 Every test builds a small randomly initialised model in the official key layout
 (``{"encoder": ..., "predictor": ...}`` with DDP prefixes, saved with torch.save) in a
@@ -21,11 +21,12 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from scipy.spatial.transform import Rotation
 
-from jepa_robot.checkpoint import load_checkpoint
 from jepa_robot.cli import main
-from jepa_robot.encoders import load_encoder
-from jepa_robot.predictor import ACPredictor, PredictorConfig
-from jepa_robot.vjepa2_ac import (
+from jepa_robot.world_model.checkpoint import load_checkpoint
+from jepa_robot.world_model.encoders import load_encoder
+from jepa_robot.world_model.model import WorldModel
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
+from jepa_robot.world_model.vjepa2_ac import (
     UNUSED_WEIGHTS,
     ACArchitecture,
     VJEPA2ACFormatError,
@@ -35,10 +36,9 @@ from jepa_robot.vjepa2_ac import (
     expected_predictor_shapes,
     export_official,
 )
-from jepa_robot.world_model import WorldModel
 from planners import ActionBounds, make_energy, make_planner
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 # head width 26: RoPE axes of 8 channels (4 frequencies, so the quirk shows) + 2 unrotated
 ARCH = ACArchitecture(
@@ -305,7 +305,7 @@ def test_round_trip_of_keys_is_exact(imported):
 def test_world_model_loads_the_import(imported):
     result = imported[0]
     world = WorldModel.load(result.checkpoint_dir)
-    assert world.frameskip == 1 and world.env_action_dim == 7 and world.latent_shape == (16, 52)
+    assert world.frameskip == 1 and world.env_action_dim == 7 and world.image_size == ARCH.image_size
     frame = np.full((1, ARCH.image_size, ARCH.image_size, 3), 100, dtype=np.uint8)
     assert world.encode(frame).shape == (1, 16, 52)
 
@@ -425,10 +425,10 @@ def test_cli_import_then_plan_with_the_paper_planner(tmp_path):
     latents = world.encode(frames)
     state = torch.tensor([[0.5, 0.0, 0.3, 3.1, 0.0, 0.2, 0.0]])
 
+    context = world.context(latents[:1], state, None, action_repeat=False)
+
     def rollout(actions):
-        predicted, _ = world.predictor.rollout(latents[:1, None], state[:, None], actions,
-                                               next_state_fn=droid_next_state)
-        return predicted
+        return world.rollout(context, actions, action_repeat=False)
 
     result = planner.plan(rollout, latents[1])
     action = result.first_action[0]
@@ -441,7 +441,8 @@ def test_the_mpc_agent_plans_with_the_import_and_the_paper_planner(imported):
     """The whole path a user takes: WorldModel.load -> MPCAgent with planner=vjepa2_ac_paper;
     the state is rolled forward with the checkpoint's named DROID pose update."""
     from jepa_robot.agent import MPCAgent
-    from jepa_robot.config import AgentConfig, PlannerSettings, to_schema
+    from jepa_robot.config import to_schema
+    from jepa_robot.config.planning import AgentConfig, PlannerSettings
 
     world = WorldModel.load(imported[0].checkpoint_dir)
     settings = to_schema(OmegaConf.load(CONFIGS / "planner" / "vjepa2_ac_paper.yaml"), PlannerSettings)
@@ -462,7 +463,8 @@ def test_the_mpc_agent_plans_with_the_import_and_the_paper_planner(imported):
 def test_the_franka_config_for_the_paper_setup_composes():
     """robot=franka_vjepa2_ac + planner=vjepa2_ac_paper: 7-D DROID actions as pose targets,
     one action unit = one metre per step, the paper's 0.075 m step within the speed limit."""
-    from jepa_robot.config import RunRobotConfig, compose
+    from jepa_robot.config import compose
+    from jepa_robot.config.robot import RunRobotConfig
 
     config = compose("run-robot", ["checkpoint=x", "robot=franka_vjepa2_ac", "planner=vjepa2_ac_paper"],
                      RunRobotConfig)

@@ -14,7 +14,7 @@ from envs.metaworld.env import MetaWorldGoalEnv
 from envs.recording import RecordingSummary
 from envs.ros.recording import record_ros as record_ros_episodes
 from envs.ros.sim_bridge import SimBridge
-from jepa_robot.config import RecordRosConfig, RunRobotConfig, SimBridgeConfig
+from jepa_robot.config.robot import RecordRosConfig, RunRobotConfig, SimBridgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def make_sim_bridge(config: SimBridgeConfig) -> SimBridge:
     """A (not yet started) sim bridge rendering the robot config's cameras."""
     env = MetaWorldGoalEnv(
         config.task,
-        image_size=config.render_size,
+        image_size=config.image_size,
         cameras=tuple(camera.name for camera in config.robot.cameras),
     )
     return SimBridge(
@@ -90,7 +90,7 @@ def run_robot(config: RunRobotConfig) -> dict:
     from envs.ros.arm import RosArmEnv
     from jepa_robot.agent import MPCAgent, run_episode
     from jepa_robot.evaluation import load_image, resize_to, summarise
-    from jepa_robot.world_model import WorldModel
+    from jepa_robot.world_model.model import WorldModel
 
     world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
     agent = MPCAgent.from_settings(world_model, config.planner, config.agent)
@@ -105,9 +105,9 @@ def run_robot(config: RunRobotConfig) -> dict:
             f"the world model sees camera {world_model.camera!r}; robot.cameras has "
             f"{[camera.name for camera in robot.cameras]}"
         )
-    if robot.image_size != world_model.image_shape[0]:
+    if robot.image_size != world_model.image_size:
         raise ValueError(f"robot.image_size={robot.image_size}, the world model takes "
-                         f"{world_model.image_shape[0]} px frames")
+                         f"{world_model.image_size} px frames")
     started = time.perf_counter()
     with RosArmEnv(robot) as env:
         options = None if config.goal else {"goal_dir": config.goal_dir}
@@ -117,7 +117,7 @@ def run_robot(config: RunRobotConfig) -> dict:
         )
         if not goal_files:
             raise ValueError("no goal images: give goal=[FILE, ...] (this robot's reset service wrote none)")
-        size = world_model.image_shape[0]
+        size = world_model.image_size
         agent.reset([resize_to(load_image(path), size) for path in goal_files])
         clipped = 0
 

@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from jepa_robot.checkpoint import (
+from jepa_robot.world_model.checkpoint import (
     CheckpointError,
     encoder_differences,
     read_format_json,
@@ -272,7 +272,7 @@ def readout_targets(dataset, state_keys: list[str] | None = None
                     ) -> tuple[list[str], list[str], np.ndarray]:
     """What a readout is fit to in a LeRobot ``dataset``: the columns
     (:func:`readout_columns`), one name per value, and every frame's values ``[F, S]``."""
-    from jepa_robot.data import episode_vectors
+    from jepa_robot.data.dataset import episode_vectors
 
     features = dataset.meta.features
     keys = readout_columns(features, state_keys)

@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from jepa_robot.data import episode_frames, open_dataset
-from jepa_robot.encoders import load_encoder
-from jepa_robot.latent_cache import CacheError, build_latent_cache, load_latent_cache
+from jepa_robot.data.dataset import episode_frames, open_dataset
+from jepa_robot.data.latent_cache import CacheError, build_latent_cache, load_latent_cache
+from jepa_robot.world_model.encoders import load_encoder
 
 
 @pytest.fixture()

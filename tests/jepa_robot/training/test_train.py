@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_robot.checkpoint import CheckpointError, load_checkpoint
-from jepa_robot.config import TrainConfig, compose
-from jepa_robot.data import DatasetError
-from jepa_robot.encoders import load_encoder
-from jepa_robot.training import learning_rate, train
+from jepa_robot.config import compose
+from jepa_robot.config.training import TrainConfig
+from jepa_robot.data.dataset import DatasetError
+from jepa_robot.training.train import learning_rate, train
+from jepa_robot.world_model.checkpoint import CheckpointError, load_checkpoint
+from jepa_robot.world_model.encoders import load_encoder
 
 
 def tiny_train_config(dataset_root, encoder_dir, out_dir, cache_dir, *extra):
@@ -61,7 +62,7 @@ def test_train_writes_a_loadable_checkpoint_and_metrics(small_dataset, tiny_enco
 
 
 def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_dir, tmp_path, monkeypatch):
-    import jepa_robot.training as training
+    import jepa_robot.training.train as training
 
     straight = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "straight", tmp_path / "cache"))
 
@@ -88,7 +89,7 @@ def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_di
 
 
 def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_encoder_dir, tmp_path):
-    from jepa_robot.encoders import save_tiny_random_encoder
+    from jepa_robot.world_model.encoders import save_tiny_random_encoder
 
     run = tmp_path / "run"
     train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=10"))
@@ -148,7 +149,7 @@ def test_episodes_too_short_for_the_window(small_dataset, tiny_encoder_dir, tmp_
 
 
 def test_learning_rate_schedule():
-    from jepa_robot.config import OptimConfig
+    from jepa_robot.config.training import OptimConfig
 
     optim = OptimConfig(lr=1.0, warmup_start_lr=0.1, warmup_steps=10, decay_fraction=0.2, final_lr=0.0)
     assert learning_rate(0, 100, optim) == pytest.approx(0.1)
@@ -184,7 +185,7 @@ def test_ddp_with_two_cpu_processes(small_dataset, tiny_encoder_dir, tmp_path):
 def test_checkpoint_matches_a_copy_of_its_encoder_elsewhere(tiny_encoder_dir, tmp_path):
     import shutil
 
-    from jepa_robot.checkpoint import encoder_differences
+    from jepa_robot.world_model.checkpoint import encoder_differences
 
     copy = tmp_path / "moved"
     shutil.copytree(tiny_encoder_dir, copy)

@@ -13,7 +13,7 @@ from envs.media import side_by_side, upscale, write_video
 from envs.metaworld.env import MetaWorldGoalEnv
 from envs.metaworld.goals import GoalNotReachedError, make_goal_images
 from envs.recording import RecordingSummary, record_episodes
-from jepa_robot.config import CollectConfig, EnvConfig
+from jepa_robot.config.data import CollectConfig, EnvConfig
 
 log = logging.getLogger(__name__)
 

@@ -805,7 +805,7 @@ def save_tiny_random_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
-    from jepa_robot.checkpoint import atomic_directory
+    from jepa_robot.files import atomic_directory
 
     with atomic_directory(path) as tmp:
         model.save_pretrained(tmp)

@@ -1,11 +1,19 @@
-"""A trained world model as the planner sees it: ``encode`` and ``rollout`` (the energy
-that compares predictions with the goal lives in ``planners.energy``).
+"""A trained world model as the agent sees it.
 
 ``WorldModel.load(checkpoint)`` rebuilds the frozen encoder from the checkpoint's
 encoder reference (refusing one whose weights or preprocessing changed), the
-predictor, and the action/state normalisation the predictor was trained with.
-Everything the agent hands in or gets back is in the *environment's* units: raw
-``[-1, 1]`` actions and raw proprio states; normalisation happens here.
+predictor, the optional state readout, and the action/state normalisation the
+predictor was trained with. The agent uses four verbs:
+
+- ``encode(frames)``: uint8 frames -> latents;
+- ``context(latents, states, past_actions)``: what the predictor conditions on;
+- ``rollout(context, actions)``: candidate plans -> predicted latents;
+- ``env_actions(planned)``: one planned step -> the env actions that carry it out.
+
+The energy that compares predictions with a goal latent is the planner's
+(``planners.energy``). Everything the agent hands in or gets back is in the
+*environment's* units (raw ``[-1, 1]`` actions, raw proprio states); normalisation
+happens here and nowhere else.
 
 Time steps: one predictor step spans ``frameskip`` env steps, and its action token is
 the concatenation of those ``frameskip`` env actions. A planner may search over the
@@ -25,30 +33,31 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_robot.checkpoint import (
+from jepa_robot.world_model.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_config,
 )
-from jepa_robot.encoders import VJEPA2Encoder, load_encoder_from_reference
-from jepa_robot.predictor import ACPredictor
-from jepa_robot.readout import StateReadout, load_readout
+from jepa_robot.world_model.encoders import VJEPA2Encoder, load_encoder_from_reference
+from jepa_robot.world_model.predictor import ACPredictor
+from jepa_robot.world_model.readout import load_readout
 
 log = logging.getLogger(__name__)
 
 IMAGE_KEY_PREFIX = "observation.images."
 
 BUILTIN_CHECKPOINTS: dict[str, Path] = {
-    "default": Path(__file__).parent / "models" / "default" / "checkpoint",
+    "default": Path(__file__).parents[1] / "models" / "default" / "checkpoint",
 }
 """World models shipped inside the package, loadable by name (``checkpoint=default``)."""
 
 
-NEXT_STATE_FUNCTIONS = {"jepa_robot.vjepa2_ac:droid_next_state"}
-"""Known-state-update functions a checkpoint may name in ``data.next_state`` (a model
-without a state head rolls its proprio state forward with one). A fixed set: a
-checkpoint never names arbitrary code to import."""
+NEXT_STATE_FUNCTIONS = {"jepa_robot.vjepa2_ac:droid_next_state": "jepa_robot.world_model.vjepa2_ac:droid_next_state"}
+"""State-update functions a checkpoint may name in ``data.next_state`` (a model without
+a state head rolls its proprio state forward with one): the name stored in checkpoints
+-> where the function lives. A fixed table: a checkpoint never names arbitrary code to
+import, and a stored name outlives a move of the code."""
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -94,22 +103,29 @@ class WorldModel:
     def __init__(self, checkpoint: Checkpoint, encoder: VJEPA2Encoder, device: torch.device,
                  with_readout: bool = True) -> None:
         self.checkpoint = checkpoint
+        """The loaded checkpoint (its directory, config and encoder reference)."""
         self.encoder = encoder
-        self.predictor: ACPredictor = checkpoint.predictor
+        """The frozen encoder the checkpoint was trained with."""
         self.device = device
+        self._predictor: ACPredictor = checkpoint.predictor
         data = checkpoint.config["data"]
         self.frameskip = int(data["frameskip"])
-        self.image_key: str = data["image_key"]
-        self.image_shape = tuple(int(v) for v in data["image_shape"])
-        self.action_names: list[str] = list(data.get("action_names") or [])
-        model_action_dim = self.predictor.config.action_dim
+        """Env steps per predictor step."""
+        self.camera: str = data["image_key"].removeprefix(IMAGE_KEY_PREFIX)
+        """The camera the model was trained on (``observation.images.<camera>``)."""
+        self._image_shape = tuple(int(v) for v in data["image_shape"])
+        self.image_size = self._image_shape[0]
+        """Side of the square frames the model takes (``env.image_size``, ``robot.image_size``)."""
+        model_action_dim = self._predictor.config.action_dim
         if model_action_dim % self.frameskip:
             raise CheckpointError(
                 f"{checkpoint.directory}: predictor action_dim {model_action_dim} is not a "
                 f"multiple of frameskip {self.frameskip}"
             )
         self.env_action_dim = model_action_dim // self.frameskip
-        self.state_dim = self.predictor.config.state_dim
+        """Size of one env action."""
+        self.state_dim = self._predictor.config.state_dim
+        """Size of the proprio state the model takes (0: none)."""
         stats = checkpoint.stats
         self._action_mean, self._action_std = self._stats(stats, "action", model_action_dim)
         self._state_mean, self._state_std = (
@@ -150,7 +166,7 @@ class WorldModel:
     def _next_state_function(self, name: str | None):
         """The state update named by the checkpoint, acting on normalised tensors."""
         if name is None:
-            if self.state_dim and not self.predictor.config.has_state_head:
+            if self.state_dim and not self._predictor.config.has_state_head:
                 raise CheckpointError(
                     f"{self.checkpoint.directory}: the predictor takes states but has no state head "
                     "and the checkpoint names no data.next_state function to roll them forward"
@@ -161,7 +177,7 @@ class WorldModel:
                                   f"known: {sorted(NEXT_STATE_FUNCTIONS)}")
         import importlib
 
-        module, function = name.split(":")
+        module, function = NEXT_STATE_FUNCTIONS[name].split(":")
         update = getattr(importlib.import_module(module), function)
 
         def next_state(state: Tensor, action: Tensor) -> Tensor:
@@ -172,32 +188,16 @@ class WorldModel:
 
         return next_state
 
-    def require_readout(self) -> StateReadout:
-        """The checkpoint's state readout; a ``CheckpointError`` saying how to fit one if
-        it has none."""
-        if self.readout is None:
-            raise CheckpointError(f"{self.checkpoint.directory} has no state readout; fit one with "
-                                  "`jepa-robot fit-readout checkpoint=... dataset=...`")
-        return self.readout
-
     # ------------------------------------------------------------------ verbs
-    @property
-    def camera(self) -> str:
-        """The camera the model was trained on (``observation.images.<camera>``)."""
-        return self.image_key.removeprefix(IMAGE_KEY_PREFIX)
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return (self.predictor.config.num_tokens, self.predictor.config.latent_dim)
-
     def planned_action_dim(self, action_repeat: bool) -> int:
         """Size of one planned action per predictor step."""
         return self.env_action_dim if action_repeat else self.env_action_dim * self.frameskip
 
     def check_frame(self, frame: np.ndarray) -> None:
-        if tuple(frame.shape) != self.image_shape:
+        """Refuse a frame of another size than the model was trained on."""
+        if tuple(frame.shape) != self._image_shape:
             raise ValueError(
-                f"the model was trained on {self.image_shape} frames from {self.image_key!r}; "
+                f"the model was trained on {self._image_shape} frames from camera {self.camera!r}; "
                 f"got {tuple(frame.shape)}"
             )
 
@@ -206,16 +206,57 @@ class WorldModel:
         """uint8 frames ``[B, H, W, 3]`` -> latents ``[B, N, D]`` on the model's device."""
         return self.encoder.encode(frames).to(self.device, torch.float32)
 
-    def normalise_state(self, states: np.ndarray | Tensor) -> Tensor | None:
+    def context(self, latents: Tensor, states: np.ndarray | Tensor | None,
+                past_actions: Tensor | None, action_repeat: bool) -> Context:
+        """What the predictor conditions on, from the last C observed frames (one
+        predictor step apart): their latents ``[C, N, D]`` (from :meth:`encode`), their
+        raw proprio states ``[C, S]`` (None, or ignored, for a model without states) and
+        the C - 1 planned steps ``[C - 1, A_plan]`` taken between them, in env units."""
+        model_dim = self._action_mean.numel()
+        if past_actions is None or past_actions.shape[0] == 0:
+            past = latents.new_zeros(0, model_dim)
+        else:
+            past = self._model_actions(past_actions.to(self.device, torch.float32), action_repeat)
+        if past.shape[0] != latents.shape[0] - 1:
+            raise ValueError(f"{latents.shape[0]} context frames need {latents.shape[0] - 1} past "
+                             f"actions, got {past.shape[0]}")
+        return Context(latents=latents, states=self._normalise_state(states), past_actions=past)
+
+    def rollout(self, context: Context, actions: Tensor, action_repeat: bool) -> Tensor:
+        """Predict latents for candidate plans.
+
+        ``actions [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``
+        for the H predictor steps after the context's last frame.
+        """
+        batch = actions.shape[0]
+        model_actions = self._model_actions(actions.to(self.device, torch.float32), action_repeat)
+        if context.past_actions.shape[0]:
+            past = context.past_actions.unsqueeze(0).expand(batch, -1, -1)
+            model_actions = torch.cat((past, model_actions), dim=1)
+        states = None if context.states is None else context.states.unsqueeze(0)
+        return self._predictor.rollout(context.latents.unsqueeze(0), states, model_actions,
+                                       next_state_fn=self._next_state)[0]
+
+    def env_actions(self, planned: Tensor, action_repeat: bool) -> np.ndarray:
+        """One planned step ``[A_plan]`` -> the ``frameskip`` env actions ``[frameskip, A_env]``."""
+        planned = planned.detach().float().cpu()
+        if action_repeat:
+            return planned.expand(self.frameskip, self.env_action_dim).numpy().copy()
+        return planned.reshape(self.frameskip, self.env_action_dim).numpy().copy()
+
+    # ------------------------------------------------------------------ normalisation
+    def _normalise_state(self, states: np.ndarray | Tensor | None) -> Tensor | None:
         """Raw proprio states ``[..., S]`` -> the predictor's normalised states (None if stateless)."""
-        if not self.state_dim:
+        if not self.state_dim or states is None:
+            if self.state_dim:
+                raise ValueError(f"the model takes {self.state_dim}-D states; none were given")
             return None
         states = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
         if states.shape[-1] != self.state_dim:
             raise ValueError(f"the model takes {self.state_dim}-D states, got {states.shape[-1]}-D")
         return (states - self._state_mean) / self._state_std
 
-    def model_actions(self, actions: Tensor, action_repeat: bool) -> Tensor:
+    def _model_actions(self, actions: Tensor, action_repeat: bool) -> Tensor:
         """Planned actions ``[..., A_plan]`` in env units -> normalised predictor actions
         ``[..., frameskip * A_env]``."""
         if action_repeat:
@@ -227,25 +268,3 @@ class WorldModel:
                 f"({self.frameskip} x {self.env_action_dim}), got {actions.shape[-1]}-D"
             )
         return (actions - self._action_mean.to(actions)) / self._action_std.to(actions)
-
-    def env_actions(self, planned: Tensor, action_repeat: bool) -> np.ndarray:
-        """One planned step ``[A_plan]`` -> the ``frameskip`` env actions ``[frameskip, A_env]``."""
-        planned = planned.detach().float().cpu()
-        if action_repeat:
-            return planned.expand(self.frameskip, self.env_action_dim).numpy().copy()
-        return planned.reshape(self.frameskip, self.env_action_dim).numpy().copy()
-
-    def rollout(self, context: Context, actions: Tensor, action_repeat: bool) -> Tensor:
-        """Predict latents for candidate plans.
-
-        ``actions [B, H, A_plan]`` in env units -> predicted latents ``[B, H, N, D]``
-        for the H predictor steps after the context's last frame.
-        """
-        batch = actions.shape[0]
-        model_actions = self.model_actions(actions.to(self.device, torch.float32), action_repeat)
-        if context.past_actions.shape[0]:
-            past = context.past_actions.unsqueeze(0).expand(batch, -1, -1)
-            model_actions = torch.cat((past, model_actions), dim=1)
-        states = None if context.states is None else context.states.unsqueeze(0)
-        return self.predictor.rollout(context.latents.unsqueeze(0), states, model_actions,
-                                      next_state_fn=self._next_state)[0]

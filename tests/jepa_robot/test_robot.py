@@ -78,7 +78,7 @@ def test_reset_service_goals_are_the_models_camera_in_agent_order(tmp_path):
 
     from envs.metaworld.goals import GoalImages
     from envs.ros.sim_bridge import _write_goal_images
-    from jepa_robot.ros_bridge import camera_goal_files
+    from jepa_robot.robot import camera_goal_files
 
     image = np.zeros((8, 8, 3), np.uint8)
     views = {"oblique": image, "workspace": image}

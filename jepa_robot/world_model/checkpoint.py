@@ -7,7 +7,7 @@
   model.safetensors  predictor weights
   stats.json         action and state normalisation (mean, std per dimension)
   readout.json       optional: a state readout for planner.energy=readout, with
-  readout.safetensors  its weights (jepa_robot.readout; `jepa-robot fit-readout`)
+  readout.safetensors  its weights (jepa_robot.world_model.readout; `jepa-robot fit-readout`)
 ```
 
 Written to a temporary sibling directory and renamed into place, so a reader never
@@ -18,11 +18,7 @@ Loading against an encoder whose reference differs is refused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.files import atomic_directory
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 FORMAT = "jepa_robot.checkpoint/1"
 CONFIG = "config.json"
@@ -40,61 +37,6 @@ STATS = "stats.json"
 
 class CheckpointError(ValueError):
     """A missing, incomplete or mismatched checkpoint."""
-
-
-def portable_path(path: str | Path) -> str:
-    """``path`` as written into checkpoints and reports: relative to the working directory
-    where it lies inside it (so files made in a project tree name no machine's absolute
-    paths), else absolute."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(resolved)
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """A unique temporary sibling of ``path`` to write; on success it is renamed onto
-    ``path`` (a reader sees the old file or the new one, never half of one), on any error
-    it is removed and ``path`` is left as it was. Unique names keep two writers apart."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> None:
-    """``data`` as indented JSON at ``path``, written through :func:`atomic_file`."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys))
-
-
-@contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Fill a temporary sibling of ``target``; on success it replaces ``target`` by
-    rename, on any error it is removed and ``target`` is left as it was. The directory
-    is made by ``mkdir`` under a unique name, so it gets the usual permissions (0777
-    less the umask), not mkdtemp's private 0700."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    tmp.mkdir()  # fails rather than reuse an existing directory
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass

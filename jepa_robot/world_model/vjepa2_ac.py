@@ -11,7 +11,7 @@ turns it into what this project loads::
 
     <out_dir>/
       encoder/      transformers VJEPA2Model directory (config.json, model.safetensors)
-      checkpoint/   one of our checkpoint directories (jepa_robot.checkpoint), its encoder
+      checkpoint/   one of our checkpoint directories (jepa_robot.world_model.checkpoint), its encoder
                     reference pointing at ``../encoder`` (relocatable, like package_model)
         vjepa2_ac_unused.safetensors   reference weights our modules do not use
 
@@ -42,12 +42,12 @@ action-free V-JEPA 2 checkpoints; its ``attention.attention.*`` target names are
 an older ``modeling_vjepa2`` - the names above are checked against the installed
 transformers' ``VJEPA2Model`` at conversion time, so a rename fails loudly.)
 
-The predictor's names were chosen to be Meta's (:mod:`jepa_robot.predictor`), so its
+The predictor's names were chosen to be Meta's (:mod:`jepa_robot.world_model.predictor`), so its
 mapping is the identity: ``predictor_embed``, ``action_encoder``, ``state_encoder``,
 ``predictor_blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
 ``predictor_norm``, ``predictor_proj``. ``extrinsics_encoder`` (Linear(6 -> 1024),
 trained with ``use_extrinsics=False``, i.e. never used) has no counterpart in
-:class:`~jepa_robot.predictor.ACPredictor`; it is kept bit-exact in
+:class:`~jepa_robot.world_model.predictor.ACPredictor`; it is kept bit-exact in
 ``vjepa2_ac_unused.safetensors`` so :func:`export_official` can rebuild the original
 state dicts (the round trip is exact).
 
@@ -98,9 +98,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from jepa_robot.checkpoint import WEIGHTS, atomic_directory, load_checkpoint, save_checkpoint
-from jepa_robot.encoders import sha256_file
-from jepa_robot.predictor import ACPredictor, PredictorConfig
+from jepa_robot.files import atomic_directory
+from jepa_robot.world_model.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from jepa_robot.world_model.encoders import sha256_file
+from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +573,7 @@ def _encoder_reference(directory: Path, arch: ACArchitecture) -> dict[str, Any]:
     meta-device model: no weights are loaded), with the source made relative."""
     from transformers import VJEPA2Model
 
-    from jepa_robot.encoders import VJEPA2Encoder
+    from jepa_robot.world_model.encoders import VJEPA2Encoder
 
     with torch.device("meta"):
         skeleton = VJEPA2Model(hf_encoder_config(arch))
@@ -753,9 +754,9 @@ def run_import(config) -> int:
         + (f"; not converted: {list(result.dropped_keys)}" if result.dropped_keys else "")
     )
     if config.check:
-        from jepa_robot.checkpoint import read_checkpoint_config
-        from jepa_robot.encoders import load_encoder_from_reference
-        from jepa_robot.world_model import encoder_reference_for
+        from jepa_robot.world_model.checkpoint import read_checkpoint_config
+        from jepa_robot.world_model.encoders import load_encoder_from_reference
+        from jepa_robot.world_model.model import encoder_reference_for
 
         saved = read_checkpoint_config(result.checkpoint_dir)
         encoder = load_encoder_from_reference(encoder_reference_for(result.checkpoint_dir, saved), device="cpu")

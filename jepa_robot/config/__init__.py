@@ -1,0 +1,69 @@
+"""Typed configs for the ``jepa-robot`` commands, and Hydra composition.
+
+YAML files in ``configs/`` give the defaults and the config groups (``env=...``);
+the dataclasses are the schema they are merged into, so a misspelt key or a value of
+the wrong type fails loudly, and ``__post_init__`` checks ranges. One module per part
+of the project, with the commands that part runs:
+
+- ``config.data``: ``collect``, ``inspect``, ``merge`` (the env, exploration noise);
+- ``config.training``: ``train``, ``pretrain-encoder``, ``fit-readout``,
+  ``import-vjepa2-ac`` (the encoder, optimiser, masks, augmentation);
+- ``config.planning``: ``eval``, ``demo``, ``plan`` (planner, agent);
+- ``config.robot``: ``sim-bridge``, ``record-ros``, ``run-robot`` (the ``robot`` group's
+  schema is ``envs.ros.config.RosArmConfig``).
+
+Schemas that belong to a component live with it and are used here as they are:
+``planners.ActionBounds`` (``planner.bounds``), the planners' own config classes
+(``planner.options``, checked when the config is composed),
+``jepa_robot.world_model.predictor.PredictorArchitecture`` (``train``'s ``predictor``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A bad config value or override."""
+
+
+def configs_dir() -> Path:
+    """The Hydra config directory: inside the package when installed from a wheel,
+    else ``configs/`` at the top of the source tree."""
+    here = Path(__file__).resolve().parents[1]  # the jepa_robot package
+    for candidate in (here / "configs", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no configs directory beside {here}")
+
+
+def compose[T](config_name: str, overrides: list[str], schema: type[T]) -> T:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides and check it
+    against ``schema``. Raises ``ConfigError`` with a readable message."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3"):
+            composed = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except HydraException as error:
+        raise ConfigError(f"bad override in {overrides}: {error}") from error
+    return to_schema(composed, schema)
+
+
+def to_schema[T](config: DictConfig | dict[str, Any], schema: type[T]) -> T:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), config)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).splitlines()[0] + _full_key(error)) from error
+
+
+def _full_key(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None)
+    return f" (key: {key})" if key else ""
