@@ -14,6 +14,11 @@ with :func:`jepa_robot.world_model.vjepa2_ac.convert_vjepa2_ac`, and compares in
 * encoder: Meta's ``encoder(clip)`` vs transformers' ``VJEPA2Model.encoder`` as loaded by
   :func:`jepa_robot.world_model.encoders.load_encoder` (raw last hidden state, and the layer-normed
   latents ``VJEPA2Encoder.encode`` returns vs ``F.layer_norm`` of Meta's);
+* preprocessing: Meta's planning transform (``app/vjepa_droid/transforms.py: make_transforms``
+  with the settings of ``notebooks/energy_landscape_example.ipynb``: scale and aspect ratio 1,
+  no flip, crop 256) vs ``VJEPA2Encoder.preprocess`` of the imported encoder loaded with no
+  arguments, on 480x640 (a robot camera), 256x256 and 300x200 uint8 frames; and end to end,
+  ``encode(frames)`` vs Meta's encoder on Meta's transformed frames;
 * predictor: Meta's ``predictor(z, actions, states)`` on T steps vs our
   :class:`ACPredictor` (its ``predictor_proj`` output, and the layer-normed output);
 * planning rollout: Meta's planner step (``world_model_wrapper.step_predictor``: rerun the
@@ -26,6 +31,7 @@ with :func:`jepa_robot.world_model.vjepa2_ac.convert_vjepa2_ac`, and compares in
 24x1024 predictor; ~10 GB of RAM, minutes on CPU). REF's only missing dependency here is
 timm, used for stochastic depth (``drop_path``), which these models never run at
 drop_path_rate 0: if timm is not importable a stub that raises on use is installed.
+Meta's transform needs torchvision and pillow (installed with the project's torch stack).
 Prints a table and writes JSON (``--out``).
 """
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
@@ -71,6 +78,7 @@ def import_reference(ref: Path):
         sys.modules["timm.models.layers"].drop_path = drop_path
         stubbed = True
     sys.path.insert(0, str(ref))
+    from app.vjepa_droid.transforms import make_transforms  # noqa: PLC0415  (REF's AC frame transform)
     from notebooks.utils import mpc_utils  # noqa: PLC0415  (REF's released planner helpers)
     from src.hub.backbones import _clean_backbone_key  # noqa: PLC0415
     from src.models import ac_predictor, vision_transformer  # noqa: PLC0415
@@ -78,7 +86,25 @@ def import_reference(ref: Path):
     if stubbed:  # REF's modules hold the stub's drop_path; take it out of sight of other packages
         for name in ("timm.models.layers", "timm.models", "timm"):
             del sys.modules[name]
-    return vision_transformer, ac_predictor, _clean_backbone_key, mpc_utils, stubbed
+    return vision_transformer, ac_predictor, _clean_backbone_key, mpc_utils, make_transforms, stubbed
+
+
+FRAME_SHAPES = [(480, 640), (256, 256), (300, 200)]
+"""Camera frame sizes for the preprocessing check: a robot camera, the model size, a portrait frame."""
+
+
+def meta_planning_transform(make_transforms, crop_size: int):
+    """REF's transform exactly as its AC planning demo builds it
+    (``notebooks/energy_landscape_example.ipynb``, used by ``world_model_wrapper.WorldModel``)."""
+    transform = make_transforms(random_horizontal_flip=False, random_resize_aspect_ratio=(1.0, 1.0),
+                                random_resize_scale=(1.0, 1.0), reprob=0.0, auto_augment=False,
+                                motion_shift=False, crop_size=crop_size)
+
+    def apply(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> normalised [T, 3, crop, crop] (REF returns [3, T, crop, crop])."""
+        return transform(frames.numpy()).permute(1, 0, 2, 3)
+
+    return apply
 
 
 def perturb(model: nn.Module, generator: torch.Generator, scale: float) -> None:
@@ -101,9 +127,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vjepa2_ac_parity.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    vit, acp, clean_backbone_key, mpc_utils, stubbed = import_reference(args.ref.resolve())
+    vit, acp, clean_backbone_key, mpc_utils, make_transforms, stubbed = import_reference(args.ref.resolve())
     started = time.perf_counter()
 
+    random.seed(args.seed)  # REF's random_resized_crop draws from Python's random
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     size = SIZES[args.size]
@@ -134,7 +161,7 @@ def main() -> None:
                                    encoder_heads=size["encoder"]["num_heads"],
                                    predictor_heads=size["predictor"]["num_heads"])
         convert_s = time.perf_counter() - t0
-        ours_encoder = load_encoder(result.encoder_dir, device="cpu", resize_ratio=1.0)
+        ours_encoder = load_encoder(result.encoder_dir, device="cpu")  # its recorded preprocessing
         ours = load_checkpoint(result.checkpoint_dir, encoder_reference=ours_encoder.reference()).predictor
 
         rows = {}
@@ -149,6 +176,22 @@ def main() -> None:
             rows["encoder last hidden state"] = (hf_h - meta_h).abs().max().item()
             rows["encoder latents (layer-normed)"] = (latents - meta_z).abs().max().item()
             scale_enc = meta_h.abs().max().item()
+
+            # ---------------- preprocessing: REF's planning transform on camera-sized frames
+            meta_transform = meta_planning_transform(make_transforms, 256)
+            # the resize-and-crop imports used before the mode was recorded, for contrast
+            before = load_encoder(result.encoder_dir, device="cpu", preprocessing="resize_crop", resize_ratio=1.0)
+            g_frames = torch.Generator().manual_seed(args.seed + 1)  # leaves g's draws below as they were
+            for h, w in FRAME_SHAPES:
+                camera = torch.randint(0, 256, (args.batch, h, w, 3), generator=g_frames, dtype=torch.uint8)
+                meta_pixels = meta_transform(camera)
+                rows[f"preprocessed pixels {h}x{w} ({ours_encoder.preprocessing})"] = (
+                    ours_encoder.preprocess(camera) - meta_pixels).abs().max().item()
+                rows[f"preprocessed pixels {h}x{w} (resize_crop, ratio 1.0: before)"] = (
+                    before.preprocess(camera) - meta_pixels).abs().max().item()
+                meta_latents = F.layer_norm(encoder(meta_pixels.unsqueeze(2).repeat(1, 1, 2, 1, 1)), (dim,))
+                rows[f"encoder latents {h}x{w} (Meta transform + encoder)"] = (
+                    ours_encoder.encode(camera) - meta_latents).abs().max().item()
 
             # ---------------- predictor, teacher forcing over T steps
             z = meta_z.view(args.batch, args.steps * n_tokens, dim)
@@ -191,7 +234,8 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "reference": args.ref.name, "reference_commit": args.ref_commit, "size": args.size, "params": params, "dtype": "float32", "device": "cpu",
         "timm_stubbed": stubbed, "steps": args.steps, "batch": args.batch, "candidates": args.candidates,
-        "horizon": args.horizon, "seed": args.seed, "max_abs_diff": rows,
+        "horizon": args.horizon, "seed": args.seed, "preprocessing": ours_encoder.preprocessing,
+        "frame_shapes": FRAME_SHAPES, "max_abs_diff": rows,
         "max_abs_value": {"encoder_hidden": scale_enc, "predictor_output": scale_pred},
     }, indent=2))
     print(f"wrote {args.out}")

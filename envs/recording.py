@@ -16,14 +16,22 @@ Episode seeds are ``seed_start, seed_start + 1, ...`` and must stay below
 already in the dataset are skipped, so rerunning the same command resumes an
 interrupted recording, and raising ``episodes`` appends more.
 
-Ctrl-C or SIGTERM drops the half-recorded episode and finalises the dataset, which
-then loads with every episode saved so far.
+The dataset at the output root loads at every moment of a recording, with every episode
+saved so far: lerobot writes into a staging copy and each saved episode is published at
+once (see "Surviving a kill" below). Ctrl-C or SIGTERM drops the half-recorded episode (an
+episode being saved is finished first). A kill (SIGKILL) loses at most the episode being
+recorded; rerunning the same command clears what it left and resumes
+(``repair_killed_recording``, docs/reliability.md "Recording").
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -154,65 +162,372 @@ def training_seeds(seed_start: int, episodes: int) -> range:
     return range(seed_start, seed_start + episodes)
 
 
-def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int, robot_type: str,
-                  video_codec: str) -> tuple[Any, set[int]]:
-    """Create the dataset at ``root``, or resume the one there if it has the same features
-    and fps; refuse a non-empty ``root`` that is no dataset. Returns ``(dataset, seeds
-    already recorded)``; nothing is written before every check has passed."""
+# -- Surviving a kill ----------------------------------------------------------------------
+#
+# lerobot 0.6.1 writes a dataset in place: through parquet writers whose footers only
+# ``finalize()`` writes, with episode metadata buffered (ten episodes by default) and
+# meta/info.json and meta/stats.json rewritten in place. A recording killed before it
+# finalises leaves a dataset that does not load. So lerobot writes into a staging copy,
+# ``<root>/.recording``, and each saved episode is published to ``<root>`` at once:
+#
+# 1. file-size limits of ~0 MB make lerobot give every episode files of its own (a data
+#    parquet, a metadata parquet, a video per camera) that it never writes again;
+# 2. ``_commit_episode`` closes both parquet writers right after ``save_episode``;
+# 3. ``_publish_episode`` hard-links the episode's files into ``<root>`` (videos and data
+#    before metadata), then replaces tasks, stats and, last, info.json by atomic renames.
+#
+# The dataset at ``<root>`` thus loads at every moment, with the episodes info.json counts.
+# A kill leaves the staging copy and, if it came mid-publish, files of one episode that
+# info.json does not count yet; ``repair_killed_recording`` sorts that out on the next run.
+
+STAGE_DIR = ".recording"
+"""Where lerobot writes, inside the dataset root (lerobot's loaders never look there)."""
+INFO_FILE = "meta/info.json"
+_FILE_MB = 1e-6
+"""lerobot's data and video file-size limits (MB) for recordings: every file is larger,
+so every episode starts new files."""
+_EPISODES_DIR = "meta/episodes"
+_DATA_FILES = "data/chunk-*/file-*.parquet"
+_VIDEO_FILES = "videos/*/chunk-*/file-*.mp4"
+_LEROBOT_TEMP_DIR = re.compile(r"tmp[a-z0-9_]{8}")  # lerobot's tempfile.mkdtemp(dir=root) while encoding
+_REPAIR_PREFIX = ".repair-"
+
+
+def _recording_encoder(video_codec: str):
+    """LeRobot's video encoder settings for ``video_codec``."""
     from lerobot.configs.video import RGBEncoderConfig
-    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     # H.264 at CRF 10 without chroma subsampling (yuv444p) encodes fast on a CPU and keeps
     # tiny frames close to the render (mean error ~2/255 at 32 px, against ~6/255 for
     # LeRobot's usual yuv420p): at 64 px a puck is only a few pixels wide.
     if video_codec == "h264":
-        encoder = RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
-    else:
-        encoder = RGBEncoderConfig(vcodec=video_codec)
-    if (root / "meta" / "info.json").exists():
-        try:
-            meta = LeRobotDatasetMetadata(repo_id, root=root)
-        except Exception as error:  # noqa: BLE001 - any failure here means unreadable
-            raise DatasetMismatchError(f"the dataset at {root} cannot be read: {error}") from error
-        check_features_match(meta.features, features, root)
-        if meta.fps != fps:
-            raise DatasetMismatchError(f"the dataset at {root} has fps {meta.fps}, this recording {fps}")
+        return RGBEncoderConfig(vcodec="h264", pix_fmt="yuv444p", crf=10, preset="veryfast")
+    return RGBEncoderConfig(vcodec=video_codec)
+
+
+def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int, robot_type: str,
+                  video_codec: str) -> tuple[Any, set[int]]:
+    """Create the dataset at ``root``, or resume the one there if it has the same features
+    and fps, after sorting out what a killed recording left (``repair_killed_recording``);
+    refuse a non-empty ``root`` that is no dataset. Returns ``(dataset, seeds already
+    recorded)``: a ``LeRobotDataset`` writing into the staging copy ``root/.recording``,
+    whose episodes ``_publish_episode`` adds to ``root``. Nothing is written before every
+    check has passed."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    encoder = _recording_encoder(video_codec)
+    stage = root / STAGE_DIR
+    if (root / INFO_FILE).exists() and repair_killed_recording(root, features, fps):
         done = existing_episode_seeds(repo_id, root)
-        dataset = LeRobotDataset.resume(repo_id, root=root, video_backend="pyav", rgb_encoder=encoder)
+        (stage / "meta").mkdir(parents=True)  # lerobot resumes from the metadata alone
+        for name in ("info.json", "stats.json", "tasks.parquet"):
+            if (root / "meta" / name).exists():
+                shutil.copyfile(root / "meta" / name, stage / "meta" / name)
+        shutil.copytree(root / _EPISODES_DIR, stage / _EPISODES_DIR)
+        dataset = LeRobotDataset.resume(repo_id, root=stage, video_backend="pyav", rgb_encoder=encoder)
+        if (dataset.meta.data_files_size_in_mb, dataset.meta.video_files_size_in_mb) != (_FILE_MB, _FILE_MB):
+            # recorded before episodes had files of their own: the new episodes get theirs
+            dataset.meta.update_chunk_settings(data_files_size_in_mb=_FILE_MB, video_files_size_in_mb=_FILE_MB)
         log.info("resuming %s: %d episodes already recorded", root, len(done))
         return dataset, done
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and any(path.name != STAGE_DIR for path in root.iterdir()):
         raise DatasetMismatchError(
-            f"{root} exists and is not a LeRobot dataset (no meta/info.json); choose an empty or new output root"
+            f"{root} exists and is not a LeRobot dataset (no {INFO_FILE}); choose an empty or new output root"
         )
+    _remove(stage)
     dataset = LeRobotDataset.create(
-        repo_id=repo_id, fps=fps, features=features, root=root, robot_type=robot_type,
+        repo_id=repo_id, fps=fps, features=features, root=stage, robot_type=robot_type,
         use_videos=True, video_backend="pyav", rgb_encoder=encoder,
+        data_files_size_in_mb=_FILE_MB, video_files_size_in_mb=_FILE_MB,
     )
+    _publish_file(stage, root, INFO_FILE, link=False)  # root is a dataset (of no episodes yet) from here on
     return dataset, set()
 
 
-@contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into KeyboardInterrupt while recording, so a stopped or
-    killed recording still finalises its dataset. SIGINT is set explicitly because a
-    process started in the background inherits it ignored."""
+def _commit_episode(dataset) -> None:
+    """Write the parquet footers of the episode ``save_episode`` just wrote."""
+    dataset.writer.close_writer()  # its data/chunk-*/file-*.parquet
+    # Its meta/episodes/chunk-*/file-*.parquet: flush the buffered row and close. lerobot
+    # 0.6.1 has no public call for this (LeRobotDatasetMetadata.finalize() closes only once).
+    dataset.meta._close_writer()
 
-    def handler(signum, frame):  # noqa: ARG001
+
+def _publish_episode(dataset, root: Path) -> None:
+    """Add the episode just saved and committed in the staging copy to the dataset at
+    ``root``, in an order that keeps ``root`` loadable at every moment: the episode's
+    videos and data, the tasks, its metadata, the stats, and last info.json, which makes
+    it count."""
+    from lerobot.datasets.utils import DEFAULT_EPISODES_PATH
+
+    stage, meta = Path(dataset.root), dataset.meta
+    episode = {key: value[0] for key, value in meta.latest_episode.items()}  # the row just written
+    for key in meta.video_keys:
+        _publish_file(stage, root, meta.video_path.format(
+            video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"]
+        ))
+    _publish_file(stage, root, meta.data_path.format(
+        chunk_index=episode["data/chunk_index"], file_index=episode["data/file_index"]
+    ))
+    _publish_file(stage, root, "meta/tasks.parquet", link=False)
+    _publish_file(stage, root, DEFAULT_EPISODES_PATH.format(
+        chunk_index=episode["meta/episodes/chunk_index"], file_index=episode["meta/episodes/file_index"]
+    ))
+    _publish_file(stage, root, "meta/stats.json", link=False)
+    _publish_file(stage, root, INFO_FILE, link=False)
+
+
+def _publish_file(stage: Path, root: Path, relative: str, link: bool = True) -> None:
+    """Put ``stage/relative`` at ``root/relative`` by an atomic rename: a hard link for the
+    files lerobot never writes again (no copy; a copy where links are not supported), a
+    copy for those it rewrites in place."""
+    staged = stage / ".publishing"
+    _remove(staged)
+    if link:
+        try:
+            os.link(stage / relative, staged)
+        except OSError:  # a filesystem without hard links
+            link = False
+    if not link:
+        shutil.copyfile(stage / relative, staged)
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, root / relative)
+
+
+@dataclass
+class _Leftovers:
+    """A recording's dataset as a kill may have left it (found without writing anything)."""
+
+    info: Any
+    """lerobot's ``DatasetInfo`` from meta/info.json."""
+    episodes: list[dict]
+    """meta/episodes rows of the saved episodes, in episode order."""
+    strays: list[Path]
+    """Files and folders no saved episode needs: the staging copy and anything of an
+    episode that was being saved or published when the recording stopped."""
+
+
+def _read_leftovers(root: Path, info, features: dict[str, dict]) -> _Leftovers:
+    """Sort the files at ``root`` into saved episodes and strays; ``DatasetMismatchError``
+    for damage a kill cannot cause (a saved episode's file missing or unreadable)."""
+    import pyarrow.parquet as pq
+
+    episodes: list[dict] = []
+    strays: list[Path] = []
+    for path in sorted((root / _EPISODES_DIR).glob("chunk-*/file-*.parquet")):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception:  # noqa: BLE001 - no footer: written in place by an older recorder, then killed
+            strays.append(path)
+            continue
+        if strays:
+            raise DatasetMismatchError(
+                f"{strays[0]} cannot be read although later episode files can: a killed recording "
+                "does not leave this (move the dataset aside and record again)"
+            )
+        episodes.extend(rows)
+    episodes.sort(key=lambda row: row["episode_index"])
+    if [row["episode_index"] for row in episodes] != list(range(len(episodes))):
+        raise DatasetMismatchError(f"the episode metadata in {root / _EPISODES_DIR} skips episode indices")
+
+    video_keys = [key for key, spec in features.items() if spec["dtype"] == "video"]
+    saved: set[Path] = set()
+    for row in episodes:
+        saved.add(root / info.data_path.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]))
+        saved.update(root / info.video_path.format(
+            video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
+        ) for key in video_keys)
+    for path in sorted(saved):
+        try:
+            if path.suffix == ".parquet":
+                pq.read_metadata(path)
+            elif not path.is_file():
+                raise FileNotFoundError("missing")
+        except Exception as error:  # noqa: BLE001 - name the file whatever went wrong
+            raise DatasetMismatchError(
+                f"{path}, a file of a saved episode, cannot be read ({error}): a killed recording does not "
+                "leave this (move the dataset aside and record again)"
+            ) from error
+
+    strays += [path for pattern in (_DATA_FILES, _VIDEO_FILES) for path in sorted(root.glob(pattern))
+               if path not in saved]
+    strays += [  # the staging copy; lerobot's staging frames and temporary videos (older recorders); repairs
+        path for path in sorted(root.iterdir())
+        if path.name == STAGE_DIR or (
+            (path.name == "images" or _LEROBOT_TEMP_DIR.fullmatch(path.name) or path.name.startswith(_REPAIR_PREFIX))
+            and path.is_dir() and any(child.is_file() for child in path.rglob("*")))
+    ]
+    return _Leftovers(info=info, episodes=episodes, strays=strays)
+
+
+def repair_killed_recording(root: Path, features: dict[str, dict], fps: int) -> bool:
+    """Bring the dataset at ``root`` back to the episodes a stopped or killed recording saved.
+
+    First checks, writing nothing, that the dataset has ``features`` and ``fps`` and holds
+    nothing a kill cannot leave (``DatasetMismatchError`` otherwise). Then removes the
+    staging copy and the files of an episode that was being published when the recording
+    stopped, or, if that episode's metadata was already published, counts it; and
+    rewrites meta/tasks.parquet, meta/stats.json and meta/info.json from the saved
+    episodes' metadata where they disagree with it or are unreadable. Each rewrite is an
+    atomic rename, so a kill during the repair is repaired by the next run. A dataset that
+    needs nothing is left as it is.
+
+    Datasets written by earlier recorders (in place, footers at the end) are handled the
+    same way: what a kill left without parquet footers is removed.
+
+    Returns whether at least one saved episode remains. If none does, every file a
+    recording writes is removed, so the recording starts over.
+    """
+    from lerobot.datasets.io_utils import load_info
+
+    try:
+        info = load_info(root)
+    except Exception as error:  # noqa: BLE001 - lerobot raises many kinds; name the file
+        raise DatasetMismatchError(f"{root / INFO_FILE} cannot be read: {type(error).__name__}: {error}") from error
+    if not str(info.codebase_version).startswith("v3"):
+        raise DatasetMismatchError(f"the dataset at {root} is a LeRobot {info.codebase_version} dataset, not v3")
+    check_features_match(info.features, features, root)
+    if info.fps != fps:
+        raise DatasetMismatchError(f"the dataset at {root} has fps {info.fps}, this recording {fps}")
+    left = _read_leftovers(root, info, features)
+    if not left.episodes:
+        if info.total_episodes:
+            log.warning("%s counted %d episodes but none was fully written: starting the recording again",
+                        root / INFO_FILE, info.total_episodes)
+        for path in [*left.strays, root / INFO_FILE, root / "meta" / "stats.json", root / "meta" / "tasks.parquet"]:
+            _remove(path)
+        for folder in (_EPISODES_DIR, "meta", "data", "videos", "images"):  # now empty, unless someone else's
+            _remove_empty_tree(root / folder)
+        return False
+    for path in left.strays:
+        if path.name != STAGE_DIR:
+            log.warning("removing %s: left by an episode that was being saved when the recording stopped", path)
+        _remove(path)
+    _repair_metadata(root, left)
+    return True
+
+
+def _repair_metadata(root: Path, left: _Leftovers) -> None:
+    """Make tasks, stats and info agree with the saved episodes (``repair_killed_recording``)."""
+    import pandas as pd
+    from lerobot.datasets.compute_stats import aggregate_stats
+    from lerobot.datasets.io_utils import (
+        cast_stats_to_numpy,
+        load_stats,
+        load_tasks,
+        write_info,
+        write_stats,
+        write_tasks,
+    )
+    from lerobot.utils.utils import unflatten_dict
+
+    episodes, info = left.episodes, left.info
+    used = list(dict.fromkeys(task for row in episodes for task in row["tasks"]))  # in order of first use
+    try:
+        tasks = load_tasks(root)
+    except Exception:  # noqa: BLE001 - cut off mid-write by an older recorder: renumbered as lerobot did
+        log.warning("rebuilding %s from the saved episodes", root / "meta" / "tasks.parquet")
+        tasks = pd.DataFrame({"task_index": range(len(used))}, index=pd.Index(used, name="task"))
+        _write_atomically(root, "meta/tasks.parquet", lambda staging: write_tasks(tasks, staging))
+    if set(tasks.index) != set(used):  # a task only the unsaved episode had (lerobot numbers tasks in order)
+        kept = tasks[tasks.index.isin(used)]
+        if len(kept) != len(used) or sorted(kept["task_index"]) != list(range(len(kept))):
+            raise DatasetMismatchError(f"{root / 'meta' / 'tasks.parquet'} does not match the saved episodes' tasks")
+        _write_atomically(root, "meta/tasks.parquet", lambda staging: write_tasks(kept, staging))
+        tasks = kept
+
+    totals = (len(episodes), sum(int(row["length"]) for row in episodes), len(tasks))
+    stale = (info.total_episodes, info.total_frames, info.total_tasks) != totals
+    try:
+        stats_readable = load_stats(root) is not None
+    except Exception:  # noqa: BLE001 - cut off mid-write by an older recorder
+        stats_readable = False
+    if stale or not stats_readable:
+        log.warning("recomputing %s from the %d saved episodes", root / "meta" / "stats.json", len(episodes))
+        per_episode = [
+            cast_stats_to_numpy(unflatten_dict({key[len("stats/"):]: value for key, value in row.items()
+                                                if key.startswith("stats/")}))
+            for row in episodes
+        ]
+        stats = aggregate_stats(per_episode)
+        _write_atomically(root, "meta/stats.json", lambda staging: write_stats(stats, staging))
+    if stale:  # last: a kill before this point leaves the repair to do again
+        log.warning("%s counted %d episodes; %d are saved", root / INFO_FILE, info.total_episodes, totals[0])
+        info.total_episodes, info.total_frames, info.total_tasks = totals
+        info.splits = {"train": f"0:{totals[0]}"}
+        _write_atomically(root, INFO_FILE, lambda staging: write_info(info, staging))
+
+
+def _write_atomically(root: Path, relative: str, write: Callable[[Path], None]) -> None:
+    """Write ``root/relative`` with ``write(staging_root)`` then an atomic rename, so a kill
+    leaves the old file or the new one, never half of one."""
+    staging = Path(tempfile.mkdtemp(prefix=_REPAIR_PREFIX, dir=root))
+    try:
+        write(staging)
+        os.replace(staging / relative, root / relative)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove ``folder`` if it holds only empty folders."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        _remove_empty_tree(child)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM as ``KeyboardInterrupt`` while recording, so a stopped recording
+    still finalises its dataset; held back while an episode is being saved, so a stop
+    never cuts a save in half. SIGINT is set explicitly because a process started in the
+    background inherits it ignored."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: int | None = None
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        if self._holding:
+            self._pending = signum
+            return
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = {}
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, handler)
-    except ValueError:  # not in the main thread: signals go to the main thread anyway
-        pass
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {}
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not in the main thread: signals go to the main thread anyway
+            pass
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold a stop back while the block runs (``raise_held`` raises it)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
+    def raise_held(self) -> None:
+        """Raise the stop that came while held, if one did."""
+        if self._pending is not None:
+            raise KeyboardInterrupt(f"signal {self._pending}")
 
 
 @dataclass
@@ -255,13 +570,16 @@ def record_seeds(
     1. opens the dataset: creates it (``features``, ``fps``, ``robot_type``, videos in
        ``video_codec``: ``h264``, ``hevc`` or ``libsvtav1``), or resumes the one at
        ``root`` after checking it has the same features and fps (``DatasetMismatchError``
-       if not, or if ``root`` holds something that is not a dataset);
+       if not, or if ``root`` holds something that is not a dataset) and removing what a
+       killed recording left (``repair_killed_recording``);
     2. skips the seeds already in the dataset (so rerunning resumes) and, for each
        other seed, calls ``record_one(seed, add_frame)``: reset to ``seed``, call
        ``add_frame(frame)`` once per step with a ``make_frame`` row, and return
-       ``(frames added, success of the last step)``. The episode is then saved and
-       ``on_saved(seed)`` called; if ``record_one`` raises, its frames are dropped;
-    3. on Ctrl-C or SIGTERM (a ``KeyboardInterrupt``), stops and returns a summary with
+       ``(frames added, success of the last step)``. The episode is then saved, in files
+       of its own whose parquet footers are written at once, so it survives a kill, and
+       ``on_saved(seed)`` is called; if ``record_one`` raises, its frames are dropped;
+    3. on Ctrl-C or SIGTERM (a ``KeyboardInterrupt``; one that comes while an episode is
+       being saved waits until it is), stops and returns a summary with
        ``interrupted=True``. An exception of ``stop_errors`` (e.g. a robot's safety stop)
        stops it the same way but is raised again once the dataset is finalised; any
        other exception is raised as is;
@@ -272,22 +590,26 @@ def record_seeds(
     import datasets
 
     quiet_ffmpeg()
-    datasets.disable_progress_bars()  # one bar per episode save otherwise
     root = Path(root)
     dataset, done = _open_dataset(root, repo_id, features, fps, robot_type, video_codec)
+    datasets.disable_progress_bars()  # one bar per episode save otherwise (after loading: lerobot's load turns them on)
     summary = RecordingSummary(root=root, repo_id=repo_id, skipped_seeds=sorted(done.intersection(seeds)))
     todo = [seed for seed in seeds if seed not in done]
     error: BaseException | None = None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=description, unit="ep", disable=not progress)
+    stop = _StopSignals()
     try:
-        with _signals_as_interrupt():
+        with stop.installed():
             for seed in todo:
                 try:
                     frames, success = record_one(seed, dataset.add_frame)
-                    dataset.save_episode()
+                    with stop.held():  # a Ctrl-C or SIGTERM waits until the episode is in the dataset
+                        dataset.save_episode()
+                        _commit_episode(dataset)
+                        _publish_episode(dataset, root)
                 except BaseException:
-                    dataset.clear_episode_buffer()
+                    dataset.clear_episode_buffer()  # the episode's frames are dropped
                     raise
                 summary.recorded_seeds.append(seed)
                 summary.frames += frames
@@ -296,6 +618,7 @@ def record_seeds(
                 bar.set_postfix(success=f"{summary.successes}/{summary.episodes}")
                 if on_saved is not None:
                     on_saved(seed)
+                stop.raise_held()
     except KeyboardInterrupt:
         summary.interrupted = True
         log.warning("interrupted: finalising %s with the episodes saved so far", root)
@@ -306,6 +629,7 @@ def record_seeds(
     finally:
         bar.close()
         dataset.finalize()
+        _remove(root / STAGE_DIR)  # every saved episode is published
         summary.seconds = time.perf_counter() - start
         summary.total_episodes = len(done) + summary.episodes
     if error is not None:

@@ -72,8 +72,9 @@ uv run python -c "from jepa_robot.world_model.checkpoint import package_model as
 OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/models/default/checkpoint \
     dataset=$DATA threads=$THREADS
 
-# 6. Evaluate with the protocol (the README's results table comes from this report).
+# 6. Evaluate with the protocol (the README's results table comes from this report; a
+#    rebuilt model replaces the reports of the previous one: overwrite=true).
 uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 \
-    out_dir=runs/eval-default
+    out_dir=runs/eval-default overwrite=true
 uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 tasks=[push,pick-place] \
-    subgoals=true out_dir=runs/eval-default-subgoals
+    subgoals=true out_dir=runs/eval-default-subgoals overwrite=true

@@ -3,6 +3,11 @@
 Every command composes its Hydra config from ``configs/<command>.yaml`` with the
 overrides given (``env=metaworld_pick_place episodes=50``), checks it against a typed
 schema, and calls an importable function that does the work.
+
+Errors in the user's input or files (``jepa_robot.errors.JepaRobotError`` and the types
+derived from it, ``ValueError``, ``FileNotFoundError``, and the user-facing error types of
+``envs``) are printed as one line, ``jepa-robot <command>: error: <message>``, with exit
+code 2. Any other exception is a bug: its traceback is printed and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -65,13 +70,9 @@ def _train(config) -> int:
 
 
 def _eval(config) -> int:
-    from jepa_robot.evaluation import EvalWorkerError, evaluate, format_table
+    from jepa_robot.evaluation import evaluate, format_table
 
-    try:
-        report = evaluate(config)
-    except EvalWorkerError as error:  # nothing is written: the report comes last
-        print(f"jepa-robot eval: error: {error}", file=sys.stderr)
-        return 2
+    report = evaluate(config)
     print(format_table(report))
     print(f"report: {config.out_dir}/report.json, plot: {config.out_dir}/summary.png")
     return 0
@@ -134,8 +135,16 @@ def _run_robot(config) -> int:
 
     try:
         summary = run_robot(config)
-    except (RobotConnectionError, RobotSafetyStop) as error:
-        print(f"jepa-robot run-robot: stopped (arm commanded to zero): {error}", file=sys.stderr)
+    except RobotSafetyStop as error:
+        print(f"jepa-robot run-robot: stopped (a zero command was sent to the arm): {error}", file=sys.stderr)
+        return 1
+    except RobotConnectionError as error:
+        print(
+            f"jepa-robot run-robot: stopped: {error}\n"
+            "  no command, not even a stop, could be sent without a connection: the arm relies on its own command "
+            "timeout (MoveIt Servo's incoming_command_timeout; the sim bridge stops on disconnect); check that it has stopped",
+            file=sys.stderr,
+        )
         return 1
     replan = summary["replan_seconds"].get("mean", 0.0)
     print(
@@ -196,8 +205,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+_ENVS_USER_ERRORS = (
+    ("envs.recording", "DatasetMismatchError"),
+    ("envs.metaworld.goals", "GoalNotReachedError"),
+    ("envs.ros.messages", "MalformedMessageError"),
+)
+"""User-facing error types of ``envs`` (which cannot derive from ``JepaRobotError``), by module."""
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` reports bad input or files (printed as one line, exit 2) rather
+    than a bug (traceback, exit 1)."""
+    from jepa_robot.errors import JepaRobotError
+
+    # an envs type can only have been raised if its module is loaded: no import needed
+    envs_types = tuple(getattr(sys.modules[m], n) for m, n in _ENVS_USER_ERRORS if m in sys.modules)
+    return isinstance(error, (JepaRobotError, ValueError, FileNotFoundError, *envs_types))
+
+
 def main(argv: list[str] | None = None) -> int:
-    from jepa_robot.config import ConfigError, compose
+    from jepa_robot.config import compose
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -218,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# jepa-robot {name}: {command.help}\n" + OmegaConf.to_yaml(OmegaConf.structured(config)))
             return 0
         return command.run(config)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"jepa-robot {name}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not is_user_error(error):
+            raise  # a bug: the traceback, exit code 1
+        message = " ".join(str(error).split())  # one line
+        print(f"jepa-robot {name}: error: {message or type(error).__name__}", file=sys.stderr)
         return 2
 
 

@@ -11,7 +11,10 @@ images as references.
 
 Outputs under ``out_dir``: ``report.json`` (everything below, written atomically),
 ``summary.png`` (success with 95% Wilson intervals against the references, plan-time
-histogram) and ``videos/<task>-<seed>.mp4`` (observation | active goal | energy).
+histogram) and ``videos/<task>-<seed>.mp4`` (observation | active goal | energy). An
+``out_dir`` that already holds a report is refused before anything runs, unless
+``overwrite=true``; an eval holds the directory's lock while it runs, so a second eval
+into it is refused.
 With ``traces=N`` the first N model episodes per task carry a per-step ``trace`` in
 their record (:class:`EpisodeTrace`): where the hand and the object really were, beside
 what the readout made of the frame and the plan's energy.
@@ -45,12 +48,14 @@ from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert
 from envs.metaworld.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
 from jepa_robot.config.planning import EvalConfig, PlanConfig
-from jepa_robot.files import atomic_file, portable_path, write_json_atomic
+from jepa_robot.errors import JepaRobotError, RunDirectoryError
+from jepa_robot.files import atomic_file, portable_path, remove_temporaries, run_lock, write_json_atomic
 from jepa_robot.world_model.model import WorldModel, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "jepa_robot.eval/1"
+REPORT_FILE = "report.json"
 VIDEO_PIXELS = 192
 """Height of each video panel; small frames are upscaled to it."""
 
@@ -342,7 +347,7 @@ def _init_worker(config_yaml: str, threads: int) -> None:
 _init_error: str | None = None
 
 
-class EvalWorkerError(RuntimeError):
+class EvalWorkerError(JepaRobotError, RuntimeError):
     """A pool worker could not set itself up (its model did not load)."""
 
 
@@ -369,8 +374,22 @@ def _run_job(job: Job) -> dict[str, Any]:
     return record
 
 
+def refuse_earlier_report(config: EvalConfig) -> None:
+    """Refuse an ``out_dir`` that holds a report already, unless ``config.overwrite``."""
+    path = Path(config.out_dir) / REPORT_FILE
+    if path.exists() and not config.overwrite:
+        raise RunDirectoryError(
+            f"{path} holds the report of an earlier eval; to keep it, give another out_dir; "
+            "to replace it (and its summary.png and videos of the same seeds), pass overwrite=true"
+        )
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Run the protocol; write ``report.json``, ``summary.png`` and videos; return the report."""
+    """Run the protocol; write ``report.json``, ``summary.png`` and videos; return the report.
+
+    Refuses an ``out_dir`` holding an earlier report (unless ``config.overwrite``) or in
+    use by another run (``RunLockedError``), before anything is written."""
+    refuse_earlier_report(config)
     cores = os.cpu_count() or 1
     threads = config.threads_per_worker or max(1, cores // config.workers)
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(config))
@@ -381,7 +400,13 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     else:
         check_setup(config)
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir, "jepa-robot eval"):
+        refuse_earlier_report(config)  # again: an eval that held the lock may have written one
+        remove_temporaries(out_dir)  # what a killed eval left
+        return _evaluate_locked(config, out_dir, config_yaml, threads)
+
+
+def _evaluate_locked(config: EvalConfig, out_dir: Path, config_yaml: str, threads: int) -> dict[str, Any]:
     jobs = [
         Job(task, config.seed_start + i, kind, video=(kind == "model" and i < config.videos),
             trace=(kind == "model" and i < config.traces), goals=config.goals)
@@ -413,7 +438,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     # the machine's 1-minute load average before and after: plan times are only comparable
     # between runs on an otherwise idle machine
     report["machine"]["load_avg_1min"] = [load_before, os.getloadavg()[0]]
-    write_json_atomic(out_dir / "report.json", report)
+    write_json_atomic(out_dir / REPORT_FILE, report)
     plot_summary(report, out_dir / "summary.png")
     return report
 

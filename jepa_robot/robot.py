@@ -9,18 +9,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from envs.metaworld.env import MetaWorldGoalEnv
-from envs.recording import RecordingSummary
-from envs.ros.recording import record_ros as record_ros_episodes
-from envs.ros.sim_bridge import SimBridge
 from jepa_robot.config.robot import RecordRosConfig, RunRobotConfig, SimBridgeConfig
+
+if TYPE_CHECKING:  # imported where used: the sim bridge's asyncio server must not load beside
+    # a client on roslibpy's twisted transport (robot.transport=twisted)
+    from envs.recording import RecordingSummary
+    from envs.ros.sim_bridge import SimBridge
 
 log = logging.getLogger(__name__)
 
 
 def make_sim_bridge(config: SimBridgeConfig) -> SimBridge:
-    """A (not yet started) sim bridge rendering the robot config's cameras."""
+    """A (not yet started) sim bridge rendering the robot config's cameras; its token is
+    ``config.token``, else ``$JEPA_ROBOT_BRIDGE_TOKEN`` (``ValueError`` for a weak one)."""
+    from envs.metaworld.env import MetaWorldGoalEnv
+    from envs.ros.access import resolve_token
+    from envs.ros.sim_bridge import SimBridge
+
+    token = resolve_token(config.token)  # before the env: a bad token costs no renderer
     env = MetaWorldGoalEnv(
         config.task,
         image_size=config.image_size,
@@ -35,6 +43,10 @@ def make_sim_bridge(config: SimBridgeConfig) -> SimBridge:
         command_timeout_s=config.command_timeout_s,
         image_format=config.image_format,
         seed=config.seed,
+        goal_root=config.goal_root,
+        token=token,
+        allowed_origins=config.allowed_origins,
+        max_message_bytes=config.max_message_bytes,
     )
 
 
@@ -49,6 +61,8 @@ def run_sim_bridge(config: SimBridgeConfig, on_listening: Callable[[str], None] 
 
 def record_ros(config: RecordRosConfig) -> RecordingSummary:
     """Record teleoperated episodes from the robot config's topics."""
+    from envs.ros.recording import record_ros as record_ros_episodes
+
     return record_ros_episodes(
         config.robot,
         root=config.root,

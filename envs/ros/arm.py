@@ -239,7 +239,7 @@ class RosArmEnv(gym.Env):
             requested = self._check_action(action)
             self._sleep_until(self._next_send)  # never faster than rate_hz
             self._raise_if_faulted()
-            stale = self.link.stale(self.config.safety.max_observation_age_s, ["pose"])
+            stale = self.link.stale(self._filter.max_observation_age_s, ["pose"])
             if stale:
                 raise RobotSafetyStop(f"end-effector pose too old to bound a command: {'; '.join(stale)}")
             (position, quaternion), _ = self.link.value("pose")
@@ -251,7 +251,7 @@ class RosArmEnv(gym.Env):
             self._next_send = sent_at + self.dt
             self._sleep_until(self._next_send)
             self._raise_if_faulted()
-            observed_at = self.link.wait_fresh(sent_at, before, timeout=self.config.safety.max_observation_age_s)
+            observed_at = self.link.wait_fresh(sent_at, before, timeout=self._filter.max_observation_age_s)
         except BaseException as error:
             self._stop_after(error)
             raise
@@ -414,7 +414,7 @@ class RosArmEnv(gym.Env):
     def _watch(self) -> None:
         """Hold (zero) commands not refreshed in time, repeat the current one as a
         keep-alive, and stop the arm when its sensors go stale while it moves."""
-        safety = self.config.safety
+        safety = self._filter  # its timeout and age are capped at their hard ceilings
         tick = min(self.dt / 2, 0.05)
         repeat_period = 1.0 / self.config.command_repeat_hz if self.config.command_repeat_hz > 0 else None
         if repeat_period is not None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from envs.metaworld.env import ACTION_NAMES, STATE_NAMES
 from envs.ros.messages import IMAGE_TYPES, normalise_type
-from envs.ros.safety import SafetySettings
+from envs.ros.safety import SAFETY_KEYS, SafetySettings
 
 # Action layouts: dimension names, last one the gripper.
 ACTION_LAYOUTS: dict[str, list[str]] = {
@@ -109,6 +109,9 @@ class RosArmConfig:
     """rosbridge host."""
     port: int = 9090
     """rosbridge port (rosbridge_server's default is 9090)."""
+    token: str | None = field(default=None, repr=False)
+    """Shared token for a bridge that asks for one (``jepa-robot sim-bridge token=...``), sent as
+    ``Authorization: Bearer``; null: ``$JEPA_ROBOT_BRIDGE_TOKEN`` if set, else none."""
     transport: str = "asyncio"
     """roslibpy transport: ``asyncio`` (can reconnect in one process) or ``twisted``."""
     connect_timeout_s: float = 10.0
@@ -140,7 +143,9 @@ class RosArmConfig:
     command_frame: str = "world"
     """frame_id of the commands (MoveIt Servo: the planning frame or the end-effector frame)."""
     gripper: GripperSettings = field(default_factory=GripperSettings)
-    safety: SafetySettings = field(default_factory=SafetySettings)
+    safety: SafetySettings | None = None
+    """The arm's limits (``envs.ros.safety``). Required: there is no default box or speed,
+    every robot config states its own (null is refused with the keys to set)."""
     success_topic: str | None = None
     """std_msgs/Bool success flag reported in info["success"] (the sim bridge has one)."""
     reset_service: str | None = None
@@ -189,6 +194,12 @@ class RosArmConfig:
             )
         if self.gripper.state_joints and not self.joint_state_topic:
             raise ValueError("robot.joint_state_topic must be set when robot.gripper.state_joints is not empty")
+        if self.safety is None:
+            raise ValueError(
+                "robot.safety is not set: a robot config must state its own limits; set "
+                + ", ".join(f"robot.safety.{key}" for key in SAFETY_KEYS)
+                + " (measure the box in the pose topic's frame; see docs/robot.md)"
+            )
         if self.safety.command_timeout_s < 1.0 / self.rate_hz:
             raise ValueError(
                 f"robot.safety.command_timeout_s={self.safety.command_timeout_s} must be at least one "

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import roslibpy
 
+from envs.ros.access import resolve_token
 from envs.ros.config import RESET_SERVICE_TYPE, CameraTopic, RosArmConfig
 from envs.ros.messages import (
     MalformedMessageError,
@@ -54,6 +55,24 @@ class _Latest:
         age = "never received" if self.value is None else f"last message {now - self.received:.2f} s ago"
         rejected = f"; last message rejected: {self.last_error}" if self.last_error else ""
         return f"{self.label}: {age}{rejected}"
+
+
+def handshake_refusal(proto: Any) -> str | None:
+    """Why a server refused the websocket opening handshake, as autobahn recorded it
+    ("WebSocket connection upgrade failed [401]: <reason>"); None for other closes."""
+    reason = getattr(proto, "wasNotCleanReason", None)
+    return reason if isinstance(reason, str) and "connection upgrade failed" in reason else None
+
+
+def _reporting_close(protocol: type, report: Callable[[Any], None]) -> type:
+    """``protocol`` that also calls ``report(protocol instance)`` when its connection closes."""
+
+    class ReportingClose(protocol):
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+            report(self)
+            super().onClose(wasClean, code, reason)
+
+    return ReportingClose
 
 
 def stop_reconnecting(ros: Any) -> None:
@@ -113,21 +132,47 @@ class RosArmLink:
 
     # ------------------------------------------------------------ connection
     def _connect(self) -> Any:
+        """Open the connection (presenting the token, if any) and wait until it is ready.
+        A server that refuses the handshake (a wrong or missing token, say) is not
+        retried: its HTTP status and reason become the ``RobotConnectionError``."""
         config = self.config
         try:
-            ros = roslibpy.Ros(config.host, config.port, transport=config.transport)
+            token = resolve_token(config.token, key="robot.token")
+        except ValueError as error:
+            raise RobotConnectionError(str(error)) from error
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            ros = roslibpy.Ros(config.host, config.port, headers=headers, transport=config.transport)
         except RuntimeError as error:  # both transports in one process (txaio)
             raise RobotConnectionError(f"cannot open a roslibpy {config.transport} connection: {error}") from error
+        settled = threading.Event()
+        refusals: list[str] = []
+
+        def on_close_while_connecting(proto: Any) -> None:
+            refusal = handshake_refusal(proto)
+            if refusal is not None and not settled.is_set():
+                refusals.append(refusal)
+                stop_reconnecting(ros)
+                settled.set()
+
+        ros.on("close", on_close_while_connecting)
+        if config.transport == "twisted":  # its close event carries no protocol: hear it from the protocol
+            ros.factory.protocol = _reporting_close(ros.factory.protocol, on_close_while_connecting)
         ros.on("close", self._on_close)
         ros.factory.on_ready(self._install_status_handler)
-        try:
-            ros.run(timeout=config.connect_timeout_s)
-        except Exception as error:  # noqa: BLE001 - RosTimeoutError and socket errors alike
+        ros.factory.on_ready(lambda _proto: settled.set())
+        ros.factory.manager.run()  # what ros.run() does, without its wait: ours also ends on a refusal
+        connected = settled.wait(config.connect_timeout_s)
+        ros.off("close", on_close_while_connecting)
+        if refusals:
+            auth = " (the bridge's token: set robot.token or $JEPA_ROBOT_BRIDGE_TOKEN)" if "[401]" in refusals[0] else ""
+            raise RobotConnectionError(f"rosbridge at {config.url} refused the connection: {refusals[0]}{auth}")
+        if not connected:
             stop_reconnecting(ros)
             raise RobotConnectionError(
-                f"cannot reach rosbridge at {config.url} within {config.connect_timeout_s} s "
-                f"({type(error).__name__}: {error}); is rosbridge_server (or jepa-robot sim-bridge) running?"
-            ) from error
+                f"cannot reach rosbridge at {config.url} within {config.connect_timeout_s} s; "
+                "is rosbridge_server (or jepa-robot sim-bridge) running?"
+            )
         log.info("connected to rosbridge at %s", config.url)
         return ros
 
@@ -146,7 +191,7 @@ class RosArmLink:
         logger("rosbridge status (%s): %s", level, message.get("msg"))
 
     def _on_close(self, _proto: Any) -> None:
-        if self._closing:
+        if self._closing or not hasattr(self, "ros"):  # closing, or still connecting (_connect reports)
             return
         error = RobotConnectionError(
             f"lost the rosbridge connection to {self.config.url}; no stop command could be "

@@ -18,12 +18,32 @@ not implemented (they are answered with a status message where a client asks for
 them). The server runs its asyncio loop in a background thread (``start``), so it
 serves tests in-process and ``jepa-robot sim-bridge`` alike. Its local API
 (``publish``, ``subscribe``, ``advertise_service`` ...) is thread-safe.
+
+Who may connect, checked in the websocket opening handshake (a refused client gets an
+HTTP error status naming the reason, and no websocket):
+
+- ``Origin``: a client without one (roslibpy, scripts, ROS tools) is accepted; a web
+  page's (browsers always send it) only from a loopback page (``LOOPBACK_ORIGINS``)
+  or one of ``allowed_origins``, so a page on the web cannot drive the arm through
+  the user's browser. ``null`` and ``file://`` origins are refused.
+- a shared token, when the server has one (``token``; ``envs.ros.access.resolve_token``
+  reads ``$JEPA_ROBOT_BRIDGE_TOKEN`` for a config without one): the client presents it
+  as ``Authorization: Bearer <token>`` (``RosArmLink`` does) or in the URL,
+  ``ws://host:port/?token=<token>``. Missing or wrong: HTTP 401. (rosbridge's own
+  ``auth`` op carries a rosauth MAC, which needs a ROS authentication service; it is
+  not supported.)
+
+And what a connected client may send: messages of at most ``max_message_bytes``
+(larger ones close the connection with code 1009, before they are read), nested at
+most ``max_depth`` levels deep (deeper ones get an error status, the connection stays).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
+import ipaddress
 import itertools
 import json
 import logging
@@ -34,7 +54,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from autobahn.asyncio.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
 
+from envs.ros.access import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    LOOPBACK_ORIGINS,
+    MIN_TOKEN_LENGTH,
+    TOKEN_ENV,
+    check_origin_patterns,
+)
 from envs.ros.messages import normalise_type
 
 log = logging.getLogger(__name__)
@@ -46,6 +75,8 @@ Subscriber = Callable[[dict[str, Any], int | None], None]
 
 GOAL_SUCCEEDED = 4  # action_msgs/GoalStatus
 GOAL_ABORTED = 6
+
+HTTP_UNAUTHORIZED = 401
 
 
 @dataclass(frozen=True)
@@ -64,7 +95,15 @@ class _ClientProtocol(WebSocketServerProtocol):
     server: RosbridgeServer
     client_id: int
 
-    def onOpen(self) -> None:  # noqa: N802 - autobahn's names
+    def onConnect(self, request) -> None:  # noqa: N802 - autobahn's names
+        # autobahn has already refused an Origin not in allowedOrigins (HTTP 400)
+        self.factory.server._check_token(request)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:  # noqa: N802, N803
+        log.warning("rosbridge connection from %s refused (HTTP %d): %s", self.peer, code, reason)
+        super().failHandshake(reason, code, responseHeaders)
+
+    def onOpen(self) -> None:  # noqa: N802
         self.factory.server._on_open(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
@@ -75,9 +114,35 @@ class _ClientProtocol(WebSocketServerProtocol):
 
 
 class RosbridgeServer:
-    """A rosbridge v2 websocket server on ``host:port`` (port 0 picks a free one)."""
+    """A rosbridge v2 websocket server on ``host:port`` (port 0 picks a free one).
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9090, op_log_size: int = 20_000) -> None:
+    ``token`` (None: no token needed) must be presented by every client;
+    ``allowed_origins`` adds browser origins to ``LOOPBACK_ORIGINS``; messages
+    larger than ``max_message_bytes`` or nested deeper than ``max_depth`` are
+    refused (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9090,
+        op_log_size: int = 20_000,
+        *,
+        token: str | None = None,
+        allowed_origins: list[str] | tuple[str, ...] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        if max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes={max_message_bytes} must be at least 1024")
+        if max_depth < 4:
+            raise ValueError(f"max_depth={max_depth} must be at least 4")
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"token: a bridge token must be at least {MIN_TOKEN_LENGTH} characters")
+        self.token = token
+        self.allowed_origins = [*LOOPBACK_ORIGINS, *check_origin_patterns(allowed_origins)]
+        self.max_message_bytes = int(max_message_bytes)
+        self.max_depth = int(max_depth)
         self.host = host
         self.requested_port = int(port)
         self.port: int | None = None
@@ -114,6 +179,9 @@ class RosbridgeServer:
         if self._start_error is not None:
             raise OSError(f"cannot serve rosbridge on {self.host}:{self.requested_port}: {self._start_error}")
         log.info("rosbridge server listening on %s", self.url)
+        if self.token is None and not _is_loopback(self.host):
+            log.warning("rosbridge server on %s takes clients without a token: anyone who can reach this port "
+                        "can command the arm; give it one (token=..., or $%s)", self.url, TOKEN_ENV)
         return int(self.port)  # type: ignore[arg-type]
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -134,7 +202,16 @@ class RosbridgeServer:
         factory.protocol = _ClientProtocol
         factory.server = self
         # No per-message deflate: frames go over loopback or a LAN, and compressing
-        # base64 images costs more CPU than it saves.
+        # base64 images costs more CPU than it saves. A message over the limit closes
+        # its connection as soon as its frame header announces the size, with a close
+        # frame (code 1009, "message too big") rather than a bare TCP drop.
+        factory.setProtocolOptions(
+            allowedOrigins=self.allowed_origins,
+            allowNullOrigin=False,
+            maxMessagePayloadSize=self.max_message_bytes,
+            maxFramePayloadSize=self.max_message_bytes,
+            failByDrop=False,
+        )
         try:
             self._server = loop.run_until_complete(loop.create_server(factory, self.host, self.requested_port))
             self.port = self._server.sockets[0].getsockname()[1]
@@ -203,6 +280,24 @@ class RosbridgeServer:
             return sum(1 for topics in self._subscriptions.values() if topics.get(topic))
 
     # ------------------------------------------------------------ protocol handling
+    def _check_token(self, request: Any) -> None:
+        """Refuse the handshake (HTTP 401) of a client without the server's token."""
+        if self.token is None:
+            return
+        presented = None
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            presented = authorization[len("bearer "):].strip()
+        elif request.params.get("token"):
+            presented = request.params["token"][0]
+        if presented is None:
+            reason = "bridge token missing: send the header 'Authorization: Bearer <token>' or ?token=<token>"
+        elif not hmac.compare_digest(presented.encode("utf8"), self.token.encode("utf8")):
+            reason = "bridge token wrong"
+        else:
+            return
+        raise ConnectionDeny(HTTP_UNAUTHORIZED, reason)
+
     def _on_open(self, proto: _ClientProtocol) -> None:
         proto.client_id = next(self._ids)
         with self._lock:
@@ -232,6 +327,10 @@ class RosbridgeServer:
         self._send(proto, json.dumps(status).encode("utf8"))
 
     def _send(self, proto: _ClientProtocol, payload: bytes) -> None:
+        if len(payload) > self.max_message_bytes:
+            log.warning("not sending a %d-byte message to client %s: over max_message_bytes=%d",
+                        len(payload), getattr(proto, "client_id", "?"), self.max_message_bytes)
+            return
         try:
             proto.sendMessage(payload, isBinary=False)
         except Exception:  # noqa: BLE001 - a dropped connection: its onClose cleans up
@@ -255,6 +354,13 @@ class RosbridgeServer:
             message = json.loads(payload.decode("utf8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             self._status(proto, f"invalid JSON: {error}")
+            return
+        except RecursionError:  # the parser's own recursion limit, ~1000 levels
+            self._status(proto, f"message refused: JSON nested more than {self.max_depth} levels deep")
+            return
+        # Cheap first: a message with fewer brackets than the limit cannot be too deep.
+        if payload.count(b"[") + payload.count(b"{") > self.max_depth and _depth(message) > self.max_depth:
+            self._status(proto, f"message refused: JSON nested more than {self.max_depth} levels deep")
             return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             self._status(proto, "a rosbridge message must be a JSON object with an 'op' string")
@@ -394,6 +500,31 @@ class RosbridgeServer:
 
         future = loop.run_in_executor(None, call)
         future.add_done_callback(lambda done: respond(*done.result()))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (iterative: no recursion to blow up)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 class _RequestError(ValueError):

@@ -32,6 +32,9 @@ Service:
                   protocol's goal-image procedure (``envs.metaworld.goals``) and writes
                   ``goal_<seed>_<camera>.png`` (and sub-goal images) there;
                   goal_images lists sub-goals first, as an agent takes them.
+                  goal_dir is a name or relative path inside the bridge's own
+                  ``goal_root``: an absolute path, ``..`` or a symlink leading out of
+                  it is refused (success false, nothing created).
 
 Like a robot, the sim steps on its own clock: each tick applies the newest command,
 or a zero motion when the newest is older than ``command_timeout_s`` or its sender
@@ -41,6 +44,10 @@ re-sent on the clock, with their original stamps), which makes tests repeatable.
 
 The bridge owns the env it is given: it resets, steps, renders and closes it in its
 own thread (the EGL context of the renderer belongs to that thread).
+
+Who may connect (``token``, ``allowed_origins``) and how large a message may be
+(``max_message_bytes``) are the server's (``envs.ros.rosbridge_server``); the only
+files the bridge writes are goal images under ``goal_root``.
 """
 
 from __future__ import annotations
@@ -53,14 +60,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from envs.metaworld.env import EVAL_SEED_START, SEED_LIMIT, MetaWorldGoalEnv
 from envs.metaworld.goals import GoalNotReachedError, make_goal_images
-from envs.recording import _signals_as_interrupt
+from envs.recording import _StopSignals
+from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES
 from envs.ros.arm import GRIPPER_ACTION_TYPE, RESET_SERVICE_TYPE, RosArmConfig
 from envs.ros.messages import (
     MalformedMessageError,
@@ -94,7 +102,8 @@ class ReceivedCommand:
 @dataclass
 class _ResetJob:
     seed: int
-    goal_dir: str
+    goal_dir: Path | None
+    """Inside the goal root, checked; None: no goal images."""
     done: threading.Event = field(default_factory=threading.Event)
     result: tuple[bool, Any] = (False, "not run")
 
@@ -105,6 +114,10 @@ class SimBridge:
     ``start()`` returns the bound port (``port=0`` picks a free one); ``stop()`` or
     the context manager ends it. ``received``, ``applied`` and ``hand_position`` let
     tests and benchmarks see what the arm was told and did.
+
+    ``goal_root`` is the one directory the reset service writes goal images under
+    (created on first use; None: goal images are refused). ``token``,
+    ``allowed_origins`` and ``max_message_bytes`` go to the ``RosbridgeServer``.
     """
 
     def __init__(
@@ -119,6 +132,10 @@ class SimBridge:
         image_format: str = "png",
         seed: int = 0,
         frame_id: str = "world",
+        goal_root: str | Path | None = None,
+        token: str | None = None,
+        allowed_origins: list[str] | tuple[str, ...] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         missing = [camera.name for camera in robot.cameras if camera.name not in env.cameras]
         if missing:
@@ -136,7 +153,11 @@ class SimBridge:
         self.image_format = image_format
         self.frame_id = frame_id
         self.initial_seed = seed
-        self.server = RosbridgeServer(host, robot.port if port is None else port)
+        self.goal_root = None if goal_root is None else Path(goal_root).resolve()
+        self.server = RosbridgeServer(
+            host, robot.port if port is None else port, token=token,
+            allowed_origins=allowed_origins, max_message_bytes=max_message_bytes,
+        )
         # MuJoCo internals the pose and joint-state topics need; same package.
         self._sim = env.unwrapped._sim
         self._sim.max_path_length = sys.maxsize  # a robot has no episode length cap
@@ -205,7 +226,7 @@ class SimBridge:
         if self._thread is None:
             self.start()
         try:
-            with _signals_as_interrupt():
+            with _StopSignals().installed():
                 while not self._stop.wait(0.5):
                     if self._thread is not None and not self._thread.is_alive():
                         raise RuntimeError(f"the sim thread died: {self._thread_error}")
@@ -319,12 +340,37 @@ class SimBridge:
             return False, f"seed must be below {SEED_LIMIT} (-1: a random training seed), got {seed}"
         if not isinstance(goal_dir, str):
             return False, f"goal_dir must be a string, got {goal_dir!r}"
-        job = _ResetJob(seed, goal_dir)
+        try:
+            directory = self.goal_directory(goal_dir) if goal_dir else None
+        except ValueError as error:
+            log.warning("reset refused: %s", error)
+            return False, str(error)
+        job = _ResetJob(seed, directory)
         self._resets.put(job)
         self._wakeup.set()
         if not job.done.wait(120):
             return False, "reset timed out"
         return job.result
+
+    def goal_directory(self, goal_dir: str) -> Path:
+        """Where a client's ``goal_dir`` lies: inside ``goal_root``, or ``ValueError``.
+
+        ``goal_dir`` is a name or relative path (``goals``, ``run-robot/seed-7``). An
+        absolute path, a ``..`` part or a symlink that leads out of the root is refused;
+        nothing is created here.
+        """
+        if self.goal_root is None:
+            raise ValueError("goal_dir refused: this bridge has no goal_root to write goal images under")
+        relative = PurePosixPath(goal_dir)
+        if "\x00" in goal_dir or relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(
+                f"goal_dir {goal_dir!r} refused: give a name or relative path inside the bridge's goal root "
+                "(absolute paths and '..' are not allowed)"
+            )
+        directory = (self.goal_root / relative).resolve()  # follows symlinks that already exist
+        if not directory.is_relative_to(self.goal_root):
+            raise ValueError(f"goal_dir {goal_dir!r} refused: it leads out of the bridge's goal root through a symlink")
+        return directory
 
     # --------------------------------------------------------------- sim side
     def _run(self) -> None:
@@ -402,14 +448,14 @@ class SimBridge:
         # -1: a random seed from the training range, never an evaluation seed
         seed = job.seed if job.seed >= 0 else int(np.random.default_rng().integers(0, EVAL_SEED_START))
         values: dict[str, Any] = {"success": True, "message": "", "seed": seed, "goal_images": [], "goal_state": []}
-        if job.goal_dir:
+        if job.goal_dir is not None:
             try:
                 goal, observation, _ = make_goal_images(self.env, seed)
             except GoalNotReachedError as error:
                 observation, _ = self.env.reset(seed=seed)
                 values.update(success=False, message=str(error))
             else:
-                values["goal_images"] = _write_goal_images(Path(job.goal_dir), goal)
+                values["goal_images"] = _write_goal_images(job.goal_dir, goal)
                 values["goal_state"] = [float(v) for v in goal.goal_state]
         else:
             observation, _ = self.env.reset(seed=seed)
@@ -420,7 +466,7 @@ class SimBridge:
             self._pending.clear()
         self.steps = 0
         values["observation_stamp"] = self._publish_observation(observation, success=False)
-        log.info("reset to seed %d%s", seed, f" with goal images in {job.goal_dir}" if job.goal_dir else "")
+        log.info("reset to seed %d%s", seed, f" with goal images in {job.goal_dir}" if job.goal_dir is not None else "")
         return values["success"], values
 
     def _publish_observation(self, observation: dict[str, Any], success: bool) -> float:

@@ -20,14 +20,17 @@ Schemas that belong to a component live with it and are used here as they are:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jepa_robot.errors import JepaRobotError
 
-class ConfigError(ValueError):
+
+class ConfigError(JepaRobotError, ValueError):
     """A bad config value or override."""
 
 
@@ -57,11 +60,34 @@ def compose[T](config_name: str, overrides: list[str], schema: type[T]) -> T:
 
 
 def to_schema[T](config: DictConfig | dict[str, Any], schema: type[T]) -> T:
+    """Merge ``config`` into ``schema`` and build the dataclass (its ``__post_init__``
+    checks run). A value the config leaves ``???`` (required) is refused even where the
+    schema has a default, which the merge would otherwise keep silently (``encoder=local``
+    without ``encoder.name`` must not load the default encoder)."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), config)
+        _refuse_required_left_unset(config, merged)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         raise ConfigError(str(error).splitlines()[0] + _full_key(error)) from error
+
+
+def _refuse_required_left_unset(config: DictConfig | dict[str, Any], merged: DictConfig) -> None:
+    """Raise for a key that ``config`` marks ``???`` but ``merged`` holds a value for."""
+    source = config if isinstance(config, DictConfig) else OmegaConf.create(config)
+    for key in sorted(OmegaConf.missing_keys(source)):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(merged, parent) if parent else merged
+        if isinstance(node, DictConfig) and leaf in node and not OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"{key} must be given (e.g. {key}=...): the chosen config leaves it ??? (required)")
+
+
+def check_finite(prefix: str, **values: float) -> None:
+    """Refuse a NaN or infinite float config value, naming its key (``prefix`` + name):
+    a range check such as ``value < 0`` lets NaN through."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{name}={value} must be a finite number")
 
 
 def _full_key(error: OmegaConfBaseException) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from envs.metaworld.env import CAMERA_VIEWS, EVAL_SEED_START, TASKS
-from jepa_robot.config import ConfigError
+from jepa_robot.config import ConfigError, check_finite
 
 
 @dataclass
@@ -51,6 +51,9 @@ class ExplorationConfig:
     """Fraction of episodes (picked by seed) that are smoothed random actions only."""
 
     def __post_init__(self) -> None:
+        check_finite(
+            "exploration.", noise_std=self.noise_std, perturb_prob=self.perturb_prob, random_fraction=self.random_fraction
+        )
         if len(self.perturb_steps) != 2:
             raise ConfigError(f"exploration.perturb_steps={self.perturb_steps} must be [min, max]")
         if not 0.0 <= self.random_fraction <= 1.0:

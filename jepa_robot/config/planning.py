@@ -164,6 +164,8 @@ class EvalConfig:
     for diagnosis, never seen by the agent), the readout of the frame (if the model has
     a readout), the plan's energy and the active goal."""
     out_dir: str = "runs/eval"
+    overwrite: bool = False
+    """Replace a report already in out_dir (false: refuse, and write nothing)."""
     progress: bool = True
 
     def __post_init__(self) -> None:

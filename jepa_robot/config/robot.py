@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from envs.metaworld.env import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES, check_origin_patterns
 from envs.ros.config import RosArmConfig as RobotConfig
 from jepa_robot.config import ConfigError
 from jepa_robot.config.planning import AgentConfig, PlannerSettings
@@ -18,7 +19,7 @@ ROS_ACTION_SOURCES = ("command", "measured")
 class SimBridgeConfig:
     """``jepa-robot sim-bridge``: a rosbridge v2 server backed by a Meta-World env."""
 
-    robot: RobotConfig = field(default_factory=RobotConfig)
+    robot: RobotConfig = MISSING
     """Topics, rate and gripper mapping to serve (config group ``robot``, normally ``sim``)."""
     task: str = "reach"
     """Meta-World task: ``reach``, ``push`` or ``pick-place``."""
@@ -36,6 +37,17 @@ class SimBridgeConfig:
     """Compressed image format: ``png`` (lossless, as sim data) or ``jpeg``."""
     seed: int = 0
     """Scene seed before the first reset call."""
+    goal_root: str = "runs/sim-bridge/goals"
+    """The one directory the reset service writes goal images under; a client's
+    ``goal_dir`` is a name or relative path inside it (absolute paths, ``..`` refused)."""
+    token: str | None = field(default=None, repr=False)
+    """Shared token every client must present (``robot.token`` on the client side);
+    null: ``$JEPA_ROBOT_BRIDGE_TOKEN`` if set, else no token (fine on 127.0.0.1 only)."""
+    allowed_origins: list[str] = field(default_factory=list)
+    """Browser origins accepted besides this machine's pages (``scheme://host:port``,
+    ``*`` wildcards); clients without an Origin header (roslibpy, ROS) are always accepted."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest websocket message accepted (and sent); a larger one closes its connection."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -51,13 +63,23 @@ class SimBridgeConfig:
         bad = [camera.name for camera in self.robot.cameras if camera.name not in CAMERA_VIEWS]
         if bad:
             raise ConfigError(f"robot.cameras {bad}: the sim bridge renders only {sorted(CAMERA_VIEWS)}")
+        if not self.goal_root:
+            raise ConfigError("goal_root must name a directory for the reset service's goal images")
+        largest_image = 4 * self.image_size**2 + 4096  # base64 of rgb8 (or a PNG no larger), plus the header
+        if self.max_message_bytes < largest_image:
+            raise ConfigError(f"max_message_bytes={self.max_message_bytes} is below the bridge's own image "
+                              f"messages at image_size={self.image_size} (up to {largest_image} bytes)")
+        try:
+            check_origin_patterns(self.allowed_origins)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
 
 
 @dataclass
 class RecordRosConfig:
     """``jepa-robot record-ros``: record teleoperated episodes from ROS topics into a LeRobot dataset."""
 
-    robot: RobotConfig = field(default_factory=RobotConfig)
+    robot: RobotConfig = MISSING
     """The arm's topics, rate (the dataset's fps) and action/state layouts (config group ``robot``)."""
     root: str = MISSING
     """Dataset directory (created, or resumed if it holds a dataset with the same features)."""
@@ -76,7 +98,8 @@ class RecordRosConfig:
     reset: bool = True
     """Call ``robot.reset_service`` with the seed before each episode, when the robot has one."""
     goal_dir: str | None = None
-    """With a reset service: directory where it writes each seed's goal images."""
+    """With a reset service: directory where it writes each seed's goal images (the sim
+    bridge's: a name or relative path inside its ``goal_root``)."""
     video_codec: str = "h264"
     """Codec of the dataset's videos: ``h264``, ``hevc`` or ``libsvtav1``."""
     progress: bool = True
@@ -104,7 +127,7 @@ class RunRobotConfig:
 
     checkpoint: str = MISSING
     """World-model checkpoint directory, or a built-in name (``default``)."""
-    robot: RobotConfig = field(default_factory=RobotConfig)
+    robot: RobotConfig = MISSING
     """Topics, rate, action layout and safety limits (config group ``robot``)."""
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -112,7 +135,8 @@ class RunRobotConfig:
     """Goal image file(s), sub-goals first. Empty: the goal images the robot's reset
     service writes for ``seed`` (the sim bridge does)."""
     goal_dir: str = "runs/run-robot/goals"
-    """Where the reset service is asked to write goal images when ``goal`` is empty."""
+    """Where the reset service is asked to write goal images when ``goal`` is empty (the
+    sim bridge's: a name or relative path inside its ``goal_root``)."""
     seed: int | None = None
     """Passed to the reset service (the sim bridge's scene); null for a real arm."""
     steps: int = 100

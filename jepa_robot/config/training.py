@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from jepa_robot.config import ConfigError
+from jepa_robot.config import ConfigError, check_finite
 from jepa_robot.world_model.predictor import PredictorArchitecture
 
 
@@ -27,6 +27,7 @@ class EncoderConfig:
     """Frames per encoder forward pass."""
 
     def __post_init__(self) -> None:
+        check_finite("encoder.", resize_ratio=self.resize_ratio)
         if self.resize_ratio < 1.0:
             raise ConfigError(f"encoder.resize_ratio={self.resize_ratio} must be >= 1.0")
         if self.batch_size < 1:
@@ -49,6 +50,10 @@ class OptimConfig:
     """Clip the gradient's global norm to this (0: no clipping)."""
 
     def __post_init__(self) -> None:
+        check_finite(
+            "optim.", lr=self.lr, warmup_start_lr=self.warmup_start_lr, decay_fraction=self.decay_fraction,
+            final_lr=self.final_lr, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+        )
         if self.lr <= 0 or self.warmup_start_lr < 0 or self.final_lr < 0:
             raise ConfigError("optim learning rates must be positive")
         if not 0.0 <= self.decay_fraction <= 1.0:
@@ -84,7 +89,7 @@ class TrainConfig:
     val_batches: int = 8
     checkpoint_every: int = 500
     out_dir: str = "runs/default"
-    """Run directory: checkpoint/, training_state.pt, metrics.csv, loss_curve.png."""
+    """Run directory: checkpoint/, training_state.safetensors, metrics.csv, loss_curve.png."""
     resume: bool = True
     """Continue the run in out_dir if it has a training state (false: refuse to overwrite it)."""
     cache_dir: str = "data/latents"
@@ -98,6 +103,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_finite("", state_loss_weight=self.state_loss_weight, val_fraction=self.val_fraction)
         checks = [
             (self.frameskip >= 1, f"frameskip={self.frameskip} must be >= 1"),
             (self.window >= 2, f"window={self.window} must be >= 2"),
@@ -148,6 +154,9 @@ class EncoderSizeConfig:
     """Stochastic depth, linearly increasing over the blocks (0: off)."""
 
     def __post_init__(self) -> None:
+        check_finite(
+            "encoder.", mlp_ratio=self.mlp_ratio, pred_mlp_ratio=self.pred_mlp_ratio, drop_path_rate=self.drop_path_rate
+        )
         checks = [
             (self.crop_size >= 8, f"encoder.crop_size={self.crop_size} must be >= 8"),
             (self.patch_size >= 1 and self.crop_size % self.patch_size == 0,
@@ -213,6 +222,7 @@ class AugmentConfig:
     """Brightness, contrast and saturation factors drawn from [1 - j, 1 + j] per clip (0: off)."""
 
     def __post_init__(self) -> None:
+        check_finite("augment.", color_jitter=self.color_jitter)
         _check_range("augment.crop_scale", self.crop_scale, 1e-3, 1.0)
         _check_range("augment.crop_aspect", self.crop_aspect, 1e-2, 1e2)
         if not 0.0 <= self.color_jitter < 1.0:
@@ -263,9 +273,9 @@ class PretrainEncoderConfig:
     probe_pool_grid: int = 4
     """The probe's features: latents average-pooled to probe_pool_grid x probe_pool_grid, flattened."""
     checkpoint_every: int = 500
-    """Steps between checkpoints (training_state.pt and the exported encoder/)."""
+    """Steps between checkpoints (training_state.safetensors and the exported encoder/)."""
     out_dir: str = "runs/pretrain_encoder"
-    """Run directory: encoder/, training_state.pt, metrics.csv, loss_curve.png, frames/."""
+    """Run directory: encoder/, training_state.safetensors, metrics.csv, loss_curve.png, frames/."""
     frame_cache: str | None = None
     """Directory of the decoded uint8 frame memmap; ``null``: ``<out_dir>/frames``."""
     resume: bool = True
@@ -279,6 +289,9 @@ class PretrainEncoderConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
+        check_finite(
+            "", resize_ratio=self.resize_ratio, video_fraction=self.video_fraction, val_fraction=self.val_fraction
+        )
         tubelet = self.encoder.tubelet_size
         checks = [
             (len(self.datasets) >= 1, "datasets is empty: give one or more LeRobot datasets, e.g. datasets=[data/mw-pick-place-40]"),
@@ -349,6 +362,7 @@ class FitReadoutConfig:
         for name in ("epochs", "hidden", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        check_finite("", lr=self.lr)
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
         if self.state_keys is not None and not self.state_keys:

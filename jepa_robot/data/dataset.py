@@ -3,7 +3,8 @@
 A world model needs frames (an image or video key), actions (a 1-D float key) and,
 optionally, proprio state. ``open_dataset`` loads through the ``lerobot`` library
 from a local root or a hub id, and turns every way this can go wrong into a
-``DatasetError`` that names the dataset and the key.
+``DatasetError`` that names the dataset and the key or the file: an unreadable parquet
+or stats file, or a video that is missing or does not decode (``check_videos``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envs.recording import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+from jepa_robot.errors import JepaRobotError
 
 
-class DatasetError(ValueError):
+class DatasetError(JepaRobotError, ValueError):
     """A dataset that is missing, unreadable, or lacks what a world model needs."""
 
 
@@ -89,11 +91,14 @@ def open_dataset(
                 f"{root} is a LeRobot {version} dataset; jepa-robot reads v3 datasets "
                 "(convert with lerobot's convert_dataset_v21_to_v30 script)"
             )
+        _check_metadata_files(root)
         repo_id = f"local/{root.name}"
         try:
             dataset = LeRobotDataset(repo_id, root=root, video_backend=video_backend, **dataset_kwargs)
-        except Exception as error:  # noqa: BLE001 - lerobot raises many kinds; name the dataset
-            raise DatasetError(f"cannot load the dataset at {root}: {type(error).__name__}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - lerobot raises many kinds; name the dataset and the file
+            reason = _file_behind_failure(root) or f"{type(error).__name__}: {error}"
+            raise DatasetError(f"cannot load the dataset at {root}: {reason}") from error
+        check_videos(dataset)
     else:
         try:
             dataset = LeRobotDataset(source, video_backend=video_backend, **dataset_kwargs)
@@ -107,6 +112,90 @@ def open_dataset(
 
     spec = check_dataset(dataset, image_key=image_key, action_key=action_key, state_key=state_key)
     return dataset, spec
+
+
+def _check_metadata_files(root: Path) -> None:
+    """Name the file when a parquet file's footer or meta/stats.json of the dataset at
+    ``root`` is unreadable: lerobot's own errors do not (a footerless file reports "Parquet
+    magic bytes not found", a cut-off stats.json a JSON position)."""
+    import pyarrow.parquet as pq
+
+    parquet_files = [root / "meta" / "tasks.parquet", *sorted((root / "meta" / "episodes").glob("*/*.parquet")),
+                     *sorted((root / "data").glob("*/*.parquet"))]
+    for path in parquet_files:
+        if not path.exists():
+            continue
+        try:
+            pq.read_metadata(path)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            raise DatasetError(f"{path} is not a readable parquet file: {type(error).__name__}: {error}") from error
+    stats = root / "meta" / "stats.json"
+    if stats.exists():
+        try:
+            json.loads(stats.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DatasetError(f"{stats} is unreadable: {error}") from error
+
+
+def _file_behind_failure(root: Path) -> str:
+    """``<file>: <problem>`` for the first data parquet file of ``root`` that does not read
+    whole, or video file an episode names that is missing, else ``""``. lerobot's own
+    error does not name the file, and reports a missing video as a failed hub download."""
+    import pyarrow.parquet as pq
+
+    for path in sorted((root / "data").glob("*/*.parquet")):
+        try:
+            pq.read_table(path)
+        except Exception as error:  # noqa: BLE001
+            return f"{path}: {type(error).__name__}: {error}"
+    try:
+        template = json.loads((root / "meta" / "info.json").read_text())["video_path"]
+        for episodes in sorted((root / "meta" / "episodes").glob("*/*.parquet")):
+            for row in pq.read_table(episodes).to_pylist():
+                for column in row:
+                    if column.startswith("videos/") and column.endswith("/chunk_index"):
+                        key = column[len("videos/"):-len("/chunk_index")]
+                        path = root / template.format(video_key=key, chunk_index=row[column],
+                                                      file_index=row[f"videos/{key}/file_index"])
+                        if not path.is_file():
+                            return f"{path} (video {key} of episode {row['episode_index']}) is missing"
+    except Exception:  # noqa: BLE001 - best effort: the load error stands on its own
+        pass
+    return ""
+
+
+def check_videos(dataset) -> None:
+    """Decode the first and the last frame of every video file a loaded dataset's episodes
+    use, with lerobot's decoder (one seek each, so cheap). Raises ``DatasetError`` naming
+    the file and its episodes if one is missing or does not decode: a corrupt or
+    truncated video would otherwise surface only when training reaches it."""
+    from lerobot.datasets.video_utils import decode_video_frames
+
+    meta = dataset.meta
+    if not meta.video_keys or meta.total_episodes < 1:
+        return
+    episodes = meta.episodes
+    for key in meta.video_keys:
+        spans: dict[tuple[int, int], list] = {}  # (chunk, file) -> [first time, end time, first episode, last episode]
+        for index, chunk, file, start, end in zip(
+            episodes["episode_index"], episodes[f"videos/{key}/chunk_index"], episodes[f"videos/{key}/file_index"],
+            episodes[f"videos/{key}/from_timestamp"], episodes[f"videos/{key}/to_timestamp"], strict=True,
+        ):
+            span = spans.setdefault((int(chunk), int(file)), [float(start), float(end), int(index), int(index)])
+            span[0], span[1] = min(span[0], float(start)), max(span[1], float(end))
+            span[2], span[3] = min(span[2], int(index)), max(span[3], int(index))
+        for (chunk, file), (first, end, first_episode, last_episode) in sorted(spans.items()):
+            path = Path(dataset.root) / meta.video_path.format(video_key=key, chunk_index=chunk, file_index=file)
+            where = f"{path} (video {key} of episodes {first_episode}..{last_episode})"
+            if not path.is_file():
+                raise DatasetError(f"{where} is missing")
+            for timestamp in (first, max(first, end - 1 / meta.fps)):
+                try:
+                    decode_video_frames(path, [timestamp], dataset.tolerance_s, "pyav", return_uint8=True)
+                except Exception as error:  # noqa: BLE001 - av, lerobot's tolerance assertion, ...
+                    raise DatasetError(
+                        f"{where} does not decode at {timestamp:.3f} s: {type(error).__name__}: {error}"
+                    ) from error
 
 
 def check_dataset(dataset, image_key: str | None, action_key: str, state_key: str | None) -> DatasetSpec:
@@ -184,7 +273,12 @@ def episode_frames(dataset, image_key: str, episode_index: int):
         offset = float(episode[f"videos/{image_key}/from_timestamp"])
         timestamps = [offset + float(t) for t in dataset.hf_dataset[start:end]["timestamp"]]
         path = dataset.root / meta.get_video_file_path(episode_index, image_key)
-        frames = decode_video_frames(path, timestamps, dataset.tolerance_s, "pyav", return_uint8=True)
+        try:
+            frames = decode_video_frames(path, timestamps, dataset.tolerance_s, "pyav", return_uint8=True)
+        except Exception as error:  # noqa: BLE001 - av, lerobot's tolerance assertion, ...
+            raise DatasetError(
+                f"{path} (episode {episode_index}, {image_key}) does not decode: {type(error).__name__}: {error}"
+            ) from error
     else:
         frames = torch.stack([dataset[index][image_key] for index in range(start, end)])
         if frames.dtype != torch.uint8:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from jepa_robot.errors import JepaRobotError
 from jepa_robot.files import write_json_atomic
 from jepa_robot.data.dataset import DatasetSpec, episode_bounds, episode_frames
 
@@ -36,7 +37,7 @@ LATENTS = "latents.npy"
 CACHE_VERSION = 1
 
 
-class CacheError(RuntimeError):
+class CacheError(JepaRobotError, RuntimeError):
     """A latent cache that cannot be used."""
 
 

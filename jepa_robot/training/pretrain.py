@@ -22,10 +22,12 @@ from the frozen, pooled latents to the robot state on held-out episodes, beside 
 probe on the randomly initialised encoder (``probe/r2_random``) and on raw pixels.
 
 Run directory (``out_dir``): ``frames/`` (decoded uint8 frames, a memmap built once),
-``training_state.pt`` (online model, EMA target, optimizer, RNG, step: a killed run
-resumes bit-exactly), ``encoder/`` (the EMA target encoder with the predictor, written
-with ``save_pretrained`` at every checkpoint, atomically; ``load_encoder`` loads it),
-``metrics.csv``, ``loss_curve.png`` and ``pretrain_curves.png``.
+``training_state.safetensors`` (online model, EMA target, optimizer, RNG, step; no
+pickle: ``jepa_robot.training.state``; a killed run resumes bit-exactly), ``encoder/``
+(the EMA target encoder with the predictor, written with ``save_pretrained`` at every
+checkpoint, atomically; ``load_encoder`` loads it), ``metrics.csv``, ``loss_curve.png``
+and ``pretrain_curves.png``. A run holds the directory's lock while it runs
+(``jepa_robot.files.run_lock``): a second run into it is refused.
 """
 
 from __future__ import annotations
@@ -47,10 +49,18 @@ from tqdm.auto import tqdm
 from jepa_robot.config.training import PretrainEncoderConfig
 from jepa_robot.data.dataset import DatasetError, episode_bounds, episode_frames, episode_vectors, open_dataset
 from jepa_robot.data.latent_cache import dataset_fingerprint
-from jepa_robot.files import atomic_directory, atomic_file, write_json_atomic
+from jepa_robot.errors import RunDirectoryError, TrainingDivergedError, TrainingStateError
+from jepa_robot.files import atomic_directory, recover_directory, remove_temporaries, run_lock, write_json_atomic
+from jepa_robot.training.state import (
+    STATE_FILE,
+    load_training_state,
+    refuse_legacy_state,
+    restore_torch_rng,
+    save_training_state,
+    torch_rng_tensors,
+)
 from jepa_robot.training.train import (
     METRICS,
-    TRAINING_STATE,
     DistributedContext,
     MetricsWriter,
     WindowSampler,
@@ -523,22 +533,27 @@ def _vjepa2_config(config: PretrainEncoderConfig):
     return tiny_vjepa2_config(**config.encoder.overrides(), frames_per_clip=max(config.clip_frames, config.encoder.tubelet_size))
 
 
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
-
-
 def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:
-    """Pretrain (or resume) a V-JEPA 2 encoder as ``config`` says; returns what happened."""
-    from transformers import VJEPA2Model
+    """Pretrain (or resume) a V-JEPA 2 encoder as ``config`` says; returns what happened.
 
+    The run holds ``out_dir``'s lock: a second run into the same directory is refused
+    with ``RunLockedError``."""
     device = _resolve_device(config.device, DistributedContext())
     out_dir = Path(config.out_dir)
-    state_path = out_dir / TRAINING_STATE
+    with run_lock(out_dir, "jepa-robot pretrain-encoder"):
+        return _pretrain_encoder(config, device, out_dir)
+
+
+def _pretrain_encoder(config: PretrainEncoderConfig, device: torch.device, out_dir: Path) -> PretrainResult:
+    from transformers import VJEPA2Model
+
+    state_path = out_dir / STATE_FILE
     encoder_dir = out_dir / ENCODER_DIR
+    refuse_legacy_state(out_dir)
+    recover_directory(encoder_dir)  # what a killed run left half done
+    remove_temporaries(out_dir)
     if state_path.exists() and not config.resume:
-        raise ValueError(f"{out_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise RunDirectoryError(f"{out_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
 
     corpus = load_corpus(config, Path(config.frame_cache) if config.frame_cache else out_dir / "frames")
     if not corpus.train_episodes:
@@ -584,18 +599,19 @@ def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:
     }
     step = 0
     probes: dict[str, dict[str, float]] = {}
-    if state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        _refuse_mismatch(out_dir, "encoder or data", saved["identity"], run_identity)
-        model.load_state_dict(saved["model"])
-        target_model.encoder.load_state_dict(saved["target_encoder"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        step = int(saved["step"])
-        probes = saved.get("probes", {})
+    saved = load_training_state(state_path) if state_path.exists() else None
+    if saved is not None:
+        _refuse_mismatch(out_dir, "encoder or data", saved.field("identity"), run_identity)
+        saved.load_module(model, "model")
+        saved.load_module(target_model.encoder, "target_encoder")
+        saved.load_optimizer(optimizer)
+        try:
+            rng.bit_generator.state = saved.field("rng")
+        except (TypeError, ValueError, KeyError) as error:
+            raise TrainingStateError(f"{state_path}: the field 'rng' is not a numpy RNG state: {error}") from error
+        restore_torch_rng(saved, device)
+        step = saved.step
+        probes = saved.info.get("probes", {})
         log.info("resuming %s at step %d", out_dir, step)
     resumed_from = step
 
@@ -624,7 +640,7 @@ def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:
         model.train()
         return float(loss)
 
-    metrics = MetricsWriter(out_dir / METRICS, resume_step=step)
+    metrics = MetricsWriter(out_dir / METRICS, resume_step=step if saved is not None else None)
     if step == 0:
         probes = {}
         if probe_set is not None:
@@ -644,18 +660,19 @@ def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:
             "probe": probes,
             "config": asdict(config),
         }
+        metrics.flush()  # first: the rows up to the state's step must be on disk when it is
         export_encoder(target_model, model, encoder_dir, info)
-        _write_state(state_path, {
-            "step": at_step,
-            "identity": run_identity,
-            "model": model.state_dict(),
-            "target_encoder": target_model.encoder.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "probes": probes,
-        })
+        save_training_state(
+            state_path,
+            at_step,
+            {
+                "model": model.state_dict(),
+                "target_encoder": target_model.encoder.state_dict(),
+                "rng": torch_rng_tensors(device),
+            },
+            optimizer,
+            {"identity": run_identity, "rng": rng.bit_generator.state, "probes": probes, "config": asdict(config)},
+        )
 
     started = time.perf_counter()
     step_seconds = 0.0
@@ -680,7 +697,7 @@ def pretrain_encoder(config: PretrainEncoderConfig) -> PretrainResult:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = jepa_loss(model, target_model, pixels, context.to(device), target.to(device))
         if not torch.isfinite(out["loss"]):
-            raise FloatingPointError(f"loss is {out['loss'].item()} at step {step}; lower optim.lr?")
+            raise TrainingDivergedError(f"loss is {out['loss'].item()} at step {step}; lower optim.lr?")
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         grad_norm = (

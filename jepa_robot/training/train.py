@@ -11,9 +11,12 @@ Frames come from the latent cache (each frame encoded once) or, with
 ``use_cache=false``, are decoded and encoded on the fly, which is what the cache saves.
 
 Run directory (``out_dir``): ``checkpoint/`` (the model, loads with
-``load_checkpoint``), ``training_state.pt`` (optimizer, step, RNG, for resuming),
-``metrics.csv``, ``loss_curve.png``. Killing a run and starting the same command again
-continues it from the last checkpoint. Under ``torchrun`` it trains with DDP.
+``load_checkpoint``), ``training_state.safetensors`` (weights, optimizer, step, RNG, for
+resuming; ``jepa_robot.training.state``), ``metrics.csv``, ``loss_curve.png``. Killing a
+run and starting the same command again continues it from the last checkpoint, to the
+same weights as an uninterrupted run. A run holds the directory's lock while it runs
+(``jepa_robot.files.run_lock``): a second run into it is refused. Under ``torchrun`` it
+trains with DDP.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,20 +37,24 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from jepa_robot.config import ConfigError
 from jepa_robot.config.training import TrainConfig
 from jepa_robot.data.dataset import DatasetError, episode_bounds, episode_vectors, open_dataset
-from jepa_robot.files import atomic_file, portable_path
-from jepa_robot.world_model.checkpoint import (
-    encoder_differences,
-    load_checkpoint,
-    read_checkpoint_config,
-    save_checkpoint,
+from jepa_robot.errors import RunDirectoryError, TrainingDivergedError, TrainingStateError
+from jepa_robot.files import atomic_file, portable_path, recover_directory, remove_temporaries, run_lock
+from jepa_robot.training.state import (
+    STATE_FILE,
+    load_training_state,
+    refuse_legacy_state,
+    restore_torch_rng,
+    save_training_state,
+    torch_rng_tensors,
 )
+from jepa_robot.world_model.checkpoint import encoder_differences, save_checkpoint
 from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
 
-TRAINING_STATE = "training_state.pt"
 METRICS = "metrics.csv"
 
 
@@ -252,17 +260,29 @@ def _split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a predictor as ``config`` says; returns what happened."""
-    from jepa_robot.data.latent_cache import build_latent_cache
-    from jepa_robot.world_model.encoders import load_encoder
+    """Train (or resume) a predictor as ``config`` says; returns what happened.
 
+    The run holds ``out_dir``'s lock (the main process under ``torchrun``): a second run
+    into the same directory is refused with ``RunLockedError``."""
     context = _setup_distributed(config.device)
     device = _resolve_device(config.device, context)
     out_dir = Path(config.out_dir)
+    with run_lock(out_dir, "jepa-robot train") if context.is_main else nullcontext():
+        return _train(config, context, device, out_dir)
+
+
+def _train(config: TrainConfig, context: DistributedContext, device: torch.device, out_dir: Path) -> TrainResult:
+    from jepa_robot.data.latent_cache import build_latent_cache
+    from jepa_robot.world_model.encoders import load_encoder
+
     checkpoint_dir = out_dir / "checkpoint"
-    state_path = out_dir / TRAINING_STATE
+    state_path = out_dir / STATE_FILE
+    refuse_legacy_state(out_dir)
+    if context.is_main:  # what a killed run left half done
+        recover_directory(checkpoint_dir)
+        remove_temporaries(out_dir)
     if state_path.exists() and not config.resume:
-        raise ValueError(f"{out_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
+        raise RunDirectoryError(f"{out_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
 
     dataset, spec = open_dataset(
         config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key
@@ -275,10 +295,13 @@ def train(config: TrainConfig) -> TrainResult:
         resize_ratio=config.encoder.resize_ratio,
     )
     reference = encoder.reference()
-    if state_path.exists():
-        previous = read_checkpoint_config(checkpoint_dir)
-        if encoder_differences(previous["encoder"], reference):
-            raise ValueError(f"{out_dir} was trained with another encoder ({previous['encoder']['source']}); use a new out_dir")
+    saved = load_training_state(state_path) if state_path.exists() else None
+    if saved is not None:
+        previous = saved.field("encoder")
+        if encoder_differences(previous, reference):
+            raise RunDirectoryError(
+                f"{out_dir} was trained with another encoder ({previous.get('source')}); use a new out_dir"
+            )
 
     cache = None
     if config.use_cache:
@@ -316,7 +339,7 @@ def train(config: TrainConfig) -> TrainResult:
     val_data = WindowData(val_sampler, source, normalised_actions, normalised_states)
 
     if states is not None and not config.predictor.predict_state:
-        raise ValueError(
+        raise ConfigError(
             "predictor.predict_state=false with a state key: the rollout loss needs the next state; "
             "keep predict_state=true or train without proprio (state_key=null)"
         )
@@ -344,29 +367,31 @@ def train(config: TrainConfig) -> TrainResult:
         betas=(0.9, 0.999),
     )
     rng = np.random.default_rng([config.seed, context.rank])
+    layout = {
+        "image_shape": list(spec.image_shape), "action_key": spec.action_key, "state_key": spec.state_key,
+        "frameskip": config.frameskip,
+    }
     step = 0
-    if state_path.exists():
-        checkpoint = load_checkpoint(checkpoint_dir, encoder_reference=reference)
-        _refuse_mismatch(out_dir, "predictor configuration", checkpoint.config["predictor"], predictor_config.to_dict())
-        _refuse_mismatch(
-            out_dir,
-            "data layout",
-            {k: checkpoint.config["data"].get(k) for k in ("image_shape", "action_key", "state_key", "frameskip")},
-            {"image_shape": list(spec.image_shape), "action_key": spec.action_key, "state_key": spec.state_key, "frameskip": config.frameskip},
-        )
-        predictor.load_state_dict(checkpoint.predictor.state_dict())
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        step = int(saved["step"])
+    if saved is not None:  # everything comes from the training state, which is whole at every step it was written
+        _refuse_mismatch(out_dir, "predictor configuration", saved.field("predictor"), predictor_config.to_dict())
+        _refuse_mismatch(out_dir, "data layout", saved.field("data_layout"), layout)
+        saved.load_module(predictor, "predictor")
+        saved.load_optimizer(optimizer)
+        restore_torch_rng(saved, device)
+        rng_states = saved.field("rng")
         rng = np.random.default_rng()
-        rng.bit_generator.state = saved["rng"][min(context.rank, len(saved["rng"]) - 1)]
+        try:
+            rng.bit_generator.state = rng_states[min(context.rank, len(rng_states) - 1)]
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            raise TrainingStateError(f"{state_path}: the field 'rng' is not a numpy RNG state: {error}") from error
+        step = saved.step
         log.info("resuming %s at step %d", out_dir, step)
     resumed_from = step
 
     autocast = device.type == "cuda" and config.precision in ("auto", "bf16")
     if config.precision == "bf16" and device.type != "cuda":
         autocast = True  # bf16 autocast also runs on CPU, if asked for explicitly
-    metrics = MetricsWriter(out_dir / METRICS, resume_step=step) if context.is_main else None
+    metrics = MetricsWriter(out_dir / METRICS, resume_step=step if saved is not None else None) if context.is_main else None
     data_config = {
         "dataset": portable_path(spec.root),
         "repo_id": spec.repo_id,
@@ -385,6 +410,8 @@ def train(config: TrainConfig) -> TrainResult:
         rng_states = _gather_rng_states(rng, context)  # a collective: every rank takes part
         if not context.is_main:
             return
+        if metrics is not None:  # first: the rows up to the state's step must be on disk when it is
+            metrics.flush()
         save_checkpoint(
             checkpoint_dir,
             predictor,
@@ -393,8 +420,21 @@ def train(config: TrainConfig) -> TrainResult:
             stacked_stats,
             training={"step": at_step, "config": asdict(config)},
         )
-        with atomic_file(state_path) as tmp:
-            torch.save({"optimizer": optimizer.state_dict(), "step": at_step, "rng": rng_states}, tmp)
+        # Killed between the two writes, the run resumes from the state's step (the
+        # state holds the weights too), and the next save rewrites the checkpoint.
+        save_training_state(
+            state_path,
+            at_step,
+            {"predictor": predictor.state_dict(), "rng": torch_rng_tensors(device)},
+            optimizer,
+            {
+                "rng": rng_states,
+                "encoder": reference,
+                "predictor": predictor_config.to_dict(),
+                "data_layout": layout,
+                "config": asdict(config),
+            },
+        )
 
     started = time.perf_counter()
     windows_seen = 0
@@ -412,7 +452,7 @@ def train(config: TrainConfig) -> TrainResult:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             losses = model(batch.latents, batch.actions, batch.states)
         if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"loss is {losses['loss'].item()} at step {step}; lower optim.lr?")
+            raise TrainingDivergedError(f"loss is {losses['loss'].item()} at step {step}; lower optim.lr?")
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         grad_norm = (
@@ -479,7 +519,7 @@ def validate(predictor, data: WindowData, config: TrainConfig, device, autocast:
 def _refuse_mismatch(out_dir: Path, what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
     diff = [f"{k}: run has {saved.get(k)!r}, now {wanted.get(k)!r}" for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
     if diff:
-        raise ValueError(f"{out_dir} holds a run with another {what} ({'; '.join(diff)}); use a new out_dir")
+        raise RunDirectoryError(f"{out_dir} holds a run with another {what} ({'; '.join(diff)}); use a new out_dir")
 
 
 def _gather_rng_states(rng: np.random.Generator, context: DistributedContext) -> list[dict]:
@@ -492,13 +532,14 @@ def _gather_rng_states(rng: np.random.Generator, context: DistributedContext) ->
 
 class MetricsWriter:
     """Append rows to a CSV (and TensorBoard when installed). On resume, rows past the
-    checkpoint's step are dropped, so the file matches the continued run."""
+    checkpoint's step are dropped, so the file matches the continued run; a run that
+    starts from scratch (``resume_step=None``) drops the rows a killed first try left."""
 
-    def __init__(self, path: Path, resume_step: int) -> None:
+    def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
-        if path.exists():
+        if path.exists() and resume_step is not None:
             with path.open() as handle:
                 self.rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
         try:

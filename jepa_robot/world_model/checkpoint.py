@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from jepa_robot.errors import JepaRobotError
 from jepa_robot.files import atomic_directory
 from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
@@ -34,8 +35,15 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATS = "stats.json"
 
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "predictor": ("latent_dim", "num_tokens", "action_dim", "state_dim"),
+    "encoder": ("source",),
+    "data": ("image_key", "image_shape", "frameskip"),
+}
+"""The fields of ``config.json`` every reader of a checkpoint relies on, by section."""
 
-class CheckpointError(ValueError):
+
+class CheckpointError(JepaRobotError, ValueError):
     """A missing, incomplete or mismatched checkpoint."""
 
 
@@ -95,13 +103,22 @@ def encoder_differences(saved: dict[str, Any], actual: dict[str, Any]) -> list[s
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``config.json``, checked for the fields loading relies on
+    (``REQUIRED_FIELDS``): a missing one is a ``CheckpointError`` naming file and field."""
     directory = Path(directory)
     path = directory / CONFIG
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: {CONFIG} is missing")
-    return read_format_json(path, FORMAT)
+    config = read_format_json(path, FORMAT)
+    for section, names in REQUIRED_FIELDS.items():
+        if not isinstance(config.get(section), dict):
+            raise CheckpointError(f"{path}: the field {section!r} is missing or not an object")
+        for name in names:
+            if name not in config[section]:
+                raise CheckpointError(f"{path}: the field '{section}.{name}' is missing")
+    return config
 
 
 def read_format_json(path: Path, expected_format: str) -> dict[str, Any]:
@@ -110,6 +127,8 @@ def read_format_json(path: Path, expected_format: str) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
     if config.get("format") != expected_format:
         raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {expected_format!r}")
     return config
@@ -132,13 +151,20 @@ def load_checkpoint(
     for name in (WEIGHTS, STATS):
         if not (directory / name).is_file():
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
-    predictor = ACPredictor(PredictorConfig.from_dict(config["predictor"]))
+    try:
+        predictor_config = PredictorConfig.from_dict(config["predictor"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{directory / CONFIG}: the field 'predictor' is not a predictor config: {error}") from error
+    predictor = ACPredictor(predictor_config)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
         predictor.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - safetensors / torch raise several kinds
         raise CheckpointError(f"{directory / WEIGHTS} does not fit the predictor in {CONFIG}: {error}") from error
-    stats = json.loads((directory / STATS).read_text())
+    try:
+        stats = json.loads((directory / STATS).read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{directory / STATS} is not valid JSON: {error}") from error
     return Checkpoint(directory, predictor.to(device).eval(), config, stats)
 
 

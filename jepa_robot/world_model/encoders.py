@@ -4,9 +4,18 @@ The world model never trains the encoder. :class:`VJEPA2Encoder` wraps transform
 ``VJEPA2Model`` (encoder part only; its masked-prediction predictor is never run),
 keeps it frozen, and applies the V-JEPA 2 (-AC) conventions:
 
-* preprocessing: frames -> float in [0, 1] -> resize the short side to
-  ``crop_size * resize_ratio`` (eval recipe 256 -> 292, bilinear with antialias)
-  -> centre crop ``crop_size`` -> ImageNet mean/std;
+* preprocessing: frames -> float in [0, 1] -> one of two geometric modes
+  (:data:`PREPROCESSING_MODES`) -> ImageNet mean/std:
+
+  - ``"resize_crop"`` (default; V-JEPA 2's eval recipe, used for the hub encoders and the
+    project's own): resize the short side to ``crop_size * resize_ratio`` (256 -> 292,
+    bilinear with antialias), then centre-crop ``crop_size``;
+  - ``"crop_resize"`` (Meta's V-JEPA 2-AC planning transform, recorded by the V-JEPA 2-AC
+    import): crop the centre square, then resize it to ``crop_size`` (bilinear, no
+    antialias); see :meth:`VJEPA2Encoder._crop_then_resize` for where Meta's code does this.
+
+  A model directory can record its mode in ``config.json`` (field
+  :data:`PREPROCESSING_CONFIG_KEY`), so loading it picks the mode up without arguments;
 * a single frame is encoded by repeating it over the tubelet (2 frames), so each
   frame gives ``(crop_size / patch_size) ** 2`` patch tokens;
 * the encoder's last hidden state (already through the ViT's final norm) gets a
@@ -35,14 +44,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jepa_robot.errors import JepaRobotError
+
 if TYPE_CHECKING:  # transformers takes seconds to import: load it only when a model is built
     from transformers import VJEPA2Config, VJEPA2Model
 
 __all__ = [
+    "DEFAULT_PREPROCESSING",
     "DEFAULT_RESIZE_RATIO",
     "ENCODERS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PREPROCESSING_CONFIG_KEY",
+    "PREPROCESSING_MODES",
     "REFERENCE_FORMAT",
     "VJEPA2_HUB_IDS",
     "EncoderUnavailableError",
@@ -71,6 +85,18 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_RESIZE_RATIO: float = 292 / 256
 """V-JEPA 2 eval recipe: resize the short side to 292 for a 256 crop."""
 
+PREPROCESSING_MODES: dict[str, str] = {
+    "resize_crop": "resize the short side to crop_size * resize_ratio (bilinear, antialiased), "
+    "then centre-crop crop_size",
+    "crop_resize": "crop the centre square (offsets rounded down), then resize it to crop_size "
+    "(bilinear, no antialias, align_corners=False): Meta's V-JEPA 2-AC planning transform",
+}
+"""How frames are cut and scaled to the model's square input, by name."""
+DEFAULT_PREPROCESSING = "resize_crop"
+"""The mode of encoders that record none (hub V-JEPA 2 encoders, the project's own)."""
+PREPROCESSING_CONFIG_KEY = "jepa_robot_preprocessing"
+"""Field of a model directory's ``config.json`` naming its preprocessing mode (optional)."""
+
 REFERENCE_FORMAT = "jepa_robot.encoders.vjepa2/1"
 """Version tag of :meth:`VJEPA2Encoder.reference`; bump it when latents change meaning."""
 
@@ -82,7 +108,7 @@ _WEIGHT_FILE_PATTERNS = (
 )
 
 
-class EncoderUnavailableError(OSError):
+class EncoderUnavailableError(JepaRobotError, OSError):
     """The encoder's weights cannot be loaded (offline and not cached, missing files...)."""
 
 
@@ -215,6 +241,40 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+def _resolve_preprocessing(
+    preprocessing: str | None, resize_ratio: float | None, recorded: Any, source: str
+) -> tuple[str, float]:
+    """(mode, resize_ratio) of an encoder: the mode asked for, else the one its config
+    records, else the default; ``resize_ratio`` checked against the mode."""
+    where = f"{source}: config.json field {PREPROCESSING_CONFIG_KEY}"
+    if recorded is not None and recorded not in PREPROCESSING_MODES:
+        raise ValueError(f"{where}={recorded!r} is not one of {sorted(PREPROCESSING_MODES)}")
+    if preprocessing is not None and preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"preprocessing={preprocessing!r} is not one of {sorted(PREPROCESSING_MODES)}"
+        )
+    mode = preprocessing or recorded or DEFAULT_PREPROCESSING
+    if resize_ratio is not None and (
+        isinstance(resize_ratio, bool)
+        or not (isinstance(resize_ratio, (int, float)) and math.isfinite(resize_ratio))
+        or resize_ratio < 1.0
+    ):
+        raise ValueError(
+            f"resize_ratio={resize_ratio!r} must be a finite number >= 1.0 "
+            "(the short side is resized to crop_size * resize_ratio before the centre crop)"
+        )
+    if mode == "crop_resize":
+        if resize_ratio not in (None, 1.0):
+            origin = f"{where}={mode!r} records" if preprocessing is None else "preprocessing='crop_resize' is"
+            raise ValueError(
+                f"resize_ratio={resize_ratio!r} does not apply: {origin} Meta's V-JEPA 2-AC transform "
+                "(centre square resized to crop_size); leave resize_ratio unset or 1.0, or pass "
+                "preprocessing='resize_crop' to resize-and-crop instead"
+            )
+        return mode, 1.0
+    return mode, float(DEFAULT_RESIZE_RATIO if resize_ratio is None else resize_ratio)
+
+
 # --------------------------------------------------------------------------- encoder
 
 
@@ -228,6 +288,12 @@ class VJEPA2Encoder(torch.nn.Module):
     The module always stays in eval mode (``.train()`` is a no-op) and its parameters
     never require grad; :meth:`encode` runs under ``torch.no_grad()`` (not inference
     mode, so the latents can be used freely in later autograd graphs, e.g. as targets).
+
+    ``preprocessing`` is a :data:`PREPROCESSING_MODES` name; ``None`` takes the mode the
+    model's config records (``config.json`` field :data:`PREPROCESSING_CONFIG_KEY`, written
+    by the V-JEPA 2-AC import), else :data:`DEFAULT_PREPROCESSING`. ``resize_ratio``
+    only applies to ``"resize_crop"`` (``None``: :data:`DEFAULT_RESIZE_RATIO`);
+    ``"crop_resize"`` accepts ``None`` or 1.0 only.
     """
 
     def __init__(
@@ -238,7 +304,8 @@ class VJEPA2Encoder(torch.nn.Module):
         revision: str | None = None,
         local_dir: str | os.PathLike | None = None,
         pool_grid: int | None = None,
-        resize_ratio: float = DEFAULT_RESIZE_RATIO,
+        resize_ratio: float | None = None,
+        preprocessing: str | None = None,
     ) -> None:
         super().__init__()
         _, model_cls = _vjepa2_classes()
@@ -254,19 +321,16 @@ class VJEPA2Encoder(torch.nn.Module):
             raise ValueError(
                 f"crop_size={config.crop_size} is not a multiple of patch_size={patch}"
             )
-        if (
-            not (isinstance(resize_ratio, (int, float)) and math.isfinite(resize_ratio))
-            or resize_ratio < 1.0
-        ):
-            raise ValueError(
-                f"resize_ratio={resize_ratio!r} must be a finite number >= 1.0 "
-                "(the short side is resized to crop_size * resize_ratio before the centre crop)"
-            )
+        preprocessing, resize_ratio = _resolve_preprocessing(
+            preprocessing, resize_ratio, getattr(config, PREPROCESSING_CONFIG_KEY, None), source
+        )
         self.model = model
         self.source = source
         self.revision = revision
         self.local_dir = Path(local_dir).resolve() if local_dir is not None else None
-        self.resize_ratio = float(resize_ratio)
+        self.preprocessing = preprocessing
+        """The :data:`PREPROCESSING_MODES` name frames are prepared with."""
+        self.resize_ratio = resize_ratio
         self._crop = int(config.crop_size)
         self._patch = patch
         self._patch_grid = self._crop // patch
@@ -303,10 +367,11 @@ class VJEPA2Encoder(torch.nn.Module):
         *,
         device: str | torch.device | None = None,
         pool_grid: int | None = None,
-        resize_ratio: float = DEFAULT_RESIZE_RATIO,
+        resize_ratio: float | None = None,
         revision: str | None = None,
         dtype: torch.dtype | str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        preprocessing: str | None = None,
     ) -> VJEPA2Encoder:
         """Load from a local ``save_pretrained`` directory or a hub id (any ``org/name``).
 
@@ -314,6 +379,9 @@ class VJEPA2Encoder(torch.nn.Module):
         when offline (``HF_HUB_OFFLINE=1``) and raises :class:`EncoderUnavailableError`
         if it is not cached. ``device=None`` picks CUDA when available, else CPU;
         ``dtype`` (default float32) is the model's compute dtype, outputs are float32.
+        ``preprocessing=None`` uses the mode the model's ``config.json`` records (an
+        imported V-JEPA 2-AC encoder: ``"crop_resize"``), else ``"resize_crop"`` with
+        ``resize_ratio`` (default :data:`DEFAULT_RESIZE_RATIO`).
         """
         _, model_cls = _vjepa2_classes()
         torch_dtype = _resolve_dtype(dtype)
@@ -334,6 +402,7 @@ class VJEPA2Encoder(torch.nn.Module):
                 local_dir=path,
                 pool_grid=pool_grid,
                 resize_ratio=resize_ratio,
+                preprocessing=preprocessing,
             )
             return enc.to(target)
 
@@ -376,6 +445,7 @@ class VJEPA2Encoder(torch.nn.Module):
             revision=commit or revision,
             pool_grid=pool_grid,
             resize_ratio=resize_ratio,
+            preprocessing=preprocessing,
         )
         return enc.to(target)
 
@@ -416,7 +486,7 @@ class VJEPA2Encoder(torch.nn.Module):
 
     @property
     def resize_size(self) -> int:
-        """Short side after resizing, before the centre crop."""
+        """Short side after resizing, before the centre crop (``"crop_resize"``: the crop size)."""
         return round(self._crop * self.resize_ratio)
 
     @property
@@ -435,7 +505,8 @@ class VJEPA2Encoder(torch.nn.Module):
     def extra_repr(self) -> str:
         return (
             f"source={self.source!r}, image_size={self.image_size}, grid={self.grid}, "
-            f"embed_dim={self.embed_dim}, resize_ratio={self.resize_ratio}"
+            f"embed_dim={self.embed_dim}, preprocessing={self.preprocessing!r}, "
+            f"resize_ratio={self.resize_ratio}"
         )
 
     # ------------------------------------------------------------------ preprocessing
@@ -524,7 +595,45 @@ class VJEPA2Encoder(torch.nn.Module):
         return x
 
     def _resize_crop_normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """float [b, 3, H, W] in [0, 1] -> normalised float32 [b, 3, crop, crop]."""
+        """float [b, 3, H, W] in [0, 1] -> normalised float32 [b, 3, crop, crop], by the
+        encoder's preprocessing mode."""
+        if self.preprocessing == "crop_resize":
+            x = self._crop_then_resize(x)
+        else:
+            x = self._resize_then_crop(x)
+        return (x - self.mean) / self.std
+
+    def _crop_then_resize(self, x: torch.Tensor) -> torch.Tensor:
+        """``"crop_resize"``: the centre square of the frame, resized to ``crop x crop``.
+
+        This is the transform Meta's V-JEPA 2-AC planning code applies to a camera frame
+        (facebookresearch/vjepa2): ``notebooks/energy_landscape_example.ipynb`` and
+        ``notebooks/utils/world_model_wrapper.py`` (``WorldModel.encode``) use
+        ``app/vjepa_droid/transforms.py: make_transforms(random_horizontal_flip=False,
+        random_resize_aspect_ratio=(1., 1.), random_resize_scale=(1., 1.), crop_size=256)``,
+        whose ``VideoTransform`` calls
+        ``src/datasets/utils/video/transforms.py: random_resized_crop``. With scale and
+        ratio 1 the square of the frame's area never fits a non-square frame, so
+        ``_get_param_spatial_crop`` falls back to the centre square (side ``min(H, W)``,
+        offsets ``(H - side) // 2``, ``(W - side) // 2``), which is resized with
+        ``F.interpolate(mode="bilinear", align_corners=False)`` (antialias off). Meta then
+        normalises with ImageNet mean/std in 0-255 units (same values up to float rounding).
+        A frame whose sides differ by one pixel is the one case Meta's code crops at a
+        random offset (0 or 1); here it is always 0.
+        """
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[..., top : top + side, left : left + side]
+        if side != self._crop:  # at the crop size Meta's interpolate is the identity
+            x = F.interpolate(
+                x, size=(self._crop, self._crop), mode="bilinear", align_corners=False, antialias=False
+            )
+        return x
+
+    def _resize_then_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """``"resize_crop"``: short side to ``resize_size`` (bilinear, antialiased), then the
+        centre ``crop x crop`` (V-JEPA 2's eval recipe)."""
         h, w = x.shape[-2:]
         crop = self._crop
         short = self.resize_size
@@ -539,7 +648,7 @@ class VJEPA2Encoder(torch.nn.Module):
             top = round((h - crop) / 2.0)
             left = round((w - crop) / 2.0)
             x = x[..., top : top + crop, left : left + crop]
-        return (x - self.mean) / self.std
+        return x
 
     def preprocess(self, frames: Any) -> torch.Tensor:
         """Frames (see :meth:`encode`) -> normalised float32 [B, 3, crop, crop] on the device."""
@@ -618,8 +727,14 @@ class VJEPA2Encoder(torch.nn.Module):
         hub commit (or the requested revision) for hub weights, ``weights_sha256`` the
         content hash of ``config.json`` + weight files for a local directory. The rest
         fixes preprocessing and output, so equal references mean identical latents.
+
+        An encoder in the ``"crop_resize"`` mode says so (``"preprocessing"`` and
+        ``"interpolation": "bilinear"``), so a checkpoint made with one mode refuses an
+        encoder in the other; a ``"resize_crop"`` reference has no ``"preprocessing"``
+        key, exactly as before the mode existed (existing checkpoints and latent caches
+        keep matching).
         """
-        return {
+        reference = {
             "format": REFERENCE_FORMAT,
             "kind": "vjepa2",
             "source": self.source,
@@ -641,6 +756,10 @@ class VJEPA2Encoder(torch.nn.Module):
             "num_tokens": self.num_tokens,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
+        if self.preprocessing != DEFAULT_PREPROCESSING:
+            reference["interpolation"] = "bilinear"
+            reference["preprocessing"] = self.preprocessing
+        return reference
 
 
 def _offline_message(hub_id: str, revision: str | None, cache: str) -> str:
@@ -666,9 +785,10 @@ def load_encoder(
     device: str | torch.device | None = None,
     pool_grid: int | None = None,
     revision: str | None = None,
-    resize_ratio: float = DEFAULT_RESIZE_RATIO,
+    resize_ratio: float | None = None,
     dtype: torch.dtype | str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    preprocessing: str | None = None,
 ) -> VJEPA2Encoder:
     """Load a frozen encoder by registry name (:data:`ENCODERS`), its hub id, or a directory.
 
@@ -676,6 +796,11 @@ def load_encoder(
     else that is neither a registry name nor one of its hub ids raises ``ValueError``
     listing the valid names. Offline (``HF_HUB_OFFLINE=1``) without cached weights raises
     :class:`EncoderUnavailableError` saying so.
+
+    Preprocessing: ``preprocessing=None`` takes the mode the model's ``config.json``
+    records (an imported V-JEPA 2-AC encoder records ``"crop_resize"``, Meta's transform),
+    else ``"resize_crop"`` with ``resize_ratio`` (``None``: :data:`DEFAULT_RESIZE_RATIO`,
+    the V-JEPA 2 eval recipe). See :data:`PREPROCESSING_MODES`.
     """
     text = os.path.expanduser(str(name_or_path))
     if os.path.isdir(text):
@@ -698,6 +823,7 @@ def load_encoder(
         revision=revision,
         dtype=dtype,
         cache_dir=cache_dir,
+        preprocessing=preprocessing,
     )
 
 
@@ -720,7 +846,9 @@ def load_encoder_from_reference(
     """Rebuild the encoder a checkpoint or latent cache was made with, and verify it.
 
     Raises ``ValueError`` listing the differences if the loaded encoder's reference does
-    not equal ``ref`` (e.g. the local weights changed since).
+    not equal ``ref`` (e.g. the local weights changed since). The preprocessing is the
+    reference's (no ``"preprocessing"`` key: ``"resize_crop"``), whatever the encoder
+    directory records.
     """
     if ref.get("format") != REFERENCE_FORMAT:
         raise ValueError(
@@ -737,6 +865,7 @@ def load_encoder_from_reference(
         device=device,
         pool_grid=ref.get("pool_grid"),
         resize_ratio=ref.get("resize_ratio", DEFAULT_RESIZE_RATIO),
+        preprocessing=ref.get("preprocessing", DEFAULT_PREPROCESSING),
         revision=None if is_dir else ref.get("revision"),
         dtype=ref.get("dtype"),
         cache_dir=cache_dir,

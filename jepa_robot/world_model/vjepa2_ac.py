@@ -10,7 +10,8 @@ so their keys carry ``module.`` / ``backbone.`` prefixes. :func:`convert_vjepa2_
 turns it into what this project loads::
 
     <out_dir>/
-      encoder/      transformers VJEPA2Model directory (config.json, model.safetensors)
+      encoder/      transformers VJEPA2Model directory (config.json, model.safetensors); its
+                    config.json records Meta's preprocessing (jepa_robot_preprocessing: crop_resize)
       checkpoint/   one of our checkpoint directories (jepa_robot.world_model.checkpoint), its encoder
                     reference pointing at ``../encoder`` (relocatable, like package_model)
         vjepa2_ac_unused.safetensors   reference weights our modules do not use
@@ -71,12 +72,20 @@ What the imported model is, and what differs from Meta's modules (and why):
   DROID states and actions are both 7-D);
 * ``VJEPA2Model`` needs its masked-prediction predictor, which the AC file does not ship:
   a 1-layer all-zero placeholder (48 wide) is written; :class:`VJEPA2Encoder` never runs it;
-* preprocessing: Meta's AC eval transform crops the centre square of the frame and
-  resizes it to 256 (``random_resized_crop`` with scale = ratio = 1 falls back to that),
-  so the encoder reference uses ``resize_ratio=1.0`` (short side to 256, centre crop),
-  not the 292 -> 256 recipe of the action-free evaluations; ImageNet mean/std; a frame
-  is repeated over the tubelet (2); the weightless layer norm on the output is Meta's
-  ``normalize_reps``;
+* preprocessing: Meta's AC planning code (``notebooks/utils/world_model_wrapper.py`` with
+  ``app/vjepa_droid/transforms.py: make_transforms(random_resize_scale=(1., 1.),
+  random_resize_aspect_ratio=(1., 1.), random_horizontal_flip=False)``) crops the centre
+  square of the frame and resizes it to 256, bilinear without antialias
+  (``src/datasets/utils/video/transforms.py: random_resized_crop``, whose
+  ``_get_param_spatial_crop`` falls back to the centre square). The encoder's
+  ``config.json`` records that mode (``jepa_robot_preprocessing: "crop_resize"``,
+  :data:`~jepa_robot.world_model.encoders.PREPROCESSING_MODES`), so ``load_encoder(dir)``
+  and the checkpoint's encoder reference use it without arguments - not the
+  292 -> 256 antialiased resize-and-crop of the action-free evaluations, which differs
+  on any frame that is not already 256x256. ImageNet mean/std; a frame is repeated over
+  the tubelet (2); the weightless layer norm on the output is Meta's ``normalize_reps``.
+  (Encoders imported before the mode was recorded keep the resize-and-crop their
+  checkpoints name; import again with ``overwrite=true`` to get Meta's transform.);
 * data: identity action/state normalisation, ``frameskip`` 1 (one predictor step is one
   4 fps DROID step), 7-D actions ``(dx, dy, dz, droll, dpitch, dyaw, dgripper)`` in metres
   and radians (rotation delta as extrinsic xyz Euler of ``R_next @ R^T``) and 7-D states
@@ -106,6 +115,7 @@ from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AC_PREPROCESSING",
     "DROID_ACTION_NAMES",
     "DROID_STATE_NAMES",
     "OFFICIAL_FILENAME",
@@ -136,6 +146,8 @@ OFFICIAL_URL = "https://dl.fbaipublicfiles.com/vjepa2/vjepa2-ac-vitg.pt"
 UNUSED_WEIGHTS = "vjepa2_ac_unused.safetensors"
 """Reference weights with no counterpart in our modules (``extrinsics_encoder.*``)."""
 IMPORT_FORMAT = "jepa_robot.vjepa2_ac/1"
+AC_PREPROCESSING = "crop_resize"
+"""Preprocessing mode of the imported encoder: Meta's AC transform (centre square, then resize)."""
 
 DROID_ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "delta_roll", "delta_pitch", "delta_yaw", "gripper"]
 """V-JEPA 2-AC's 7-D action (the ``droid7`` layout of ``envs.ros.config``)."""
@@ -478,8 +490,11 @@ def predictor_to_ours(predictor: Mapping[str, Tensor]) -> tuple[dict[str, Tensor
 
 
 def hf_encoder_config(arch: ACArchitecture):
-    """The ``VJEPA2Config`` of the converted encoder (with a tiny placeholder predictor)."""
+    """The ``VJEPA2Config`` of the converted encoder (with a tiny placeholder predictor),
+    recording Meta's V-JEPA 2-AC preprocessing (centre square, then resize)."""
     from transformers import VJEPA2Config
+
+    from jepa_robot.world_model.encoders import PREPROCESSING_CONFIG_KEY
 
     return VJEPA2Config(
         crop_size=arch.image_size,
@@ -496,6 +511,7 @@ def hf_encoder_config(arch: ACArchitecture):
         hidden_act="gelu",
         drop_path_rate=0.0,
         **_PLACEHOLDER_PRED,
+        **{PREPROCESSING_CONFIG_KEY: AC_PREPROCESSING},
     )
 
 
@@ -570,14 +586,15 @@ def _write_encoder(directory: Path, hf_state: dict[str, Tensor], arch: ACArchite
 
 def _encoder_reference(directory: Path, arch: ACArchitecture) -> dict[str, Any]:
     """The :meth:`VJEPA2Encoder.reference` of the written encoder directory (computed on a
-    meta-device model: no weights are loaded), with the source made relative."""
+    meta-device model: no weights are loaded), with the source made relative. Its
+    preprocessing is the one the encoder's config records (:data:`AC_PREPROCESSING`)."""
     from transformers import VJEPA2Model
 
     from jepa_robot.world_model.encoders import VJEPA2Encoder
 
     with torch.device("meta"):
         skeleton = VJEPA2Model(hf_encoder_config(arch))
-    encoder = VJEPA2Encoder(skeleton, source=str(directory), local_dir=directory, resize_ratio=1.0)
+    encoder = VJEPA2Encoder(skeleton, source=str(directory), local_dir=directory)
     reference = encoder.reference()
     reference["source"] = "../encoder"
     return reference

@@ -1,3 +1,8 @@
+import json
+import shutil
+import subprocess
+import sys
+
 import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -34,6 +39,8 @@ def test_collect_config_composes_with_group_overrides():
         (["exploration.perturb_steps=[5]"], "perturb_steps"),
         (["env.cameras=[corner9]"], "cameras"),
         (["video_codec=mjpeg"], "video_codec"),
+        (["exploration.noise_std=nan"], "exploration.noise_std=nan must be a finite number"),
+        (["exploration.noise_std=inf"], "exploration.noise_std=inf must be a finite number"),
     ],
 )
 def test_bad_config_values_are_refused(overrides, message):
@@ -73,3 +80,88 @@ def test_help_and_cfg_print_without_running(capsys, tmp_path):
     assert main(["collect", f"root={tmp_path}/x", "--cfg"]) == 0
     assert "noise_std: 0.1" in capsys.readouterr().out
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # before: the composed encoder was silently the default ViT-L from the hub
+        (["dataset=d", "encoder=local"], r"encoder.name must be given \(e.g. encoder.name=...\)"),
+        (["dataset=d", "optim.lr=nan"], "optim.lr=nan must be a finite number"),
+        (["dataset=d", "encoder.resize_ratio=nan"], "encoder.resize_ratio=nan must be a finite number"),
+    ],
+)
+def test_bad_train_config_values_are_refused_at_compose_time(overrides, message):
+    from jepa_robot.config.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        compose("train", overrides, TrainConfig)
+
+
+def one_line_error(capsys, command):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"jepa-robot {command}: error: ")
+    return err
+
+
+def test_an_encoder_directory_without_its_files_is_a_one_line_error(small_dataset, tmp_path, capsys):
+    """Before: EncoderUnavailableError escaped the command as a traceback."""
+    (tmp_path / "emptied-encoder").mkdir()
+    code = main(["train", f"dataset={small_dataset[0]}", "encoder=local", f"encoder.name={tmp_path / 'emptied-encoder'}",
+                 f"out_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", "progress=false"])
+    assert code == 2
+    assert "emptied-encoder has no config.json" in one_line_error(capsys, "train")
+    assert main(["train", f"dataset={small_dataset[0]}", "encoder=local"]) == 2
+    assert "encoder.name must be given" in one_line_error(capsys, "train")
+
+
+def test_a_checkpoint_config_missing_a_field_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys):
+    """Before: KeyError: 'frameskip', with a traceback."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["data"]["frameskip"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    assert main(["eval", f"checkpoint={checkpoint}", "episodes=1", f"out_dir={tmp_path / 'eval'}", "progress=false"]) == 2
+    err = one_line_error(capsys, "eval")
+    assert f"{checkpoint / 'config.json'}: the field 'data.frameskip' is missing" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_bug_keeps_its_traceback_and_exit_code_1(tmp_path):
+    """Only the project's user-facing errors become one-line messages (exit 2)."""
+    script = (
+        "import sys\n"
+        "from jepa_robot import cli\n"
+        "def broken(config):\n"
+        "    raise KeyError('a bug')\n"
+        "cli.COMMANDS['inspect'] = cli.Command('inspect', cli.COMMANDS['inspect'].schema, broken)\n"
+        "sys.exit(cli.main(['inspect', 'dataset=d']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
+
+
+def test_run_robot_says_what_happened_to_the_arm(monkeypatch, capsys):
+    """Before: a lost connection was reported as "arm commanded to zero", though no command
+    could be sent over it."""
+    from envs.ros.safety import RobotConnectionError, RobotSafetyStop
+    from jepa_robot import robot
+
+    def lost(config):
+        raise RobotConnectionError("rosbridge connection lost")
+
+    monkeypatch.setattr(robot, "run_robot", lost)
+    assert main(["run-robot", "checkpoint=x"]) == 1
+    err = capsys.readouterr().err
+    assert "commanded to zero" not in err and "rosbridge connection lost" in err
+    assert "no command, not even a stop, could be sent" in err and "command timeout" in err
+
+    def stopped(config):
+        raise RobotSafetyStop("watchdog: sensor data too old")
+
+    monkeypatch.setattr(robot, "run_robot", stopped)
+    assert main(["run-robot", "checkpoint=x"]) == 1
+    assert "stopped (a zero command was sent to the arm): watchdog" in capsys.readouterr().err

@@ -267,3 +267,47 @@ def test_a_pool_worker_that_cannot_start_fails_its_first_job_instead_of_respawni
             evaluation._run_job(evaluation.Job("reach", 100000, "model"))
     finally:
         evaluation._init_error, evaluation._runner = None, None
+
+
+TINY_EVAL = ["tasks=[reach]", "episodes=1", "videos=0", "references=[]", "progress=false",
+             "planner.options.samples=8", "planner.options.elites=2", "planner.options.iterations=1",
+             "planner.options.horizon=1"]
+
+
+def test_an_earlier_report_is_refused_unless_overwrite(tiny_checkpoint, tmp_path, capsys):
+    """Before: a second eval into the same out_dir silently replaced the first one's report."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    earlier = b'{"format": "jepa_robot.eval/1", "tasks": {"reach": "an earlier run"}}'
+    (out / "report.json").write_bytes(earlier)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code = main(["eval", f"checkpoint={tiny_checkpoint}", f"out_dir={out}", *TINY_EVAL])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'report.json'} holds the report of an earlier eval" in err
+    assert "another out_dir" in err and "overwrite=true" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
+    assert (out / "report.json").read_bytes() == earlier
+
+    assert main(["eval", f"checkpoint={tiny_checkpoint}", f"out_dir={out}", "overwrite=true", *TINY_EVAL]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"]["reach"]["n"] == 1 and report["config"]["overwrite"] is True
+
+
+def test_an_eval_into_a_directory_in_use_is_refused(tiny_checkpoint, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from jepa_robot.files import LOCK_FILE
+
+    hold = ("import sys, time\nfrom jepa_robot.files import run_lock\nwith run_lock(sys.argv[1], 'jepa-robot eval'):\n"
+            "    print('locked', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "eval")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["eval", f"checkpoint={tiny_checkpoint}", f"out_dir={tmp_path / 'eval'}", *TINY_EVAL]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is in use by jepa-robot eval (pid {holder.pid} on host" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [LOCK_FILE]

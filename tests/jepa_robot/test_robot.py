@@ -14,14 +14,14 @@ SMALL_PLANNER = ["planner.options.samples=16", "planner.options.elites=4",
 
 
 @pytest.fixture(scope="module")
-def bridge():
+def bridge(tmp_path_factory):
     from omegaconf import OmegaConf
 
     from envs.ros.arm import RosArmConfig
 
     robot = to_schema(OmegaConf.merge(OmegaConf.load(configs_dir() / "robot" / "sim.yaml"),
                                       {"port": 0, "host": "127.0.0.1", "image_size": 32}), RosArmConfig)
-    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=32), robot, port=0)
+    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=32), robot, port=0, goal_root=tmp_path_factory.mktemp("goals"))
     bridge.start()
     yield bridge
     bridge.stop()
@@ -30,7 +30,7 @@ def bridge():
 def run_robot(bridge, checkpoint, tmp_path, *extra):
     return main(["run-robot", f"checkpoint={checkpoint}", f"robot.port={bridge.port}",
                  "robot.host=127.0.0.1", "robot.image_size=32", "robot.handle_signals=false",
-                 "seed=100000", "steps=6", f"goal_dir={tmp_path}", *SMALL_PLANNER, *extra])
+                 "seed=100000", "steps=6", f"goal_dir={tmp_path.name}", *SMALL_PLANNER, *extra])
 
 
 @pytest.mark.timeout(90)
@@ -39,8 +39,8 @@ def test_the_agent_drives_the_sim_arm_over_the_bridge(bridge, tiny_checkpoint, t
     assert run_robot(bridge, tiny_checkpoint, tmp_path) == 0
     out = capsys.readouterr().out
     assert "6 steps" in out and "replans" in out
-    # the goal image came from the bridge's reset service, and commands reached the arm
-    assert list(tmp_path.glob("*.png"))
+    # the goal image came from the bridge's reset service (in its goal root), and commands reached the arm
+    assert list((bridge.goal_root / tmp_path.name).glob("*.png"))
     assert len(bridge.commands_on(bridge.robot.command_topic)) - before >= 6
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,10 +32,11 @@ def sim_robot(port: int, **overrides) -> RosArmConfig:
 
 
 @pytest.fixture(scope="module")
-def bridge():
+def bridge(tmp_path_factory):
     """One clock-driven bridge (reach, 64 px, 20 Hz) shared by the tests of this module;
     each test resets it through the reset service."""
-    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=64), sim_robot(0), port=0)
+    bridge = SimBridge(MetaWorldGoalEnv("reach", image_size=64), sim_robot(0), port=0,
+                       goal_root=tmp_path_factory.mktemp("goals"))
     bridge.start()
     yield bridge
     bridge.stop()
@@ -65,16 +65,16 @@ def toward(target: np.ndarray, state: np.ndarray, gain: float = 20.0) -> np.ndar
 
 
 @pytest.mark.timeout(40)
-def test_episode_moves_the_arm_toward_the_goal(bridge, tmp_path):
+def test_episode_moves_the_arm_toward_the_goal(bridge):
     with RosArmEnv(sim_robot(bridge.port)) as env:
-        observation, info = env.reset(seed=7, options={"goal_dir": str(tmp_path)})
+        observation, info = env.reset(seed=7, options={"goal_dir": "episode"})
         # Same layout as the simulator's own env.
         assert env.observation_space["state"].shape == (4,) and env.action_space.shape == (4,)
         assert observation["images"]["oblique"].shape == (64, 64, 3)
         assert observation["images"]["oblique"].dtype == np.uint8 and observation["state"].dtype == np.float32
         assert env.observation_space.contains(observation)
         # one goal image per camera of the robot config (sim.yaml: oblique)
-        assert info["seed"] == 7 and [Path(p).name for p in info["goal_images"]] == ["goal_7_oblique.png"]
+        assert info["seed"] == 7 and info["goal_images"] == [str(bridge.goal_root / "episode" / "goal_7_oblique.png")]
         goal_image = np.asarray(Image.open(info["goal_images"][0]))
         assert goal_image.shape == (64, 64, 3)
         goal = np.asarray(info["goal_state"][:3])

@@ -1,10 +1,13 @@
 """Safety filter, message decoding and robot configs: no network, no simulator."""
 
 import base64
+import dataclasses
 import io
+import math
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from envs.ros.config import ACTION_LAYOUTS, GripperSettings, RosArmConfig
@@ -22,21 +25,27 @@ from envs.ros.messages import (
     rotation_vector_to_quaternion,
     stamp_seconds,
 )
-from envs.ros.safety import SafetyFilter, SafetySettings
-from jepa_robot.config import compose
+from envs.ros.safety import LIMIT_CEILINGS, SAFETY_KEYS, SafetyFilter, SafetySettings
+from jepa_robot.config import compose, configs_dir, to_schema
 from jepa_robot.config.robot import RecordRosConfig, SimBridgeConfig
 
 pytestmark = pytest.mark.timeout(30)
 
 
+SMALL_BOX = {
+    "workspace_low": [-0.1, 0.5, 0.1], "workspace_high": [0.1, 0.7, 0.3],
+    "max_linear_speed": 0.1, "max_angular_speed": 0.5, "max_gripper_step": 0.5,
+    "max_observation_age_s": 0.5, "command_timeout_s": 0.5,
+}
+
+
+def settings(**overrides) -> SafetySettings:
+    """Valid limits (a 20 cm box around (0, 0.6, 0.2)), with ``overrides`` checked as usual."""
+    return SafetySettings(**{**SMALL_BOX, **overrides})
+
+
 def make_filter(**overrides):
-    settings = SafetySettings(
-        workspace_low=[-0.1, 0.5, 0.1], workspace_high=[0.1, 0.7, 0.3],
-        max_linear_speed=0.1, max_angular_speed=0.5, max_gripper_step=0.5, command_timeout_s=0.5,
-    )
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return SafetyFilter(settings)
+    return SafetyFilter(settings(**overrides))
 
 
 def test_speed_limits_keep_the_direction():
@@ -87,21 +96,140 @@ def test_non_finite_requests_are_refused():
         ({"rate_hz": 0}, "robot.rate_hz"),
         ({"transport": "zmq"}, "robot.transport"),
         ({"state_layout": "joints"}, "robot.state_layout"),
-        ({"safety": SafetySettings(command_timeout_s=0.01)}, "command_timeout_s"),
+        ({"safety": settings(command_timeout_s=0.01)}, "command_timeout_s"),
     ],
 )
 def test_bad_robot_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
-        RosArmConfig(**kwargs)
+        RosArmConfig(**{"safety": settings(), **kwargs})
 
 
 def test_bad_safety_and_gripper_settings_name_the_key():
     with pytest.raises(ValueError, match="robot.safety.workspace_low"):
-        SafetySettings(workspace_low=[0.5, 0.0, 0.0], workspace_high=[0.4, 1.0, 1.0])
+        settings(workspace_low=[0.5, 0.0, 0.0], workspace_high=[0.4, 1.0, 1.0])
     with pytest.raises(ValueError, match="robot.safety.max_linear_speed"):
-        SafetySettings(max_linear_speed=0)
+        settings(max_linear_speed=0)
     with pytest.raises(ValueError, match="robot.gripper.mode"):
         GripperSettings(mode="magnet")
+
+
+# ------------------------------------------------ hard ceilings on every limit
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("max_linear_speed", math.inf),
+        ("max_linear_speed", 1e9),
+        ("max_linear_speed", 0.51),
+        ("max_linear_speed", math.nan),
+        ("max_angular_speed", math.inf),
+        ("max_angular_speed", 1e9),
+        ("max_angular_speed", 1.6),
+        ("max_gripper_step", 1e9),
+        ("max_observation_age_s", 1e9),
+        ("max_observation_age_s", math.inf),
+        ("max_observation_age_s", 1.5),
+        ("command_timeout_s", math.inf),
+        ("command_timeout_s", 1e9),
+        ("command_timeout_s", math.nan),
+    ],
+)
+def test_limits_above_their_ceiling_are_refused(key, value):
+    """Before: inf, 1e9 or an hour of observation age were accepted (only `> 0` was checked),
+    so configuration could switch the filter off."""
+    with pytest.raises(ValueError, match=f"robot.safety.{key}="):
+        settings(**{key: value})
+    assert settings(**{key: LIMIT_CEILINGS[key]})  # the ceiling itself is allowed
+
+
+@pytest.mark.parametrize(
+    "low, high, error",
+    [
+        ([-1e9, -1e9, -1e9], [1e9, 1e9, 1e9], "within \\+-2.0 m"),
+        ([0.0, 0.0, 0.0], [0.5, 0.5, 2.5], "within \\+-2.0 m"),
+        ([-1.5, -0.5, 0.0], [1.5, 0.5, 0.5], "at most 2.0 m on each side"),
+        ([0.0, 0.0, math.nan], [0.5, 0.5, 0.5], "three finite numbers"),
+        ([0.0, 0.0, -math.inf], [0.5, 0.5, 0.5], "three finite numbers"),
+    ],
+)
+def test_workspace_beyond_its_ceilings_is_refused(low, high, error):
+    """Before: a +-1e9 box was accepted and bounded nothing."""
+    with pytest.raises(ValueError, match=f"robot.safety.workspace_.*{error}"):
+        settings(workspace_low=low, workspace_high=high)
+
+
+def test_an_infinite_speed_cannot_reach_the_arm_even_when_set_after_the_checks():
+    """Before: a filter whose settings said inf (set before or after building it) sent a
+    1000 m/s or 1000 rad/s request as it was."""
+    limits = settings(workspace_low=[-1.0, -1.0, -1.0], workspace_high=[1.0, 1.0, 1.0])
+    safety = SafetyFilter(limits)
+    limits.max_linear_speed = math.inf
+    limits.max_angular_speed = math.inf
+    limits.max_gripper_step = 1e9
+    limits.command_timeout_s = math.inf
+    limits.max_observation_age_s = 1e9
+    command = safety.filter([1000.0, 0.0, 0.0], [0.0, 0.0, 1000.0], -1.0, np.zeros(3), 1.0)
+    assert np.linalg.norm(command.linear) == pytest.approx(LIMIT_CEILINGS["max_linear_speed"])
+    assert np.linalg.norm(command.angular) == pytest.approx(LIMIT_CEILINGS["max_angular_speed"])
+    assert {"linear_speed", "angular_speed"} <= set(command.clipped)
+    assert safety.command_timeout_s == safety.horizon_s == LIMIT_CEILINGS["command_timeout_s"]
+    assert safety.max_observation_age_s == LIMIT_CEILINGS["max_observation_age_s"]
+
+    # A box widened after the checks, or a limit that is no number, stops the filter.
+    limits.workspace_low, limits.workspace_high = [-1e9] * 3, [1e9] * 3
+    with pytest.raises(ValueError, match="robot.safety.workspace_low"):
+        safety.filter([1000.0, 0.0, 0.0], np.zeros(3), None, np.zeros(3), None)
+    limits.workspace_low, limits.workspace_high = [-1.0] * 3, [1.0] * 3
+    limits.max_linear_speed = math.nan
+    with pytest.raises(ValueError, match="robot.safety.max_linear_speed=nan"):
+        safety.filter([1000.0, 0.0, 0.0], np.zeros(3), None, np.zeros(3), None)
+    # The watchdog reads these and must act rather than raise: a nonsense value holds at once.
+    limits.command_timeout_s = limits.max_observation_age_s = math.nan
+    assert safety.command_timeout_s == 0.0 and safety.max_observation_age_s == 0.0
+    with pytest.raises(ValueError, match="robot.safety.command_timeout_s=nan"):
+        _ = safety.horizon_s
+
+
+def test_a_filter_refuses_settings_changed_before_it_was_built():
+    limits = settings()
+    limits.max_linear_speed = 1e9
+    with pytest.raises(ValueError, match="robot.safety.max_linear_speed=1000000000.0 is above its hard ceiling"):
+        SafetyFilter(limits)
+
+
+def test_a_robot_config_without_safety_is_refused_with_the_keys_to_set():
+    """Before: dropping `safety` from franka_servo.yaml silently used the Meta-World box in
+    the wrong frame, with default speeds, on a real Franka."""
+    franka = OmegaConf.load(configs_dir() / "robot" / "franka_servo.yaml")
+    del franka["safety"]
+    with pytest.raises(ValueError, match="robot.safety is not set") as error:
+        to_schema(franka, RosArmConfig)
+    assert all(f"robot.safety.{key}" in str(error.value) for key in SAFETY_KEYS)
+    with pytest.raises(ValueError, match="robot.safety is not set"):
+        RosArmConfig()
+
+
+def test_a_partial_safety_section_is_refused_naming_the_missing_key():
+    overrides = ["robot=franka_servo", "root=data/x", "repo_id=a/b", "~robot.safety.workspace_low"]
+    with pytest.raises(ValueError, match="missing mandatory value: workspace_low \\(key: robot.safety.workspace_low\\)"):
+        compose("record-ros", overrides, RecordRosConfig)
+
+
+def test_an_override_above_a_ceiling_is_refused_before_connecting():
+    overrides = ["robot=franka_servo", "root=data/x", "repo_id=a/b", "robot.safety.max_linear_speed=inf"]
+    with pytest.raises(ValueError, match="robot.safety.max_linear_speed=inf is above its hard ceiling"):
+        compose("record-ros", overrides, RecordRosConfig)
+
+
+def test_run_robot_refuses_a_franka_without_safety_before_connecting(tmp_path, capsys):
+    """The CLI, with the franka config's safety section removed: exit 2, nothing connects
+    (port 1 would refuse a connection anyway)."""
+    from jepa_robot.cli import main
+
+    code = main(["run-robot", "checkpoint=default", "robot=franka_servo", "~robot.safety", "robot.port=1",
+                 f"goal=[{tmp_path / 'g.png'}]"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "robot.safety is not set" in error and "robot.safety.max_linear_speed" in error
 
 
 def test_gripper_mapping_round_trips():
@@ -120,6 +248,16 @@ def test_shipped_robot_configs_compose():
     assert sim.port == 0 and sim.robot.action_names == ACTION_LAYOUTS["metaworld4"]
     with pytest.raises(ValueError, match="renders only"):
         compose("sim-bridge", ["robot=franka_servo"], SimBridgeConfig)  # camera 'external' is no sim view
+
+
+@pytest.mark.parametrize("name", ["franka_servo", "franka_vjepa2_ac", "sim"])
+def test_every_shipped_robot_config_states_its_limits_under_the_ceilings(name):
+    robot = compose("record-ros", [f"robot={name}", "root=data/x", "repo_id=a/b"], RecordRosConfig).robot
+    limits = dataclasses.asdict(robot.safety)
+    assert set(limits) == set(SAFETY_KEYS)
+    assert all(0 < limits[key] <= ceiling for key, ceiling in LIMIT_CEILINGS.items())
+    if name.startswith("franka"):  # the Franka's own box in fr3_link0, not Meta-World's
+        assert limits["workspace_low"] == [0.30, -0.30, 0.05] and limits["workspace_high"] == [0.70, 0.30, 0.55]
 
 
 # ------------------------------------------------------------------- messages

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -99,8 +100,74 @@ def test_missing_and_corrupt_datasets(tmp_path, small_dataset):
     shutil.copytree(small_dataset[0], broken)
     for parquet in (broken / "data").rglob("*.parquet"):
         parquet.write_bytes(b"PAR1 truncated")
-    with pytest.raises(DatasetError, match="cannot load the dataset"):
+    with pytest.raises(DatasetError, match=r"data/chunk-000/file-000\.parquet is not a readable parquet file"):
         open_dataset(str(broken))
+
+
+def file_of(root, what):
+    """The file of the dataset at ``root`` that holds ``what``: episode 1's video, its data
+    or its metadata, the tasks or the stats (whether episodes share files or not)."""
+    from lerobot.datasets.utils import DEFAULT_EPISODES_PATH
+
+    meta = LeRobotDataset("test/reach", root=root, video_backend="pyav").meta
+    episode = meta.episodes[1]
+    return root / {
+        "video": lambda: meta.get_video_file_path(1, "observation.images.oblique"),
+        "data": lambda: meta.get_data_file_path(1),
+        "episodes": lambda: DEFAULT_EPISODES_PATH.format(
+            chunk_index=episode["meta/episodes/chunk_index"], file_index=episode["meta/episodes/file_index"]),
+        "tasks": lambda: "meta/tasks.parquet",
+        "stats": lambda: "meta/stats.json",
+    }[what]()
+
+
+@pytest.mark.parametrize("damage", ["junk", "truncated", "missing"])
+def test_a_damaged_video_is_named(tmp_path, small_dataset, damage):
+    """Before: a video of junk or cut in half passed ``open_dataset`` (and ``inspect``) and
+    failed only when training decoded it; a missing one read as a failed hub download."""
+    root = tmp_path / "ds"
+    shutil.copytree(small_dataset[0], root)
+    video = file_of(root, "video")
+    if damage == "junk":
+        video.write_bytes(b"\0" * 5000)
+    elif damage == "truncated":
+        video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
+    else:
+        video.unlink()
+    with pytest.raises(DatasetError, match=re.escape(str(video))):
+        open_dataset(str(root))
+
+
+def test_inspect_names_a_corrupt_video(tmp_path, small_dataset, capsys):
+    from jepa_robot.cli import main
+
+    root = tmp_path / "ds"
+    shutil.copytree(small_dataset[0], root)
+    assert main(["inspect", f"dataset={root}"]) == 0
+    video = file_of(root, "video")
+    video.write_bytes(b"\0" * 5000)
+    capsys.readouterr()
+    assert main(["inspect", f"dataset={root}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("jepa-robot inspect: error: ") and str(video) in error and "does not decode" in error
+
+
+@pytest.mark.parametrize("what, message", [
+    ("data", "is not a readable parquet file"),
+    ("episodes", "is not a readable parquet file"),
+    ("tasks", "is not a readable parquet file"),
+    ("stats", "is unreadable"),
+])
+def test_unreadable_metadata_and_data_files_are_named(tmp_path, small_dataset, what, message):
+    """Before: lerobot's errors ("Parquet magic bytes not found in footer", a JSON position)
+    did not say which file."""
+    root = tmp_path / "ds"
+    shutil.copytree(small_dataset[0], root)
+    target = file_of(root, what)
+    content = target.read_bytes()
+    target.write_bytes(content[:-20] if target.suffix == ".parquet" else content[: len(content) // 2])
+    with pytest.raises(DatasetError, match=re.escape(str(target)) + " " + message):
+        open_dataset(str(root))
 
 
 def test_hub_id_offline_says_so(monkeypatch):

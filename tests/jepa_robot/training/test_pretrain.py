@@ -1,4 +1,10 @@
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +14,10 @@ from safetensors.torch import load_file
 from jepa_robot.config import ConfigError, compose
 from jepa_robot.config.training import MaskConfig, PretrainEncoderConfig
 from jepa_robot.data.dataset import DatasetError
+from jepa_robot.errors import RunLockedError, TrainingStateError
+from jepa_robot.files import LOCK_FILE
 from jepa_robot.training.pretrain import encode_context, pretrain_encoder, ridge_probe, sample_masks
+from jepa_robot.training.state import load_training_state
 from jepa_robot.world_model.encoders import load_encoder, tiny_vjepa2_config
 
 TINY = [
@@ -32,28 +41,42 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def tiny_overrides(dataset_root, out_dir, *extra) -> list[str]:
+    return [
+        f"datasets=[{dataset_root}]",
+        *TINY,
+        "batch_size=8",
+        "steps=12",
+        "optim.warmup_steps=2",
+        "val_fraction=0.34",
+        "val_every=4",
+        "probe_every=6",
+        "probe_frames=24",
+        "probe_pool_grid=2",
+        "checkpoint_every=4",
+        "video_fraction=0.5",
+        f"out_dir={out_dir}",
+        "progress=false",
+        *extra,
+    ]
+
+
 def tiny_config(dataset_root, out_dir, *extra) -> PretrainEncoderConfig:
-    return compose(
-        "pretrain-encoder",
-        [
-            f"datasets=[{dataset_root}]",
-            *TINY,
-            "batch_size=8",
-            "steps=12",
-            "optim.warmup_steps=2",
-            "val_fraction=0.34",
-            "val_every=4",
-            "probe_every=6",
-            "probe_frames=24",
-            "probe_pool_grid=2",
-            "checkpoint_every=4",
-            "video_fraction=0.5",
-            f"out_dir={out_dir}",
-            "progress=false",
-            *extra,
-        ],
-        PretrainEncoderConfig,
-    )
+    return compose("pretrain-encoder", tiny_overrides(dataset_root, out_dir, *extra), PretrainEncoderConfig)
+
+
+SHORT = ("steps=8", "checkpoint_every=3")
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_dataset, tmp_path_factory):
+    """An uninterrupted short run, the reference for resumed ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return pretrain_encoder(tiny_config(small_dataset[0], tmp_path_factory.mktemp("pretrain") / "straight", *SHORT))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def read_metrics(path):
@@ -121,18 +144,19 @@ def test_pretraining_learns_and_exports_a_loadable_encoder(small_dataset, tmp_pa
     assert latents.shape == (3, 16, 64) and torch.isfinite(latents).all()
     assert encoder.reference()["weights_sha256"]
     # the export is the EMA target encoder
-    state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=False)
+    state = load_training_state(tmp_path / "run" / "training_state.safetensors")
     exported = load_file(result.encoder_dir / "model.safetensors")
-    for name, tensor in state["target_encoder"].items():
+    for name, tensor in state.section("target_encoder").items():
         torch.testing.assert_close(exported[f"encoder.{name}"], tensor, rtol=0, atol=0)
-    assert not torch.equal(exported["encoder.layer.0.mlp.fc1.weight"], state["model"]["encoder.layer.0.mlp.fc1.weight"])
+    model = state.section("model")
+    assert not torch.equal(exported["encoder.layer.0.mlp.fc1.weight"], model["encoder.layer.0.mlp.fc1.weight"])
 
 
-def test_a_killed_run_resumes_bit_exactly(small_dataset, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_bit_exactly(small_dataset, straight_run, tmp_path, monkeypatch):
     import jepa_robot.training.pretrain as pretrain
 
-    short = ("steps=8", "checkpoint_every=3")
-    straight = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "straight", *short))
+    short = SHORT
+    straight = straight_run
 
     real = pretrain.learning_rate
 
@@ -148,21 +172,20 @@ def test_a_killed_run_resumes_bit_exactly(small_dataset, tmp_path, monkeypatch):
     resumed = pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "killed", *short))
     assert resumed.resumed_from == 3 and resumed.steps == 8
 
-    a = torch.load(tmp_path / "straight" / "training_state.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "training_state.pt", weights_only=False)
-    for part in ("model", "target_encoder"):
-        for name, tensor in a[part].items():
-            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
-    for key, value in a["optimizer"]["state"].items():
-        for name, tensor in value.items():
-            assert torch.equal(tensor, b["optimizer"]["state"][key][name])
-    assert a["rng"] == b["rng"] and a["step"] == b["step"] == 8
+    a = load_training_state(straight.out_dir / "training_state.safetensors")
+    b = load_training_state(tmp_path / "killed" / "training_state.safetensors")
+    for part in ("model", "target_encoder", "optimizer", "rng"):  # optimizer: exp_avg etc. per parameter
+        assert a.section(part).keys() == b.section(part).keys() and a.section(part)
+        for name, tensor in a.section(part).items():
+            assert torch.equal(tensor, b.section(part)[name]), f"{part}.{name}"
+    assert a.info["rng"] == b.info["rng"] and a.info["optimizer"] == b.info["optimizer"]
+    assert a.step == b.step == 8
     exported_a = load_file(straight.encoder_dir / "model.safetensors")
     exported_b = load_file(resumed.encoder_dir / "model.safetensors")
     assert all(torch.equal(exported_a[k], exported_b[k]) for k in exported_a)
     rows = read_metrics(tmp_path / "killed" / "metrics.csv")
     assert [r["step"] for r in rows] == [str(s) for s in range(9)]
-    assert rows == read_metrics(tmp_path / "straight" / "metrics.csv")  # losses and probes too
+    assert rows == read_metrics(straight.out_dir / "metrics.csv")  # losses and probes too
     assert resumed.probe_r2_random == straight.probe_r2_random
 
     with pytest.raises(ValueError, match="already holds a run"):
@@ -201,4 +224,79 @@ def test_a_dataset_without_images_is_refused(tmp_path):
     dataset.finalize()
     with pytest.raises(DatasetError, match="no image or video key"):
         pretrain_encoder(tiny_config(root, tmp_path / "run"))
-    assert not (tmp_path / "run" / "training_state.pt").exists()
+    assert not (tmp_path / "run" / "training_state.safetensors").exists()
+
+
+def _kill_when(dataset_root, out, condition):
+    """Run `jepa-robot pretrain-encoder` into ``out`` and SIGKILL it once ``condition()``."""
+    command = [sys.executable, "-m", "jepa_robot.cli", "pretrain-encoder", *tiny_overrides(dataset_root, out, *SHORT),
+               "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, as here
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               process_group=0)  # its own group: killpg reaches its children too
+    deadline = time.monotonic() + 300
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert condition(), f"killed too late or too early:\n{stderr[-2000:]}"
+    return process
+
+
+def test_a_run_killed_with_sigkill_resumes_bit_exactly(small_dataset, straight_run, tmp_path):
+    """A real `jepa-robot pretrain-encoder` process killed with SIGKILL, first before its
+    first checkpoint (before: its step-0 metrics row was then written twice), then mid-run:
+    the next run takes over the lock and resumes from the last training state to the same
+    encoder and the same metrics."""
+    out = tmp_path / "run"
+    state = out / "training_state.safetensors"
+    _kill_when(small_dataset[0], out, lambda: (out / "metrics.csv").exists())
+    assert not state.exists()
+    process = _kill_when(small_dataset[0], out, state.exists)
+    killed_at = load_training_state(state).step
+    assert killed_at in (3, 6)  # killed mid-run, after a checkpoint
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == process.pid  # never released
+
+    resumed = pretrain_encoder(tiny_config(small_dataset[0], out, *SHORT))
+    assert resumed.resumed_from == killed_at and resumed.steps == 8
+    exported_a = load_file(straight_run.encoder_dir / "model.safetensors")
+    exported_b = load_file(resumed.encoder_dir / "model.safetensors")
+    assert exported_a.keys() == exported_b.keys()
+    assert all(torch.equal(exported_a[k], exported_b[k]) for k in exported_a)
+    assert read_metrics(out / "metrics.csv") == read_metrics(straight_run.out_dir / "metrics.csv")
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this creates ``path``: what a hostile training_state.pt could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_old_pickled_training_state_is_refused_not_unpickled(small_dataset, tmp_path):
+    """Before: resuming ran torch.load(weights_only=False) on the run's training_state.pt,
+    running whatever code the file held."""
+    run = tmp_path / "handed-over"
+    run.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"step": 3, "identity": _RunsCodeWhenUnpickled(marker)}, run / "training_state.pt")
+    with pytest.raises(TrainingStateError, match="training_state.pt is a training state in the old pickle format"):
+        pretrain_encoder(tiny_config(small_dataset[0], run))
+    assert not marker.exists()
+
+
+def test_a_second_run_into_a_locked_out_dir_is_refused(small_dataset, tmp_path):
+    hold = "import sys, time\nfrom jepa_robot.files import run_lock\nwith run_lock(sys.argv[1], 'jepa-robot pretrain-encoder'):\n" \
+           "    print('locked', flush=True)\n    time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"in use by jepa-robot pretrain-encoder \(pid {holder.pid} on host "):
+            pretrain_encoder(tiny_config(small_dataset[0], tmp_path / "run"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [LOCK_FILE]  # nothing written

@@ -1,8 +1,11 @@
 import csv
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,35 +14,52 @@ import torch
 from jepa_robot.config import compose
 from jepa_robot.config.training import TrainConfig
 from jepa_robot.data.dataset import DatasetError
+from jepa_robot.errors import RunLockedError, TrainingStateError
+from jepa_robot.files import LOCK_FILE
+from jepa_robot.training.state import load_training_state
 from jepa_robot.training.train import learning_rate, train
 from jepa_robot.world_model.checkpoint import CheckpointError, load_checkpoint
 from jepa_robot.world_model.encoders import load_encoder
 
 
+def tiny_train_overrides(dataset_root, encoder_dir, out_dir, cache_dir, *extra):
+    return [
+        f"dataset={dataset_root}",
+        "encoder=local",
+        f"encoder.name={encoder_dir}",
+        "predictor=tiny",
+        "frameskip=2",
+        "window=4",
+        "rollout_steps=2",
+        "batch_size=8",
+        "steps=30",
+        "val_every=10",
+        "val_batches=2",
+        "checkpoint_every=10",
+        f"out_dir={out_dir}",
+        f"cache_dir={cache_dir}",
+        "val_fraction=0.34",
+        "progress=false",
+        *extra,
+    ]
+
+
 def tiny_train_config(dataset_root, encoder_dir, out_dir, cache_dir, *extra):
-    return compose(
-        "train",
-        [
-            f"dataset={dataset_root}",
-            "encoder=local",
-            f"encoder.name={encoder_dir}",
-            "predictor=tiny",
-            "frameskip=2",
-            "window=4",
-            "rollout_steps=2",
-            "batch_size=8",
-            "steps=30",
-            "val_every=10",
-            "val_batches=2",
-            "checkpoint_every=10",
-            f"out_dir={out_dir}",
-            f"cache_dir={cache_dir}",
-            "val_fraction=0.34",
-            "progress=false",
-            *extra,
-        ],
-        TrainConfig,
-    )
+    return compose("train", tiny_train_overrides(dataset_root, encoder_dir, out_dir, cache_dir, *extra), TrainConfig)
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_dataset, tiny_encoder_dir, tmp_path_factory):
+    """An uninterrupted 30-step run, the reference for resumed ones."""
+    work = tmp_path_factory.mktemp("straight")
+    return train(tiny_train_config(small_dataset[0], tiny_encoder_dir, work / "run", work / "cache")), work / "cache"
+
+
+def assert_same_weights(checkpoint_a, checkpoint_b):
+    a = load_checkpoint(checkpoint_a).predictor.state_dict()
+    b = load_checkpoint(checkpoint_b).predictor.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
 
 
 def test_train_writes_a_loadable_checkpoint_and_metrics(small_dataset, tiny_encoder_dir, tmp_path):
@@ -61,10 +81,10 @@ def test_train_writes_a_loadable_checkpoint_and_metrics(small_dataset, tiny_enco
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
 
 
-def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_dir, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_dir, straight_run, tmp_path, monkeypatch):
     import jepa_robot.training.train as training
 
-    straight = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "straight", tmp_path / "cache"))
+    straight, _ = straight_run
 
     real = training.learning_rate
 
@@ -79,20 +99,90 @@ def test_a_killed_run_resumes_to_the_same_weights(small_dataset, tiny_encoder_di
     monkeypatch.setattr(training, "learning_rate", real)
     resumed = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "killed", tmp_path / "cache"))
     assert resumed.resumed_from == 10 and resumed.steps == 30
-
-    a = load_checkpoint(straight.checkpoint).predictor.state_dict()
-    b = load_checkpoint(resumed.checkpoint).predictor.state_dict()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(straight.checkpoint, resumed.checkpoint)
     with open(tmp_path / "killed" / "metrics.csv") as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 31))
 
 
-def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_encoder_dir, tmp_path):
+def test_a_run_killed_with_sigkill_resumes_from_its_state_without_unpickling(
+    small_dataset, tiny_encoder_dir, straight_run, tmp_path, monkeypatch
+):
+    """A real `jepa-robot train` process killed with SIGKILL mid-run: the next run takes
+    over its lock, resumes from the last training state (tensors in safetensors, the rest
+    JSON: torch.load is never called) and ends with the uninterrupted run's weights."""
+    straight, cache = straight_run
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "jepa_robot.cli", "train",
+               *tiny_train_overrides(small_dataset[0], tiny_encoder_dir, out, cache), "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same numerics as in here
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               process_group=0)  # its own group: killpg reaches its children too
+    state = out / "training_state.safetensors"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert state.exists(), f"no training state was written before the kill:\n{stderr[-2000:]}"
+    killed_at = load_training_state(state).step
+    assert killed_at in (10, 20)  # killed mid-run, after a checkpoint
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == process.pid  # its lock was never released
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load called on resume")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    resumed = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, out, cache))
+    assert resumed.resumed_from == killed_at and resumed.steps == 30
+    assert_same_weights(straight.checkpoint, resumed.checkpoint)
+    with open(out / "metrics.csv") as handle:  # no row lost or repeated around the kill
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 31))
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]  # nothing half-written left
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this creates ``path``: what a hostile training_state.pt could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_old_pickled_training_state_is_refused_not_unpickled(straight_run, small_dataset, tiny_encoder_dir, tmp_path):
+    """Before: resuming a run directory someone handed over ran torch.load(weights_only=False)
+    on its training_state.pt, running whatever code the file held."""
+    straight, cache = straight_run
+    run = tmp_path / "handed-over"
+    shutil.copytree(straight.checkpoint, run / "checkpoint")
+    marker = tmp_path / "code-ran"
+    torch.save({"optimizer": {}, "step": 10, "rng": [_RunsCodeWhenUnpickled(marker)]}, run / "training_state.pt")
+    with pytest.raises(TrainingStateError, match=r"training_state.pt is a training state in the old pickle format"):
+        train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, cache))
+    assert not marker.exists()
+
+
+def test_a_second_run_into_a_locked_out_dir_is_refused(small_dataset, tiny_encoder_dir, tmp_path):
+    """Before: two runs into one out_dir both went ahead, the last writer winning."""
+    hold = "import sys, time\nfrom jepa_robot.files import run_lock\nwith run_lock(sys.argv[1], 'jepa-robot train'):\n" \
+           "    print('locked', flush=True)\n    time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=rf"run is in use by jepa-robot train \(pid {holder.pid} on host "):
+            train(tiny_train_config(small_dataset[0], tiny_encoder_dir, tmp_path / "run", tmp_path / "cache"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [LOCK_FILE]  # nothing written
+
+
+def test_resume_refuses_another_encoder_or_action_layout(small_dataset, tiny_encoder_dir, straight_run, tmp_path):
     from jepa_robot.world_model.encoders import save_tiny_random_encoder
 
     run = tmp_path / "run"
-    train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, tmp_path / "cache", "steps=10"))
+    train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, straight_run[1], "steps=10"))
     other = save_tiny_random_encoder(tmp_path / "other", seed=1, crop_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
     with pytest.raises(ValueError, match="another encoder"):
         train(tiny_train_config(small_dataset[0], other, run, tmp_path / "cache", "steps=20"))

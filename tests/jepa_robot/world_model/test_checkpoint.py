@@ -46,3 +46,87 @@ def test_device_choice():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- run-directory lock
+HOLD_LOCK = """
+import sys, time
+from jepa_robot.files import run_lock
+with run_lock(sys.argv[1], "holder-test"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold_lock_in_a_process(directory):
+    """A real process holding ``directory``'s lock (stopped by the caller)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_locked_run_directory_is_refused_naming_the_holder_and_taken_over_once_it_is_killed(tmp_path):
+    """Before: two runs into one out_dir both went ahead. Now the second is refused, naming
+    the first; a holder killed with SIGKILL leaves its name in the lock file, and the next
+    run takes the lock over."""
+    import os
+    import signal
+    import socket
+
+    from jepa_robot.errors import JepaRobotError, RunLockedError
+    from jepa_robot.files import LOCK_FILE, run_lock
+
+    holder = _hold_lock_in_a_process(tmp_path / "run")
+    try:
+        with pytest.raises(RunLockedError) as refused, run_lock(tmp_path / "run", "second"):
+            pass
+        message = str(refused.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message and "holder-test" in message
+        assert "started 20" in message and "another out_dir" in message
+        assert isinstance(refused.value, JepaRobotError)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] == holder.pid  # stale: never released
+    with run_lock(tmp_path / "run", "third"):
+        assert json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert (tmp_path / "run" / LOCK_FILE).read_text() == ""  # released: names no holder
+    with run_lock(tmp_path / "run", "fourth"):  # and free again
+        pass
+
+
+def test_what_a_killed_atomic_replace_left_is_put_back_or_removed(tmp_path):
+    from jepa_robot.files import recover_directory, remove_temporaries
+
+    checkpoint = tmp_path / "checkpoint"
+    # killed between setting the old checkpoint aside and renaming the new one into place
+    (tmp_path / ".checkpoint.old-123").mkdir()
+    (tmp_path / ".checkpoint.old-123" / "config.json").write_text("{}")
+    (tmp_path / ".checkpoint.tmp-0123abcd").mkdir()
+    (tmp_path / ".metrics.csv.tmp-beef").write_text("half")
+    (tmp_path / "metrics.csv").write_text("kept")
+    recover_directory(checkpoint)
+    assert (checkpoint / "config.json").read_text() == "{}"
+    removed = remove_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".checkpoint.tmp-0123abcd", ".metrics.csv.tmp-beef"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "metrics.csv"]
+
+
+# --------------------------------------------------------------------------- checkpoint config
+@pytest.mark.parametrize("section, field", [("data", "frameskip"), ("encoder", "source"), ("predictor", "action_dim")])
+def test_a_checkpoint_config_missing_a_field_names_the_file_and_the_field(tiny_checkpoint, tmp_path, section, field):
+    """Before: a KeyError ('frameskip') from deep inside loading."""
+    import shutil
+
+    from jepa_robot.world_model.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config[section][field]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"checkpoint/config.json: the field '{section}.{field}' is missing"):
+        load_checkpoint(checkpoint)

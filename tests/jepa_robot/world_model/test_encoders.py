@@ -15,6 +15,7 @@ from jepa_robot.world_model.encoders import (
     ENCODERS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PREPROCESSING_CONFIG_KEY,
     VJEPA2_HUB_IDS,
     EncoderUnavailableError,
     VJEPA2Encoder,
@@ -192,6 +193,120 @@ def test_preprocess_matches_transformers_video_processor(enc):
         diff = (ref - ours).abs()
         # HF rounds the resized image to uint8; one grey level is 1/255/0.225 = 0.0174
         assert diff.max() < 0.02 and diff.mean() < 0.01, shape
+
+
+# --------------------------------------------------------------------------- V-JEPA 2-AC preprocessing
+
+
+def meta_ac_transform(frames: np.ndarray, crop: int) -> torch.Tensor:
+    """Meta's V-JEPA 2-AC planning transform, written here from its description (not from
+    our encoder): uint8 [B, H, W, 3] as float 0-255, the centre square (offsets rounded
+    down), ``F.interpolate`` bilinear with ``align_corners=False`` and no antialias to
+    ``crop x crop`` (always called, as Meta does), ImageNet mean/std in 0-255 units."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[:, :, top : top + side, left : left + side]
+    x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+    return (x - mean) / std
+
+
+AC_FRAME_SHAPES = [(480, 640), (256, 256), (300, 200)]
+"""A real arm's camera (480x640), the model's own size at crop 256, and a portrait frame."""
+
+
+def _latents_of_pixels(encoder: VJEPA2Encoder, pixels: torch.Tensor) -> torch.Tensor:
+    clip = pixels.unsqueeze(1).repeat(1, encoder.tubelet_size, 1, 1, 1)
+    with torch.no_grad():
+        hidden = encoder.model.encoder(pixel_values_videos=clip).last_hidden_state
+    return F.layer_norm(hidden, (encoder.embed_dim,))
+
+
+def test_crop_resize_pixels_match_meta_transform_at_crop_256():
+    # the published model's geometry (crop 256), on a weightless meta-device model
+    with torch.device("meta"):
+        skeleton = VJEPA2Model(tiny_vjepa2_config(crop_size=256, patch_size=16))
+    ours = VJEPA2Encoder(skeleton, source="test", preprocessing="crop_resize")
+    before = VJEPA2Encoder(skeleton, source="test", resize_ratio=1.0)  # what an AC import used
+    rng = np.random.default_rng(5)
+    for h, w in AC_FRAME_SHAPES:
+        frames = rng.integers(0, 256, size=(2, h, w, 3), dtype=np.uint8)
+        ref = meta_ac_transform(frames, 256)
+        assert (ours.preprocess(frames) - ref).abs().max() < 2e-6, (h, w)
+        if (h, w) == (480, 640):  # the old resize-and-crop is far off on a camera frame
+            assert (before.preprocess(frames) - ref).abs().max() > 0.1
+
+
+def test_crop_resize_matches_meta_transform_on_the_tiny_model(enc):
+    ours = VJEPA2Encoder(enc.model, source="test", preprocessing="crop_resize")
+    assert ours.preprocessing == "crop_resize" and ours.resize_ratio == 1.0 and ours.resize_size == 64
+    rng = np.random.default_rng(6)
+    for h, w in [*AC_FRAME_SHAPES, (64, 64), (64, 65)]:
+        frames = rng.integers(0, 256, size=(2, h, w, 3), dtype=np.uint8)
+        ref = meta_ac_transform(frames, ours.image_size)
+        assert (ours.preprocess(frames) - ref).abs().max() < 2e-6, (h, w)
+        expected = _latents_of_pixels(ours, ref)
+        assert (ours.encode(frames) - expected).abs().max() < 2e-5, (h, w)
+        # float [B, 3, H, W] input in [0, 1] goes the same way
+        as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        assert (ours.preprocess(as_float) - ref).abs().max() < 2e-6, (h, w)
+
+
+def test_default_mode_and_its_reference_are_unchanged(enc):
+    assert enc.preprocessing == "resize_crop" and enc.resize_ratio == DEFAULT_RESIZE_RATIO
+    ref = enc.reference()
+    assert "preprocessing" not in ref and ref["interpolation"] == "bilinear_antialias"
+
+
+def _recording_copy(tiny_dir, tmp_path, mode) -> str:
+    """A copy of the tiny encoder whose config.json records ``mode``."""
+    copy = tmp_path / f"enc-{mode}"
+    copy.mkdir()
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, PREPROCESSING_CONFIG_KEY: mode}))
+    (copy / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    return str(copy)
+
+
+def test_recorded_preprocessing_is_the_default_and_part_of_the_reference(tmp_path, tiny_dir, enc):
+    recorded = _recording_copy(tiny_dir, tmp_path, "crop_resize")
+    auto = load_encoder(recorded, device="cpu")  # nothing passed: the record decides
+    assert auto.preprocessing == "crop_resize"
+    frames = np.random.default_rng(7).integers(0, 256, size=(2, 480, 640, 3), dtype=np.uint8)
+    assert (auto.preprocess(frames) - meta_ac_transform(frames, 64)).abs().max() < 2e-6
+    ref = auto.reference()
+    assert ref["preprocessing"] == "crop_resize" and ref["interpolation"] == "bilinear"
+    assert ref["resize_ratio"] == 1.0 and ref["resize_size"] == 64
+    # resize_ratio=1.0 (what the AC configs and callers pass) keeps the recorded mode
+    assert load_encoder(recorded, device="cpu", resize_ratio=1.0).reference() == ref
+    with pytest.raises(ValueError, match=rf"resize_ratio=1.5 does not apply.*{PREPROCESSING_CONFIG_KEY}"):
+        load_encoder(recorded, device="cpu", resize_ratio=1.5)
+    # an explicit mode overrides the record, and the reference tells the two apart
+    other = load_encoder(recorded, device="cpu", preprocessing="resize_crop", resize_ratio=1.0)
+    assert other.preprocessing == "resize_crop"
+    diff = reference_mismatch(ref, other.reference())
+    assert any(d.startswith("preprocessing:") for d in diff)
+    assert any(d.startswith("interpolation:") for d in diff)
+    # the reference rebuilds its own mode, whatever the directory records
+    assert load_encoder_from_reference(ref, device="cpu").preprocessing == "crop_resize"
+    assert load_encoder_from_reference(other.reference(), device="cpu").preprocessing == "resize_crop"
+    # an unrecorded directory rebuilt from a crop_resize reference
+    plain = load_encoder(str(tiny_dir), device="cpu", preprocessing="crop_resize")
+    assert load_encoder_from_reference(plain.reference(), device="cpu").preprocessing == "crop_resize"
+    assert enc.reference() != plain.reference()
+
+
+def test_bad_preprocessing_is_named(tmp_path, tiny_dir, enc):
+    with pytest.raises(ValueError, match=r"preprocessing='crop' is not one of \['crop_resize', 'resize_crop'\]"):
+        load_encoder(str(tiny_dir), device="cpu", preprocessing="crop")
+    with pytest.raises(ValueError, match="resize_ratio=1.2 does not apply: preprocessing='crop_resize'"):
+        VJEPA2Encoder(enc.model, source="test", preprocessing="crop_resize", resize_ratio=1.2)
+    bad = _recording_copy(tiny_dir, tmp_path, "stretch")
+    with pytest.raises(ValueError, match=rf"config.json field {PREPROCESSING_CONFIG_KEY}='stretch' is not one of"):
+        load_encoder(bad, device="cpu")
 
 
 # --------------------------------------------------------------------------- pooling

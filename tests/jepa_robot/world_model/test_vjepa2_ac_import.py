@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from scipy.spatial.transform import Rotation
 
 from jepa_robot.cli import main
-from jepa_robot.world_model.checkpoint import load_checkpoint
-from jepa_robot.world_model.encoders import load_encoder
+from jepa_robot.world_model.checkpoint import CheckpointError, load_checkpoint
+from jepa_robot.world_model.encoders import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_CONFIG_KEY, load_encoder
 from jepa_robot.world_model.model import WorldModel
 from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 from jepa_robot.world_model.vjepa2_ac import (
@@ -223,6 +223,9 @@ def test_written_layout_and_metadata(imported):
         52, 16, 7, 7, 52, 2, 2, 4)
     assert config["data"]["frameskip"] == 1 and len(config["data"]["action_names"]) == 7
     assert config["encoder"]["source"] == "../encoder" and config["encoder"]["resize_ratio"] == 1.0
+    assert config["encoder"]["preprocessing"] == "crop_resize" and config["encoder"]["interpolation"] == "bilinear"
+    encoder_config = json.loads((result.encoder_dir / "config.json").read_text())
+    assert encoder_config[PREPROCESSING_CONFIG_KEY] == "crop_resize"
     stats = json.loads((result.checkpoint_dir / "stats.json").read_text())
     assert stats == {k: {"mean": [0.0] * 7, "std": [1.0] * 7} for k in ("action", "state")}
     imported_meta = config["training"]["imported"]
@@ -233,7 +236,7 @@ def test_written_layout_and_metadata(imported):
 
 def test_predictor_matches_reference_forward(imported):
     result, _, predictor_sd, _ = imported
-    encoder = load_encoder(result.encoder_dir, device="cpu", resize_ratio=1.0)
+    encoder = load_encoder(result.encoder_dir, device="cpu")
     model = load_checkpoint(result.checkpoint_dir, encoder_reference=encoder.reference()).predictor
     latents, actions, states = inputs(steps=3)
     with torch.no_grad():
@@ -276,7 +279,7 @@ def test_rollout_matches_reference_planner_loop(imported):
 
 def test_encoder_latents_match_reference(imported):
     result, encoder_sd, _, _ = imported
-    encoder = load_encoder(result.encoder_dir, device="cpu", resize_ratio=1.0)
+    encoder = load_encoder(result.encoder_dir, device="cpu")
     frames = torch.randint(0, 256, (3, ARCH.image_size, ARCH.image_size, 3), generator=torch.Generator().manual_seed(1),
                            dtype=torch.uint8)
     pixels = encoder.preprocess(frames)
@@ -287,10 +290,58 @@ def test_encoder_latents_match_reference(imported):
         latents = encoder.encode(frames)
     assert (raw - expected).abs().max() < 2e-5
     assert (latents - F.layer_norm(expected, (ARCH.encoder_dim,))).abs().max() < 1e-4
-    # a uint8 frame at the model size is just scaled and normalised (resize_ratio 1.0)
+    # a uint8 frame at the model size is just scaled and normalised
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     direct = (frames.permute(0, 3, 1, 2).float() / 255 - mean[:, None, None]) / std[:, None, None]
     assert torch.allclose(pixels, direct, atol=1e-6)
+
+
+def meta_ac_transform(frames: np.ndarray, crop: int) -> torch.Tensor:
+    """Meta's V-JEPA 2-AC planning transform from its description: uint8 frames as float
+    0-255, the centre square (offsets rounded down), bilinear ``F.interpolate`` to
+    ``crop x crop`` (``align_corners=False``, no antialias), ImageNet mean/std x 255."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    x = x[:, :, (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+    x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=False)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - 255.0 * mean) / (255.0 * std)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (256, 256), (300, 200)])
+def test_imported_encoder_prepares_any_frame_as_meta_does(imported, shape):
+    """load_encoder(dir) and WorldModel.load pick up Meta's transform with no arguments:
+    pixels and latents equal those of Meta's transform for a camera-sized frame too."""
+    result, encoder_sd, _, _ = imported
+    frames = torch.randint(0, 256, (2, *shape, 3), generator=torch.Generator().manual_seed(4),
+                           dtype=torch.uint8).numpy()
+    reference = meta_ac_transform(frames, ARCH.image_size)
+    encoder = load_encoder(result.encoder_dir, device="cpu")
+    assert encoder.preprocessing == "crop_resize"
+    assert (encoder.preprocess(frames) - reference).abs().max() < 2e-6
+    latents = encoder.encode(frames)
+    with torch.no_grad():
+        clip = reference.unsqueeze(1).repeat(1, ARCH.tubelet_size, 1, 1, 1)
+        same_model = F.layer_norm(encoder.model.encoder(pixel_values_videos=clip).last_hidden_state, (ARCH.encoder_dim,))
+        meta_model = F.layer_norm(ref_encoder(encoder_sd, reference), (ARCH.encoder_dim,))
+    assert (latents - same_model).abs().max() < 1e-5
+    assert (latents - meta_model).abs().max() < 1e-4
+    world = WorldModel.load(result.checkpoint_dir)
+    assert world.encoder.preprocessing == "crop_resize"
+    assert torch.equal(world.encode(frames), latents)
+    # the resize-and-crop the import used before differs on a camera frame
+    if shape == (480, 640):
+        old = load_encoder(result.encoder_dir, device="cpu", preprocessing="resize_crop", resize_ratio=1.0)
+        assert (old.preprocess(frames) - reference).abs().max() > 0.1
+
+
+def test_checkpoint_refuses_an_encoder_in_another_preprocessing_mode(imported):
+    result = imported[0]
+    other = load_encoder(result.encoder_dir, device="cpu", preprocessing="resize_crop", resize_ratio=1.0)
+    with pytest.raises(CheckpointError, match=r"preprocessing: checkpoint 'crop_resize' vs encoder None"):
+        load_checkpoint(result.checkpoint_dir, encoder_reference=other.reference())
+    load_checkpoint(result.checkpoint_dir, encoder_reference=load_encoder(result.encoder_dir).reference())
 
 
 def test_round_trip_of_keys_is_exact(imported):
