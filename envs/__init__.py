@@ -1,13 +1,21 @@
-"""Simulation and robot environments for jepa-robot.
+"""Environments: Meta-World goal-image tasks (``envs.metaworld``) and a real arm behind
+rosbridge (``envs.ros``).
 
 Knows nothing of world models or planners (docs/architecture.md): this package never imports
 ``jepa_robot`` or ``planners``. Importing it registers the goal-image tasks with
-Gymnasium under the ``JepaRobot/`` namespace.
+Gymnasium under the ``JepaRobot/`` namespace (by entry-point strings: Gymnasium itself,
+~0.6 s, is imported, MuJoCo and Meta-World only when an env is made), and makes EGL
+MuJoCo's default renderer (offscreen; ``MUJOCO_GL`` set by the user wins), before any
+module of this package can import MuJoCo.
 """
 
-from gymnasium.envs.registration import register, registry
+import os
 
-from envs.metaworld.env import EPISODE_BUDGET, TASKS
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from gymnasium.envs.registration import register, registry  # noqa: E402 - after MUJOCO_GL
+
+from envs.metaworld.tasks import EPISODE_BUDGET, TASKS  # noqa: E402
 
 # Task name -> Gymnasium id.
 ENV_IDS: dict[str, str] = {

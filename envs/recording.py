@@ -26,6 +26,7 @@ recorded; rerunning the same command clears what it left and resumes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -37,20 +38,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from envs.media import quiet_ffmpeg
-from envs.metaworld.env import (
-    ACTION_NAMES,
-    EVAL_SEED_START,
-    OBJECT_NAMES,
-    STATE_NAMES,
-    MetaWorldGoalEnv,
-)
 from envs.metaworld.experts import Exploration, ScriptedExpert
+from envs.metaworld.tasks import ACTION_NAMES, EVAL_SEED_START, OBJECT_NAMES, STATE_NAMES
+
+if TYPE_CHECKING:  # the env (Gymnasium, MuJoCo) is imported by whoever makes one
+    from envs.metaworld.env import MetaWorldGoalEnv
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +181,11 @@ def training_seeds(seed_start: int, episodes: int) -> range:
 STAGE_DIR = ".recording"
 """Where lerobot writes, inside the dataset root (lerobot's loaders never look there)."""
 INFO_FILE = "meta/info.json"
+RECORDING_FILE = "meta/recording.json"
+"""The repo id a dataset was recorded with (``{"repo_id": ...}``); lerobot keeps no repo
+id on disk and never reads this file."""
+PREVIEW_FILE = "preview.mp4"
+"""A recording's preview video, in the dataset root, where lerobot's loaders never look."""
 _FILE_MB = 1e-6
 """lerobot's data and video file-size limits (MB) for recordings: every file is larger,
 so every episode starts new files."""
@@ -229,6 +232,7 @@ def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int,
             # recorded before episodes had files of their own: the new episodes get theirs
             dataset.meta.update_chunk_settings(data_files_size_in_mb=_FILE_MB, video_files_size_in_mb=_FILE_MB)
         log.info("resuming %s: %d episodes already recorded", root, len(done))
+        write_recorded_repo_id(root, repo_id)  # a kill can come between info.json and it
         return dataset, done
     if root.exists() and any(path.name != STAGE_DIR for path in root.iterdir()):
         raise DatasetMismatchError(
@@ -241,7 +245,29 @@ def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int,
         data_files_size_in_mb=_FILE_MB, video_files_size_in_mb=_FILE_MB,
     )
     _publish_file(stage, root, INFO_FILE, link=False)  # root is a dataset (of no episodes yet) from here on
+    write_recorded_repo_id(root, repo_id)
     return dataset, set()
+
+
+def recorded_repo_id(root: Path) -> str | None:
+    """The repo id the dataset at ``root`` was recorded with (``RECORDING_FILE``), or None
+    for a dataset recorded elsewhere or before the file existed."""
+    try:
+        repo_id = json.loads((Path(root) / RECORDING_FILE).read_text()).get("repo_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return repo_id if isinstance(repo_id, str) and repo_id else None
+
+
+def write_recorded_repo_id(root: Path, repo_id: str) -> None:
+    """Keep the repo id of the first recording into ``root`` (a resume with another id
+    leaves it)."""
+    def write(staging: Path) -> None:
+        (staging / RECORDING_FILE).parent.mkdir(parents=True)
+        (staging / RECORDING_FILE).write_text(json.dumps({"repo_id": repo_id}) + "\n")
+
+    if recorded_repo_id(root) is None:
+        _write_atomically(root, RECORDING_FILE, write)
 
 
 def _commit_episode(dataset) -> None:
@@ -393,7 +419,8 @@ def repair_killed_recording(root: Path, features: dict[str, dict], fps: int) -> 
         if info.total_episodes:
             log.warning("%s counted %d episodes but none was fully written: starting the recording again",
                         root / INFO_FILE, info.total_episodes)
-        for path in [*left.strays, root / INFO_FILE, root / "meta" / "stats.json", root / "meta" / "tasks.parquet"]:
+        for path in [*left.strays, root / INFO_FILE, root / "meta" / "stats.json", root / "meta" / "tasks.parquet",
+                     root / RECORDING_FILE, root / PREVIEW_FILE]:
             _remove(path)
         for folder in (_EPISODES_DIR, "meta", "data", "videos", "images"):  # now empty, unless someone else's
             _remove_empty_tree(root / folder)

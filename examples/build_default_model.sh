@@ -5,9 +5,10 @@
 #
 # Steps: record 600 Meta-World episodes (200 per task, disjoint training seeds), pretrain
 # a tiny V-JEPA 2 encoder on their video, train the predictor on all three tasks over
-# 4x4-pooled latents, package encoder + predictor into one relocatable directory, and
-# evaluate it with the protocol. Every command is resumable: rerun the script after an
-# interruption and it continues where it stopped.
+# 4x4-pooled latents, package encoder + predictor into one relocatable directory, fit a
+# state readout, save the planner it plans with, and evaluate it with the protocol. Every
+# command is resumable: rerun the script after an interruption and it continues where it
+# stopped.
 #
 # Measured on this project's 2-core CPU machine (no GPU), about 130 minutes in all:
 #   1. recording, two parallel streams, 1 thread each: pick-place 780 s | reach 419 s +
@@ -20,7 +21,8 @@
 #      work on the second core: ~1.5 steps/s, so the 8000 steps take ~88 min (4000 in
 #      ~45 min, then 3500 more in 2259 s). Validation rollout L1 at steps 1/2/3:
 #      0.038 / 0.042 / 0.045 (copying the frame: 0.058 / 0.081 / 0.096).
-#   4. packaging: seconds. 5. evaluation, 2 workers: 35 min for both commands.
+#   4. packaging, 6. saving the planner: seconds. 7. evaluation, 2 workers: 35 min for both
+#   commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/mw-all
@@ -72,9 +74,13 @@ uv run python -c "from jepa_robot.world_model.checkpoint import package_model as
 OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/models/default/checkpoint \
     dataset=$DATA threads=$THREADS
 
-# 6. Evaluate with the protocol (the README's results table comes from this report; a
+# 6. The planner it was tuned with (configs/planner/default_model.yaml, configs/agent/
+#    default_model.yaml), saved as the checkpoint's planning.json: every command that plans
+#    with checkpoint=default uses it unless given planner= or agent=.
+uv run jepa-robot set-planning checkpoint=default planner=default_model agent=default_model
+
+# 7. Evaluate with the protocol (the README's results table comes from this report; a
 #    rebuilt model replaces the reports of the previous one: overwrite=true).
-uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 \
-    out_dir=runs/eval-default overwrite=true
-uv run jepa-robot eval checkpoint=default planner=default_model agent=default_model workers=2 tasks=[push,pick-place] \
-    subgoals=true out_dir=runs/eval-default-subgoals overwrite=true
+uv run jepa-robot eval checkpoint=default workers=2 out_dir=runs/eval-default overwrite=true
+uv run jepa-robot eval checkpoint=default workers=2 tasks=[push,pick-place] subgoals=true \
+    out_dir=runs/eval-default-subgoals overwrite=true

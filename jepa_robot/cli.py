@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
-
 log = logging.getLogger("jepa_robot")
 
 
@@ -63,6 +61,11 @@ def _merge(config) -> int:
 
 
 def _train(config) -> int:
+    from jepa_robot.world_model.hub import hub_id_of, require_hub_weights
+
+    hub_id = hub_id_of(config.encoder.name)
+    if hub_id is not None:  # weights that cannot be had fail now, not after the imports and the dataset
+        require_hub_weights(hub_id, config.encoder.revision)
     from jepa_robot.training.train import describe, train
 
     print(describe(train(config)))
@@ -97,6 +100,13 @@ def _fit_readout(config) -> int:
     from jepa_robot.training.fit_readout import describe, fit_checkpoint_readout
 
     print(describe(fit_checkpoint_readout(config)))
+    return 0
+
+
+def _set_planning(config) -> int:
+    from jepa_robot.config.planning import set_planning
+
+    print(f"wrote {set_planning(config)}: eval, demo, plan and run-robot with this checkpoint now plan with it")
     return 0
 
 
@@ -185,6 +195,11 @@ COMMANDS: dict[str, Command] = {
     "pretrain-encoder": Command(
         "pretrain a small V-JEPA 2 encoder from scratch on recorded video", _schema("training:PretrainEncoderConfig"), _pretrain_encoder
     ),
+    "set-planning": Command(
+        "save planner and agent settings into a checkpoint, for every command that plans with it",
+        _schema("planning:SetPlanningConfig"),
+        _set_planning,
+    ),
     "import-vjepa2-ac": Command(
         "convert Meta's V-JEPA 2-AC checkpoint (vjepa2-ac-vitg.pt) into an encoder + checkpoint",
         _schema("training:ImportVJEPA2ACConfig"),
@@ -224,12 +239,11 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jepa_robot.config import compose
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    from jepa_robot.config import compose  # Hydra and OmegaConf: not needed for the usage
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"jepa-robot: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
@@ -239,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in rest if a not in ("--cfg", "-h", "--help")]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lerobot").setLevel(logging.WARNING)  # its codec choices are not news
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's "no accelerate module" note
     try:
         config = compose(name, overrides, command.schema())
         if show_config:
+            from omegaconf import OmegaConf
+
             print(f"# jepa-robot {name}: {command.help}\n" + OmegaConf.to_yaml(OmegaConf.structured(config)))
             return 0
         return command.run(config)

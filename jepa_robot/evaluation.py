@@ -11,7 +11,11 @@ images as references.
 
 Outputs under ``out_dir``: ``report.json`` (everything below, written atomically),
 ``summary.png`` (success with 95% Wilson intervals against the references, plan-time
-histogram) and ``videos/<task>-<seed>.mp4`` (observation | active goal | energy). An
+histogram against the plan-time target) and ``videos/<task>-<seed>.mp4`` (camera with the
+target marked | active goal | energy, under a header with task, seed and step, ending on a
+success or failure caption). Every model episode is recorded in memory (the model's
+frames, cheap); ``videos=N`` then draws N per task, successes and failures alternating
+(``video_choice=mixed``) or the first N seeds (``first``). An
 ``out_dir`` that already holds a report is refused before anything runs, unless
 ``overwrite=true``; an eval holds the directory's lock while it runs, so a second eval
 into it is refused.
@@ -23,12 +27,16 @@ what the readout made of the frame and the plan's energy.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import math
 import multiprocessing
 import os
 import platform
+import queue
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from envs.media import side_by_side, upscale, write_video
+from envs.media import draw_target, side_by_side, stack_vertically, text_bar, upscale, write_video
+from envs.metaworld.camera import project_to_camera, target_position
 from envs.metaworld.env import (
     EPISODE_BUDGET,
     STATE_AND_OBJECT_NAMES,
@@ -47,7 +57,8 @@ from envs.metaworld.env import (
 from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert
 from envs.metaworld.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
 from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
-from jepa_robot.config.planning import EvalConfig, PlanConfig
+from jepa_robot.config import ConfigError
+from jepa_robot.config.planning import REFERENCES, EvalConfig, PlanConfig
 from jepa_robot.errors import JepaRobotError, RunDirectoryError
 from jepa_robot.files import atomic_file, portable_path, remove_temporaries, run_lock, write_json_atomic
 from jepa_robot.world_model.model import WorldModel, resolve_checkpoint
@@ -56,8 +67,15 @@ log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "jepa_robot.eval/1"
 REPORT_FILE = "report.json"
-VIDEO_PIXELS = 192
-"""Height of each video panel; small frames are upscaled to it."""
+VIDEO_PIXELS = 256
+"""Height of each video panel; the model's small frames are upscaled to it."""
+VIDEO_FPS = 20
+CAPTION_SECONDS = 1.0
+"""How long a video holds its closing success / failure caption."""
+VIDEO_CHOICES = ("mixed", "first")
+"""Which episodes get a video (``video_choice``): successes and failures alternating, or the first seeds."""
+PLAN_TIME_TARGET_S = 0.5
+"""The project's target for one replan (encode + plan), drawn on ``summary.png``."""
 
 
 # ---------------------------------------------------------------- statistics
@@ -147,54 +165,197 @@ def goal_frames(env: MetaWorldGoalEnv, seed: int, camera: str, subgoals: bool,
     return frames + [goal.goal[camera]], observation, goal
 
 
-class EpisodeVideo:
-    """Collects observation | active goal | energy-curve frames during an episode."""
+def goal_names(count: int, phases: list[str]) -> list[str]:
+    """What each goal image is, for a video's goal panel: ``sub-goal 1/2: grasp``, ...,
+    ``final goal`` (sub-goals without known phases are numbered only)."""
+    names = []
+    for index in range(count - 1):
+        phase = f": {phases[index]}" if index < len(phases) else ""
+        names.append(f"sub-goal {index + 1}/{count - 1}{phase}")
+    return [*names, "final goal"]
 
-    def __init__(self, goals: list[np.ndarray], steps: int) -> None:
-        self.factor = max(1, VIDEO_PIXELS // goals[0].shape[0])
-        self.goals = [upscale(g, self.factor) for g in goals]
-        self.steps = steps
-        self.frames: list[np.ndarray] = []
-        self._panel: np.ndarray | None = None
-        self._replans_drawn = -1
 
-    def add(self, observation_frame: np.ndarray, agent: MPCAgent) -> None:
-        if len(agent.replans) != self._replans_drawn:
-            self._panel = energy_panel(agent.replans, self.steps, self.goals[0].shape[0])
-            self._replans_drawn = len(agent.replans)
-        frame = side_by_side(
-            [upscale(observation_frame, self.factor), self.goals[agent.goal_index], self._panel], gap=4
-        )
+@dataclass
+class EpisodeRecording:
+    """What an episode's video shows, collected while it runs: the model's own frames
+    (small, so recording every episode is cheap) and per frame the active goal and the
+    simulator's distance to the target. The video is drawn from it afterwards
+    (:func:`write_episode_video`) for the episodes chosen."""
+
+    task: str
+    seed: int
+    budget: int
+    goals: list[np.ndarray]
+    goal_names: list[str]
+    target_pixel: tuple[float, float] | None
+    """The task's target in the camera frame (pixels of the model's frame), or None."""
+    frames: list[np.ndarray] = field(default_factory=list)
+    goal_indices: list[int] = field(default_factory=list)
+    target_distances: list[float | None] = field(default_factory=list)
+    replans: list[Replan] = field(default_factory=list)
+    success: bool = False
+
+    def add(self, frame: np.ndarray, goal_index: int, target_distance: float | None) -> None:
         self.frames.append(frame)
+        self.goal_indices.append(goal_index)
+        self.target_distances.append(target_distance)
+
+    def finish(self, result: EpisodeResult) -> None:
+        self.replans, self.success = list(result.replans), result.success
 
 
-def energy_panel(replans: list[Replan], steps: int, height: int) -> np.ndarray:
-    """A small plot of the plan energy and the goal distance against env steps."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, its INFO notes (font cache) kept off the
+    terminal, where they would land inside the progress bar."""
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    dpi = 64
-    figure, axes = plt.subplots(figsize=(1.6 * height / dpi, height / dpi), dpi=dpi)
+    return plt
+
+
+def energy_plot(replans: list[Replan], steps: int, height: int,
+                width: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """The whole episode's plan energy and goal distance against env steps, drawn once
+    as a ``(height, width, 3)`` image. Also returns the axes' pixel columns for steps
+    ``0`` and ``steps``, and its pixel rows (top, bottom), so a frame can hide the part of
+    the plot that lies in its future without redrawing it."""
+    plt = _pyplot()
+    dpi = 100
+    figure, axes = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
     if replans:
         step = [r.step for r in replans]
-        axes.plot(step, [r.energy for r in replans], color="tab:blue", label="plan energy")
-        axes.plot(step, [r.goal_distance for r in replans], color="tab:orange", label="goal distance")
+        axes.plot(step, [r.energy for r in replans], color="tab:blue", lw=1.5)
+        axes.plot(step, [r.goal_distance for r in replans], color="tab:orange", lw=1.5)
         for index in range(1, len(replans)):
             if replans[index].goal_index != replans[index - 1].goal_index:
-                axes.axvline(replans[index].step, color="grey", lw=0.8, ls="--")
+                axes.axvline(replans[index].step, color="grey", lw=1.0, ls="--")
     axes.set_xlim(0, steps)
     axes.set_ylim(bottom=0)
-    axes.set_xlabel("env step", fontsize=7)
-    axes.tick_params(labelsize=6)
-    if replans:
-        axes.legend(fontsize=6, loc="upper right")
-    figure.tight_layout(pad=0.3)
+    axes.set_xlabel("env step", fontsize=10)
+    axes.set_ylabel("latent energy", fontsize=10)
+    axes.tick_params(labelsize=9)
+    axes.grid(alpha=0.3)
+    figure.tight_layout(pad=0.4)
     figure.canvas.draw()
     image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    box = axes.get_window_extent()  # display pixels, origin bottom left
     plt.close(figure)
-    return image
+    rows = (image.shape[0] - int(math.ceil(box.y1)), image.shape[0] - int(box.y0))
+    return image, (int(round(box.x0)), int(round(box.x1))), rows
+
+
+def episode_video_frames(recording: EpisodeRecording, caption_frames: int | None = None) -> Iterator[np.ndarray]:
+    """The video's frames: a header (task, seed, step, distance to the target), panel
+    labels, then camera (the target ringed) | active goal | energy so far, and a footer;
+    the last frame is held for ``caption_frames`` (default ``CAPTION_SECONDS``) with the
+    success or failure caption."""
+    if caption_frames is None:
+        caption_frames = int(round(CAPTION_SECONDS * VIDEO_FPS))
+    factor = max(1, VIDEO_PIXELS // recording.frames[0].shape[0])
+    panel = recording.frames[0].shape[0] * factor
+    goals = [upscale(g, factor) for g in recording.goals]
+    plot_width = int(1.6 * panel)
+    plot, (x_start, x_end), (top, bottom) = energy_plot(recording.replans, recording.budget, panel, plot_width)
+    gap = 4
+    width = 2 * panel + plot_width + 2 * gap
+    bar, font = max(20, panel // 10), max(12, panel // 16)
+    label_bar = lambda texts: text_bar(width, bar, texts, font_size=font)  # noqa: E731
+    which = "fingers" if recording.task == "reach" else "object"
+    plot_x = 2 * (panel + gap)
+    base_labels = [(6, "camera (the model's input)", (0, 0, 0)),
+                   (plot_x + 6, "plan energy", (31, 119, 180)),
+                   (plot_x + 6 + 9 * font, "goal distance", (255, 127, 14))]
+    if len(goals) > 1:
+        base_labels.append((plot_x + 6 + 19 * font, "- - goal switch", (110, 110, 110)))
+    footer = label_bar([(6, "yellow ring: the task's target (drawn for the video; never shown to the model)",
+                         (90, 90, 90))])
+    labels: dict[int, np.ndarray] = {}  # one label row per goal: text drawing is the costly part
+    last = len(recording.frames) - 1
+    for index, frame in enumerate(recording.frames):
+        camera = upscale(frame, factor)
+        if recording.target_pixel is not None:
+            camera = draw_target(camera, *(factor * v for v in recording.target_pixel), radius=max(4, panel // 32))
+        goal_index = recording.goal_indices[index]
+        step_plot = plot.copy()
+        # hide the plot right of this frame's step: it has not happened yet
+        x_now = x_start + round((x_end - x_start) * index / recording.budget)
+        step_plot[top:bottom, x_now + 1: x_end] = 235
+        distance = recording.target_distances[index]
+        header = label_bar([
+            (6, f"{recording.task}   seed {recording.seed}   step {index}/{recording.budget}", (0, 0, 0)),
+            (plot_x + 6, f"{which} to target: " + (f"{100 * distance:.1f} cm" if distance is not None else "-"),
+             (0, 0, 0))])
+        if goal_index not in labels:
+            labels[goal_index] = label_bar(
+                [*base_labels, (panel + gap + 6, f"goal ({recording.goal_names[goal_index]})", (0, 0, 0))])
+        panels = side_by_side([camera, goals[goal_index], step_plot], gap=gap)
+        yield stack_vertically([header, labels[goal_index], panels, footer])
+        if index < last:
+            continue
+        outcome = "SUCCESS" if recording.success else "FAILURE"
+        colour = (0, 130, 0) if recording.success else (190, 0, 0)
+        ending = (f"{outcome}: {which} {100 * distance:.1f} cm from the target at step {index}"
+                  if distance is not None else f"{outcome} at step {index}")
+        caption = text_bar(width, bar, [(6, ending, (255, 255, 255))], background=colour, font_size=font)
+        closing = stack_vertically([header, labels[goal_index], panels, caption])
+        for _ in range(caption_frames):
+            yield closing
+
+
+def write_episode_video(recording: EpisodeRecording, path: Path) -> Path:
+    """Draw ``recording``'s video and write it to ``path`` (atomically)."""
+    return write_video(path, episode_video_frames(recording), fps=VIDEO_FPS)
+
+
+def choose_videos(records: list[dict[str, Any]], count: int, choice: str) -> list[tuple[str, int]]:
+    """Which ``(task, seed)`` model episodes get a video: per task, ``count`` of them;
+    ``first``: the lowest seeds; ``mixed``: successes and failures alternating in seed
+    order (a success first), as many of each as there are. Skipped seeds have none."""
+    chosen: list[tuple[str, int]] = []
+    tasks = dict.fromkeys(r["task"] for r in records)
+    for task in tasks:
+        ran = sorted((r for r in records if r["task"] == task and r["kind"] == "model" and "skipped" not in r),
+                     key=lambda r: r["seed"])
+        if choice == "first":
+            picked = ran[:count]
+        else:
+            successes = [r for r in ran if r["success"]]
+            failures = [r for r in ran if not r["success"]]
+            picked = []
+            while len(picked) < count and (successes or failures):
+                for pool in (successes, failures):
+                    if pool and len(picked) < count:
+                        picked.append(pool.pop(0))
+        chosen.extend((task, r["seed"]) for r in sorted(picked, key=lambda r: r["seed"]))
+    return chosen
+
+
+class VideoCandidates:
+    """The recordings that may still be chosen (:func:`choose_videos`), as episodes end
+    in any order: per task, the ``count`` lowest-seed successes and failures (``mixed``)
+    or the ``count`` lowest seeds (``first``). Bounds memory to ``2 * count`` per task."""
+
+    def __init__(self, count: int, choice: str) -> None:
+        self.count, self.choice = count, choice
+        self.kept: dict[tuple[str, bool], dict[int, EpisodeRecording]] = {}
+
+    def offer(self, recording: EpisodeRecording) -> None:
+        if self.count == 0:
+            return
+        group = (recording.task, recording.success if self.choice == "mixed" else True)
+        kept = self.kept.setdefault(group, {})
+        kept[recording.seed] = recording
+        if len(kept) > self.count:
+            del kept[max(kept)]
+
+    def get(self, task: str, seed: int) -> EpisodeRecording:
+        for (kept_task, _), kept in self.kept.items():
+            if kept_task == task and seed in kept:
+                return kept[seed]
+        raise KeyError(f"no recording of {task} seed {seed}")
 
 
 class EpisodeTrace:
@@ -233,12 +394,11 @@ class ModelRunner:
     """Runs model episodes in one process: loads the world model once, keeps one env per task."""
 
     def __init__(self, checkpoint: str, planner, agent_config, subgoals: bool,
-                 video_dir: Path | None, goals: str = "protocol") -> None:
+                 goals: str = "protocol") -> None:
         self.world_model = WorldModel.load(checkpoint, device=agent_config.device)
         self.planner_settings, self.agent_config = planner, agent_config
         self.agents: dict[str, MPCAgent] = {}  # one per task: weights may differ by task
         self.subgoals, self.goal_source = subgoals, goals
-        self.video_dir = video_dir
         self.envs: dict[str, MetaWorldGoalEnv] = {}
 
     def env(self, task: str) -> MetaWorldGoalEnv:
@@ -253,9 +413,12 @@ class ModelRunner:
                 self.world_model, self.planner_settings.for_task(task), self.agent_config)
         return self.agents[task]
 
-    def run(self, task: str, seed: int, video: bool = False, goals: list[np.ndarray] | None = None,
-            steps: int | None = None, video_path: Path | None = None,
-            trace: bool = False) -> tuple[dict[str, Any], Path | None]:
+    def run(self, task: str, seed: int, record_video: bool = False, goals: list[np.ndarray] | None = None,
+            steps: int | None = None, trace: bool = False,
+            on_env_step: Callable[[], None] | None = None) -> tuple[dict[str, Any], EpisodeRecording | None]:
+        """One episode from ``seed`` toward the protocol's goal frames (or ``goals``): its
+        report record and, with ``record_video``, what its video shows. ``on_env_step()``
+        is called after every env step (progress)."""
         started = time.perf_counter()
         env, camera = self.env(task), self.world_model.camera
         goal = None
@@ -272,23 +435,29 @@ class ModelRunner:
         steps = steps or EPISODE_BUDGET[task]
         agent = self.agent(task)
         agent.reset(goals)
-        recorder = EpisodeVideo(goals, steps) if video else None
+        recording = None
+        if record_video:
+            # privileged, for the video only: the model's frames are never drawn on
+            target = target_position(env)
+            phases = goal.subgoal_phases if goal is not None and self.subgoals else []
+            recording = EpisodeRecording(
+                task, seed, steps, list(goals), goal_names(len(goals), phases),
+                project_to_camera(env, target, camera, self.world_model.image_size))
+            recording.add(observation["images"][camera], agent.goal_index,
+                          float(np.linalg.norm(env.task_point() - target)))
         tracer = EpisodeTrace(self.world_model, self.world_model.frameskip) if trace else None
 
-        def on_step(step: int, obs: dict[str, Any], _action: np.ndarray, _info: dict[str, Any]) -> None:
-            if recorder is not None:
-                recorder.add(obs["images"][camera], agent)
+        def on_step(step: int, obs: dict[str, Any], _action: np.ndarray, info: dict[str, Any]) -> None:
+            if recording is not None:
+                recording.add(obs["images"][camera], agent.goal_index, info.get("goal_distance_m"))
             if tracer is not None:
                 tracer.add(step, env, obs["images"][camera], agent)
+            if on_env_step is not None:
+                on_env_step()
 
-        if recorder is not None:
-            recorder.add(observation["images"][camera], agent)
-        result = run_episode(env, agent, observation, steps,
-                             on_step=on_step if recorder is not None or tracer is not None else None)
-        written = None
-        if recorder is not None:
-            path = video_path or (self.video_dir / f"{task}-{seed}.mp4")
-            written = write_video(path, recorder.frames, fps=20)
+        result = run_episode(env, agent, observation, steps, on_step=on_step)
+        if recording is not None:
+            recording.finish(result)
         record = episode_record(task, seed, result, self.world_model, agent)
         if goal is not None:  # how well the episode matched the goal image (diagnostic only)
             record["goal_frame_distance_m"] = goal.goal_distance_m
@@ -300,7 +469,7 @@ class ModelRunner:
             record["trace"] = tracer.rows
             record["trace_columns"] = tracer.columns
         record["wall_seconds"] = time.perf_counter() - started
-        return record, written
+        return record, recording
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -340,38 +509,126 @@ def _init_worker(config_yaml: str, threads: int) -> None:
     torch.set_num_threads(threads)
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.create(config_yaml)))
     logging.getLogger("jepa_robot").setLevel(logging.WARNING)
-    _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals,
-                          Path(config.out_dir) / "videos", config.goals)
+    _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals, config.goals)
 
 
 _init_error: str | None = None
+_step_counter = None
+"""A pool worker's handle on the eval's shared count of model env steps (progress)."""
 
 
 class EvalWorkerError(JepaRobotError, RuntimeError):
     """A pool worker could not set itself up (its model did not load)."""
 
 
-def _init_pool_worker(config_yaml: str, threads: int) -> None:
+def _init_pool_worker(config_yaml: str, threads: int, step_counter=None, log_queue=None) -> None:
     """A pool worker's initializer. An exception here would make ``multiprocessing.Pool``
     start a new worker, fail again, and so on forever; keep it for the first job instead,
-    which fails, and the error ends the evaluation."""
-    global _init_error
+    which fails, and the error ends the evaluation. The worker counts its env steps into
+    ``step_counter`` and sends its warnings through ``log_queue`` to the main process,
+    which writes them above the progress bar."""
+    global _init_error, _step_counter
+    _step_counter = step_counter
+    if log_queue is not None:
+        root = logging.getLogger()
+        root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+        root.setLevel(logging.WARNING)
     try:
         _init_worker(config_yaml, threads)
     except Exception as error:  # noqa: BLE001 - handed on to the job, which raises it
         _init_error = f"{type(error).__name__}: {error}"
 
 
-def _run_job(job: Job) -> dict[str, Any]:
+def _count_step() -> None:
+    with _step_counter.get_lock():
+        _step_counter.value += 1
+
+
+def _run_job(job: Job, on_env_step: Callable[[], None] | None = None
+             ) -> tuple[dict[str, Any], EpisodeRecording | None]:
     if job.kind != "model":
-        return run_reference(job.task, job.seed, job.kind, job.goals)
+        return run_reference(job.task, job.seed, job.kind, job.goals), None
     if _init_error is not None:
         raise EvalWorkerError(f"an eval worker could not load its model: {_init_error}")
     assert _runner is not None
-    record, video = _runner.run(job.task, job.seed, video=job.video, trace=job.trace)
-    if video is not None:
-        record["video"] = str(video)
-    return record
+    if on_env_step is None and _step_counter is not None:
+        on_env_step = _count_step
+    return _runner.run(job.task, job.seed, record_video=job.video, trace=job.trace, on_env_step=on_env_step)
+
+
+def _forward_worker_logs(log_queue) -> None:
+    """Hand the pool workers' queued log records to this process's loggers."""
+    while True:
+        try:
+            record = log_queue.get_nowait()
+        except queue.Empty:
+            return
+        logging.getLogger(record.name).handle(record)
+
+
+class EvalProgress:
+    """The eval's progress bar: env steps over all episodes, moving while an episode
+    runs (also in pool workers, through a shared counter), with episodes done and
+    successes so far beside it."""
+
+    def __init__(self, jobs: list[Job], enabled: bool) -> None:
+        self.bar = tqdm(total=sum(EPISODE_BUDGET[job.task] for job in jobs), desc="eval", unit="step",
+                        disable=not enabled, smoothing=0.05)
+        self.model_total = sum(job.kind == "model" for job in jobs)
+        self.references_total = len(jobs) - self.model_total
+        self.model_done = self.successes = self.skipped = self.references_done = 0
+        self._model_steps = 0  # reported live by the running model episodes
+        self._settled = 0  # steps counted when an episode ends: references', and budgets not stepped
+        self._describe()
+
+    def model_step(self) -> None:
+        """One env step of a model episode in this process."""
+        self._model_steps += 1
+        self._show()
+
+    def set_model_steps(self, total: int) -> None:
+        """The pool workers' model env steps so far."""
+        self._model_steps = max(self._model_steps, total)
+        self._show()
+
+    def episode_done(self, record: dict[str, Any]) -> None:
+        budget = EPISODE_BUDGET[record["task"]]
+        if record["kind"] != "model":
+            self.references_done += 1
+            self._settled += budget  # references report no steps while they run (they take ~0.3 s)
+        elif "skipped" in record:
+            self.skipped += 1
+            self._settled += budget
+        else:
+            self.model_done += 1
+            self.successes += bool(record["success"])
+            self._settled += budget - record["steps"]
+        self._describe()
+        self._show()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    @property
+    def steps(self) -> int:
+        """Env steps done or accounted for so far."""
+        return self._model_steps + self._settled
+
+    @property
+    def summary(self) -> str:
+        """Episodes done and successes so far, as shown beside the bar."""
+        text = f"episodes {self.model_done}/{self.model_total}, successes {self.successes}"
+        if self.skipped:
+            text += f", skipped {self.skipped}"
+        if self.references_total:
+            text += f", references {self.references_done}/{self.references_total}"
+        return text
+
+    def _describe(self) -> None:
+        self.bar.set_postfix_str(self.summary, refresh=False)
+
+    def _show(self) -> None:
+        self.bar.update(self.steps - self.bar.n)
 
 
 def refuse_earlier_report(config: EvalConfig) -> None:
@@ -389,6 +646,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
     Refuses an ``out_dir`` holding an earlier report (unless ``config.overwrite``) or in
     use by another run (``RunLockedError``), before anything is written."""
+    if config.video_choice not in VIDEO_CHOICES:
+        raise ConfigError(f"video_choice={config.video_choice!r}; valid: {list(VIDEO_CHOICES)}")
     refuse_earlier_report(config)
     cores = os.cpu_count() or 1
     threads = config.threads_per_worker or max(1, cores // config.workers)
@@ -408,7 +667,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
 def _evaluate_locked(config: EvalConfig, out_dir: Path, config_yaml: str, threads: int) -> dict[str, Any]:
     jobs = [
-        Job(task, config.seed_start + i, kind, video=(kind == "model" and i < config.videos),
+        Job(task, config.seed_start + i, kind, video=(kind == "model" and config.videos > 0),
             trace=(kind == "model" and i < config.traces), goals=config.goals)
         for task in config.tasks
         for kind in ("model", *config.references)
@@ -419,21 +678,51 @@ def _evaluate_locked(config: EvalConfig, out_dir: Path, config_yaml: str, thread
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not config.progress)
-    if config.workers == 1:
-        try:
-            for job in jobs:
-                records.append(_run_job(job))
-                bar.update()
-        finally:
-            _runner.close()
-    else:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(config.workers, initializer=_init_pool_worker, initargs=(config_yaml, threads)) as pool:
-            for record in pool.imap_unordered(_run_job, jobs):
-                records.append(record)
-                bar.update()
-    bar.close()
+    candidates = VideoCandidates(config.videos, config.video_choice)
+    progress = EvalProgress(jobs, config.progress)
+
+    def finished(record: dict[str, Any], recording: EpisodeRecording | None) -> None:
+        records.append(record)
+        if recording is not None:
+            candidates.offer(recording)
+        progress.episode_done(record)
+
+    # worker warnings and library notes go above the bar, not through it
+    with logging_redirect_tqdm() if config.progress else nullcontext():
+        if config.workers == 1:
+            try:
+                for job in jobs:
+                    finished(*_run_job(job, on_env_step=progress.model_step))
+                progress.close()
+                videos = _write_chosen_videos(config, out_dir, records, candidates)
+            finally:
+                _runner.close()
+        else:
+            context = multiprocessing.get_context("spawn")
+            step_counter, log_queue = context.Value("q", 0), context.Queue()
+
+            def poll() -> None:
+                progress.set_model_steps(step_counter.value)
+                _forward_worker_logs(log_queue)
+
+            with context.Pool(config.workers, initializer=_init_pool_worker,
+                              initargs=(config_yaml, threads, step_counter, log_queue)) as pool:
+                results = pool.imap_unordered(_run_job, jobs)
+                for _ in jobs:
+                    while True:  # wake up now and then to move the bar while episodes run
+                        try:
+                            result = results.next(timeout=0.5)
+                            break
+                        except multiprocessing.TimeoutError:
+                            poll()
+                    poll()
+                    finished(*result)
+                progress.close()
+                videos = _write_chosen_videos(config, out_dir, records, candidates, pool)
+            _forward_worker_logs(log_queue)
+    for record in records:
+        if (record["task"], record["seed"]) in videos and record["kind"] == "model":
+            record["video"] = str(videos[record["task"], record["seed"]])
     report = build_report(config, records, time.perf_counter() - started, threads)
     # the machine's 1-minute load average before and after: plan times are only comparable
     # between runs on an otherwise idle machine
@@ -441,6 +730,21 @@ def _evaluate_locked(config: EvalConfig, out_dir: Path, config_yaml: str, thread
     write_json_atomic(out_dir / REPORT_FILE, report)
     plot_summary(report, out_dir / "summary.png")
     return report
+
+
+def _write_chosen_videos(config: EvalConfig, out_dir: Path, records: list[dict[str, Any]],
+                         candidates: VideoCandidates, pool=None) -> dict[tuple[str, int], Path]:
+    """Draw and write the videos of the episodes ``choose_videos`` picks (in ``pool``'s
+    workers, in parallel, if given); returns their paths."""
+    chosen = choose_videos(records, config.videos, config.video_choice)
+    if not chosen:
+        return {}
+    started = time.perf_counter()
+    work = [(candidates.get(task, seed), out_dir / "videos" / f"{task}-{seed}.mp4") for task, seed in chosen]
+    written = pool.starmap(write_episode_video, work) if pool is not None else [write_episode_video(*w) for w in work]
+    log.info("wrote %d video(s) in %.1f s: %s", len(written), time.perf_counter() - started,
+             ", ".join(path.name for path in written))
+    return dict(zip(chosen, written, strict=True))
 
 
 def check_setup(config: EvalConfig) -> None:
@@ -530,14 +834,17 @@ def protocol_summary(config: EvalConfig) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a text table, one row per task."""
-    head = (f"{'task':<11} {'N':>3} {'success':>8} {'95% CI':>13} {'random':>7} {'expert':>7} "
-            f"{'replan ms mean/p50/p95':>24} {'ms/action':>9} {'s/episode':>9} {'end cm p50':>10}")
+    """The report as a text table, one row per task; a reference that was not run
+    (``references`` leaves it out) has no column, and a line under the table says so."""
+    ran = list(report["config"]["references"])
+    head = (f"{'task':<11} {'N':>3} {'success':>8} {'95% CI':>13} "
+            + "".join(f"{kind:>7} " for kind in ran)
+            + f"{'replan ms mean/p50/p95':>24} {'ms/action':>9} {'s/episode':>9} {'end cm p50':>10}")
     lines = [head, "-" * len(head)]
     for task, entry in report["tasks"].items():
         low, high = entry["wilson_95"]
         refs = entry["references"]
-        ref = {k: f"{refs[k]['success_rate']:.0%}" if k in refs else "-" for k in ("random", "expert")}
+        ref = "".join(f"{refs[kind]['success_rate']:>7.0%} " for kind in ran)
         replan = entry["plan_time_per_replan_s"] or {"mean": 0, "p50": 0, "p95": 0}
         per_action = (entry["plan_time_per_action_s"] or {"mean": 0})["mean"]
         wall = (entry["episode_wall_s"] or {"mean": 0})["mean"]
@@ -545,7 +852,7 @@ def format_table(report: dict[str, Any]) -> str:
         end_cm = f"{100 * final['p50']:.1f}" if final else "-"
         lines.append(
             f"{task:<11} {entry['n']:>3} {entry['success_rate']:>8.0%} {f'[{low:.0%}, {high:.0%}]':>13} "
-            f"{ref['random']:>7} {ref['expert']:>7} "
+            f"{ref}"
             f"{f'{1e3 * replan['mean']:.0f}/{1e3 * replan['p50']:.0f}/{1e3 * replan['p95']:.0f}':>24} "
             f"{1e3 * per_action:>9.1f} {wall:>9.1f} {end_cm:>10}"
         )
@@ -553,6 +860,9 @@ def format_table(report: dict[str, Any]) -> str:
     first, last = protocol["seeds"]
     lines.append(f"seeds {first}-{last} ({protocol['split']} seeds), goal images: {protocol['goals']}"
                  + (", with sub-goals" if protocol["subgoals"] else ""))
+    not_run = [kind for kind in REFERENCES if kind not in ran]
+    if not_run:
+        lines.append(f"references not run: {', '.join(not_run)} (add them with references=[random,expert])")
     for task, entry in report["tasks"].items():
         if entry["skipped"]:
             seeds = ", ".join(str(s["seed"]) for s in entry["skipped"])
@@ -561,13 +871,12 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def plot_summary(report: dict[str, Any], path: Path) -> None:
-    """Success per task (model vs references, 95% Wilson bars) and the replan-time histogram."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    """Success per task (model vs references, 95% Wilson bars; each task's sub-goals, if
+    used, under its name) and the replan-time histogram against the plan-time target."""
+    plt = _pyplot()
     tasks = list(report["tasks"])
+    protocol = report["protocol"]
+    phases = protocol.get("subgoal_phases", {}) if protocol["subgoals"] else {}
     kinds = ["model", *report["config"]["references"]]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     width = 0.8 / len(kinds)
@@ -581,20 +890,28 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
             errors[0].append(max(0.0, 100 * (rate - low)))
             errors[1].append(max(0.0, 100 * (high - rate)))
         x = np.arange(len(tasks)) + (k - (len(kinds) - 1) / 2) * width
-        left.bar(x, rates, width, yerr=errors, capsize=3, label=kind)
-    left.set_xticks(np.arange(len(tasks)), tasks)
+        bars = left.bar(x, rates, width, yerr=errors, capsize=3, label=kind)
+        left.bar_label(bars, [f"{rate:.0f}%" for rate in rates], fontsize=8, padding=2)  # a 0% bar has no height
+    left.set_xticks(np.arange(len(tasks)), [
+        task + (f"\nsub-goals: {', '.join(phases[task])}" if phases.get(task)
+                else "\nfinal goal only" if protocol["subgoals"] else "") for task in tasks])
     left.set_ylim(0, 105)
     left.set_ylabel("success % (95% Wilson)")
     left.legend(fontsize=8)
+    all_times = []
     for task in tasks:
         times = [1e3 * s for r in report["tasks"][task]["episodes"] for s in r["replan_seconds"]]
+        all_times += times
         if times:
             right.hist(times, bins=30, alpha=0.6, label=task)
-    right.set_xlabel("replan time (ms)")
+    target_ms = 1e3 * PLAN_TIME_TARGET_S
+    under = f", {np.mean(np.asarray(all_times) <= target_ms):.0%} of replans within" if all_times else ""
+    right.axvline(target_ms, color="tab:red", ls="--", lw=1.5, label=f"target {target_ms:.0f} ms{under}")
+    right.set_xlim(left=0, right=max(1.15 * target_ms, 1.05 * max(all_times, default=0.0)))
+    right.set_xlabel("replan time, encode + plan (ms)")
     right.set_ylabel("replans")
     right.legend(fontsize=8)
     name = "/".join(Path(report["checkpoint"]).parts[-2:])  # run/checkpoint says which model
-    protocol = report["protocol"]
     figure.suptitle(f"{name} — N={report['tasks'][tasks[0]]['n']} per task, {protocol['split']} seeds, "
                     f"{protocol['goals']} goals" + (" with sub-goals" if protocol["subgoals"] else ""),
                     fontsize=10)
@@ -607,16 +924,17 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- plan
 def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
     """``jepa-robot plan``: one episode from ``config.seed``; writes its video."""
-    runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals, None)
+    runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals)
     try:
         goals = [load_image(path) for path in config.goal] or None
         if goals is not None:
             goals = [resize_to(g, runner.world_model.image_size) for g in goals]
         video = Path(config.video or f"runs/plan/{config.task}-{config.seed}.mp4")
-        record, written = runner.run(config.task, config.seed, video=True, goals=goals,
-                                     steps=config.steps, video_path=video)
+        record, recording = runner.run(config.task, config.seed, record_video=True, goals=goals,
+                                       steps=config.steps)
         if "skipped" in record:
             raise ValueError(f"{record['skipped']}; choose another seed or give goal=[file.png]")
+        written = write_episode_video(recording, video)
     finally:
         runner.close()
     return record, written

@@ -13,9 +13,31 @@ Shapes are documented in ``planners.base``.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
-from planners.base import ActionBounds, Planner, PlannerConfig, PlanResult, shift_plan
-from planners.energy import L1Energy, L2Energy, ReadoutDistance, make_energy
+from planners.configs import PLANNER_CONFIGS, ActionBounds, PlannerConfig
+
+if TYPE_CHECKING:
+    from planners.base import Planner, PlanResult, shift_plan
+    from planners.energy import L1Energy, L2Energy, ReadoutDistance, make_energy
+
+# Imported on first use, so that configs (ActionBounds, the planners' config classes)
+# are checked without importing torch.
+_TORCH_EXPORTS = {
+    "Planner": "planners.base",
+    "PlanResult": "planners.base",
+    "shift_plan": "planners.base",
+    "L1Energy": "planners.energy",
+    "L2Energy": "planners.energy",
+    "ReadoutDistance": "planners.energy",
+    "make_energy": "planners.energy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_EXPORTS:
+        return getattr(importlib.import_module(_TORCH_EXPORTS[name]), name)
+    raise AttributeError(f"module 'planners' has no attribute {name!r}")
 
 PLANNERS = {
     "cem": "planners.cem:CEMPlanner",
@@ -32,6 +54,13 @@ def planner_class(name: str) -> type[Planner]:
         raise ValueError(f"unknown planner {name!r}; valid: {sorted(PLANNERS)}")
     module_name, class_name = PLANNERS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def planner_config_class(name: str) -> type[PlannerConfig]:
+    """The config dataclass of the planner registered as ``name``, without importing torch."""
+    if name not in PLANNER_CONFIGS:
+        raise ValueError(f"unknown planner {name!r}; valid: {sorted(PLANNERS)}")
+    return PLANNER_CONFIGS[name]
 
 
 def make_planner(name: str, *, bounds=None, energy=None, **config) -> Planner:
@@ -55,5 +84,6 @@ __all__ = [
     "make_energy",
     "make_planner",
     "planner_class",
+    "planner_config_class",
     "shift_plan",
 ]

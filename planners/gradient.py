@@ -8,30 +8,13 @@ every step the actions are projected back onto the bounds.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from planners.base import BestSoFar, Planner, PlannerConfig, PlanResult, Rollout
+from planners.base import BestSoFar, Planner, PlanResult, Rollout
+from planners.configs import GradientConfig
 from planners.energy import Energy
-
-
-@dataclass
-class GradientConfig(PlannerConfig):
-    """Gradient-planner settings; ``samples`` is the number of restarts per environment."""
-
-    iterations: int = 30
-    samples: int = 8
-    learning_rate: float = 0.05
-    """Adam step size, in action units."""
-    init_std: float = 0.5
-    """Std of the noise that spreads the restarts around the starting plan."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.learning_rate <= 0 or self.init_std < 0:
-            raise ValueError("need learning_rate > 0 and init_std >= 0")
 
 
 class GradientPlanner(Planner):

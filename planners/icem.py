@@ -11,46 +11,20 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from planners.base import (
     BestSoFar,
-    EliteConfig,
     Planner,
     PlanResult,
     Rollout,
     shift_plan,
     top_elites,
 )
+from planners.configs import ICEMConfig
 from planners.energy import Energy
-
-
-@dataclass
-class ICEMConfig(EliteConfig):
-    """iCEM settings; the paper's defaults where they fit a fixed sample count."""
-
-    noise_exponent: float = 2.0
-    """Colour of the noise (beta): 0 is white, 2 is Brownian-like, larger is smoother."""
-    keep_elite_fraction: float = 0.3
-    """Fraction of the elites carried into the next iteration and the next call."""
-    init_std: float = 1.0
-    """Initial standard deviation of every action dimension, in action units."""
-    min_std: float = 0.01
-    """Std floor, so the search never collapses to a point."""
-    momentum: float = 0.1
-    """Weight kept on the old mean and std at each refit."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.noise_exponent < 0 or not 0 <= self.keep_elite_fraction <= 1:
-            raise ValueError("need noise_exponent >= 0 and keep_elite_fraction in [0, 1]")
-        if self.init_std <= 0 or self.min_std < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("need init_std > 0, min_std >= 0, momentum in [0, 1)")
-        if round(self.keep_elite_fraction * self.elites) >= self.samples:
-            raise ValueError("keep_elite_fraction * elites must leave room for fresh samples")
 
 
 def colored_noise(

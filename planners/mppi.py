@@ -8,43 +8,19 @@ clamped to ``[min_std, max_std]``. Between calls the mean is shifted by one step
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from planners.base import (
     BestSoFar,
-    EliteConfig,
     Planner,
     PlanResult,
     Rollout,
     top_elites,
 )
+from planners.configs import MPPIConfig
 from planners.energy import Energy
-
-
-@dataclass
-class MPPIConfig(EliteConfig):
-    """MPPI settings; defaults follow TD-MPC2 (512 samples, 64 elites, 6 iterations)."""
-
-    iterations: int = 6
-    samples: int = 512
-    elites: int = 64
-    """How many of the best samples enter the weighted average."""
-    temperature: float = 0.5
-    """Softness of the weights, relative to the elites' energy spread (smaller: greedier)."""
-    min_std: float = 0.05
-    """Lower clamp of the sampling std."""
-    max_std: float = 2.0
-    """Upper clamp of the sampling std, and its starting value."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
-        if not 0 <= self.min_std <= self.max_std:
-            raise ValueError(f"need 0 <= min_std={self.min_std} <= max_std={self.max_std}")
 
 
 class MPPIPlanner(Planner):

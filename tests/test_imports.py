@@ -82,3 +82,70 @@ def test_no_import_cycle():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+# --- start-up: what composing a config imports
+
+HEAVY = ("torch", "lerobot", "mujoco", "metaworld", "transformers")
+"""Libraries that take seconds to import: a command imports them when its work needs them.
+(Gymnasium, ~0.6 s, is imported by ``import envs``, which registers the tasks.)"""
+
+REQUIRED_OVERRIDES = {
+    "eval": ["checkpoint=default"], "plan": ["checkpoint=default"], "set-planning": ["checkpoint=default"],
+    "run-robot": ["checkpoint=default"], "import-vjepa2-ac": ["checkpoint=vjepa2-ac-vitg.pt"],
+    "fit-readout": ["checkpoint=default", "dataset=data/a"], "inspect": ["dataset=data/a"],
+    "merge": ["datasets=[data/a,data/b]", "root=data/ab"], "pretrain-encoder": ["datasets=[data/a]"],
+    "train": ["dataset=data/a"],
+}
+"""The ``???`` keys of each command's config, given."""
+
+
+def imported_after(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; return what it printed as JSON (its last line)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_composing_and_checking_every_config_imports_no_heavy_library():
+    composed = imported_after(f"""
+import json, sys
+from jepa_robot.cli import COMMANDS
+from jepa_robot.config import compose
+required = {REQUIRED_OVERRIDES!r}
+names = [name for name, command in COMMANDS.items() if compose(name, required.get(name, []), command.schema())]
+print(json.dumps({{"names": names, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+""")
+    from jepa_robot.cli import COMMANDS
+
+    assert composed == {"names": list(COMMANDS), "heavy": []}
+
+
+def test_help_and_a_bad_override_import_no_heavy_library():
+    result = imported_after(f"""
+import contextlib, io, json, sys
+from jepa_robot.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    codes = [main(["--help"]), main(["collect", "--cfg"]), main(["eval", "checkpoint=default", "planner.name=nope"])]
+print(json.dumps({{"codes": codes, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+""")
+    assert result == {"codes": [0, 0, 2], "heavy": []}
+
+
+def test_importing_envs_registers_the_tasks_and_makes_egl_the_default_renderer():
+    result = imported_after("""
+import json, os, sys
+os.environ.pop("MUJOCO_GL", None)
+import envs, gymnasium
+print(json.dumps({"registered": sorted(set(envs.ENV_IDS.values()) & set(gymnasium.registry)),
+                  "gl": os.environ.get("MUJOCO_GL")}))
+""")
+    import envs
+
+    assert result == {"registered": sorted(envs.ENV_IDS.values()), "gl": "egl"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.metaworld.env import TASKS
+from envs.metaworld.tasks import TASKS
 
 # Meta-World's policies warn on every call that their own gains may be high; the env
 # clips actions anyway, so the warning says nothing about our data.

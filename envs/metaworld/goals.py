@@ -26,9 +26,8 @@ import numpy as np
 
 from envs.metaworld.env import EPISODE_BUDGET, MetaWorldGoalEnv
 from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert, expert_phase
+from envs.metaworld.tasks import GOAL_SOURCES
 
-GOAL_SOURCES = ("protocol", "jepa_wms")
-"""Where goal images come from: the protocol's task-aimed expert, or JEPA-WMs' rule."""
 JEPA_WMS_STEPS = 100
 """JEPA-WMs' goal frame: the last of Meta-World's own expert's first 100 steps."""
 

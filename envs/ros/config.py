@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.metaworld.env import ACTION_NAMES, STATE_NAMES
+from envs.metaworld.tasks import ACTION_NAMES, STATE_NAMES
 from envs.ros.messages import IMAGE_TYPES, normalise_type
 from envs.ros.safety import SAFETY_KEYS, SafetySettings
 

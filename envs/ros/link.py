@@ -85,6 +85,34 @@ def stop_reconnecting(ros: Any) -> None:
         factory._stop = True
 
 
+def summarize_message(message: Any, digits: int = 3) -> str:
+    """One short line of a message's values for a log: every value, or xyz(w) vector, by
+    its path (``twist.linear=[+0.012 -0.003 +0.000]``, ``data=+0.500``), headers left out."""
+    parts: list[str] = []
+
+    def number(value: Any) -> str:
+        return f"{value:+.{digits}f}" if isinstance(value, float) else str(value)
+
+    def walk(path: str, value: Any) -> None:
+        if isinstance(value, dict):
+            leaves = list(value.values())
+            if path and leaves and all(len(str(k)) == 1 and isinstance(v, (int, float)) for k, v in value.items()):
+                parts.append(f"{path}=[{' '.join(number(v) for v in leaves)}]")  # a vector: x y z (w)
+                return
+            for key, child in value.items():
+                if key != "header":
+                    walk(f"{path}.{key}" if path else str(key), child)
+        elif isinstance(value, (list, tuple)):
+            shown = " ".join(number(v) for v in value[:8])
+            parts.append(f"{path}=[{shown}{' ...' if len(value) > 8 else ''}]")
+        else:
+            text = number(value)
+            parts.append(f"{path}={text[:40] + '...' if len(text) > 40 else text}")
+
+    walk("", message)
+    return " ".join(parts) or "(empty)"
+
+
 class RosArmLink:
     """The rosbridge connection of an arm: subscriptions, the newest data, publishers.
 
@@ -375,7 +403,8 @@ class RosArmLink:
     # ---------------------------------------------------------------- sending
     def _publish(self, name: str, message_type: str, message: dict) -> None:
         if self.config.dry_run:
-            log.info("dry run: would publish on %s: %s", name, message)
+            log.info("dry run: would publish on %s: %s", name, summarize_message(message))
+            log.debug("dry run: the %s message on %s: %s", message_type, name, message)
             return
         if not self.is_connected:
             raise RobotConnectionError(str(self.connection_error or f"not connected to {self.config.url}"))
@@ -401,7 +430,9 @@ class RosArmLink:
                 return
             goal = {"command": {"position": float(value), "max_effort": float(settings.max_effort)}}
             if self.config.dry_run:
-                log.info("dry run: would send a %s goal to %s: %s", settings.message_type, settings.command, goal)
+                log.info("dry run: would send a %s goal to %s: %s", settings.message_type, settings.command,
+                         summarize_message(goal))
+                log.debug("dry run: the goal to %s: %s", settings.command, goal)
             else:
                 if not self.is_connected:
                     raise RobotConnectionError(str(self.connection_error or f"not connected to {self.config.url}"))

@@ -59,6 +59,7 @@ import queue
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -534,7 +535,7 @@ def _write_goal_images(directory: Path, goal: Any) -> list[str]:
     for stem, images in frames:
         for camera, image in images.items():
             path = directory / f"{stem}_{camera}.png"
-            temporary = path.with_name(f".{path.name}.tmp")
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique: two resets may race
             Image.fromarray(image).save(temporary, format="PNG")
             os.replace(temporary, path)
             written.append(str(path))

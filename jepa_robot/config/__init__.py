@@ -15,7 +15,11 @@ of the project, with the commands that part runs:
 Schemas that belong to a component live with it and are used here as they are:
 ``planners.ActionBounds`` (``planner.bounds``), the planners' own config classes
 (``planner.options``, checked when the config is composed),
-``jepa_robot.world_model.predictor.PredictorArchitecture`` (``train``'s ``predictor``).
+``jepa_robot.world_model.architecture.PredictorArchitecture`` (``train``'s ``predictor``).
+
+Composing and checking a config imports none of torch, lerobot, Gymnasium or MuJoCo, so
+``--cfg`` and a bad override answer in about a second; the modules these schemas come
+from are plain Python for that reason.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ def compose[T](config_name: str, overrides: list[str], schema: type[T]) -> T:
 
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3"):
-            composed = hydra_compose(config_name=config_name, overrides=list(overrides))
+            if "planning_source" in getattr(schema, "__dataclass_fields__", {}):
+                # it plans with a checkpoint: the checkpoint's planner and agent settings
+                from jepa_robot.config.planning import compose_planning
+
+                composed = compose_planning(config_name, list(overrides))
+            else:
+                composed = hydra_compose(config_name=config_name, overrides=list(overrides))
     except HydraException as error:
         raise ConfigError(f"bad override in {overrides}: {error}") from error
     return to_schema(composed, schema)

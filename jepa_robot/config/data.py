@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.env import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS
 from jepa_robot.config import ConfigError, check_finite
 
 
@@ -92,7 +92,8 @@ class CollectConfig:
     preview_episodes: int = 2
     """Episodes drawn into ``preview.mp4`` (observation | goal image); 0 for none."""
     preview_path: str | None = None
-    """Where the preview goes; ``null`` puts it beside the dataset as ``<root>-preview.mp4``."""
+    """Where the preview goes; ``null`` puts it in the dataset root as ``<root>/preview.mp4``
+    (lerobot's loaders and a resumed recording ignore it)."""
     progress: bool = True
     """Show a progress bar."""
 

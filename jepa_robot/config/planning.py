@@ -1,16 +1,33 @@
-"""Schemas of ``jepa-robot eval``, ``demo`` and ``plan``: the planner, the agent, the protocol."""
+"""Schemas of ``jepa-robot eval``, ``demo``, ``plan`` and ``set-planning``: the planner,
+the agent, the protocol; and the checkpoint's own planner and agent settings.
+
+A checkpoint may carry the planner and agent settings it was tuned with
+(``planning.json``, written by ``jepa-robot set-planning``). Every command that plans
+with a checkpoint (eval, demo, plan, run-robot) composes its config through
+:func:`compose_planning`: for ``planner`` and for ``agent``, a group the user names
+(``planner=mppi``) wins; else the checkpoint's settings replace the config's group
+default; else that default. Dotted overrides (``planner.options.samples=128``) apply on
+top of whichever was chosen. Where each came from is logged and kept in the config's
+``planning_source`` (so eval's report.json records it).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf, open_dict
 
-from envs.metaworld.env import EVAL_SEED_START, SEED_LIMIT, TASKS, seed_split
-from envs.metaworld.goals import GOAL_SOURCES
+from envs.metaworld.tasks import EVAL_SEED_START, GOAL_SOURCES, SEED_LIMIT, TASKS, seed_split
 from jepa_robot.config import ConfigError
 from planners import ActionBounds
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,7 +53,7 @@ class PlannerSettings:
     """Action bounds in env action units (``planners.ActionBounds``)."""
 
     def __post_init__(self) -> None:
-        from planners import PLANNERS, planner_class
+        from planners import PLANNERS, planner_config_class
 
         if self.name not in PLANNERS:
             raise ConfigError(f"planner.name={self.name!r}; valid: {sorted(PLANNERS)}")
@@ -64,7 +81,7 @@ class PlannerSettings:
             raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
-        self._check_options(planner_class(self.name).config_class)
+        self._check_options(planner_config_class(self.name))
 
     def _check_options(self, config_class: type) -> None:
         """``options`` are fields of the planner's config dataclass with values it accepts:
@@ -157,12 +174,20 @@ class EvalConfig:
     threads_per_worker: int | None = None
     """torch threads per worker; null: the machine's cores split among the workers."""
     videos: int = 2
-    """Episodes per task whose video (observation | goal | energy) is written."""
+    """Episodes per task whose video (camera with the target marked | goal | energy, with
+    a success or failure caption) is written; ``video_choice`` says which."""
+    video_choice: str = "mixed"
+    """Which episodes get the videos: ``mixed`` (per task, successes and failures
+    alternating in seed order, a success first, as many of each as there are) or
+    ``first`` (the lowest seeds)."""
     traces: int = 0
     """Episodes per task (the first ones) whose report record gets a per-step ``trace``:
     after every predictor step, the simulator's hand, gripper and object (privileged:
     for diagnosis, never seen by the agent), the readout of the frame (if the model has
     a readout), the plan's energy and the active goal."""
+    planning_source: dict[str, str] = field(default_factory=dict)
+    """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
+    group, dotted overrides): noted when the config is composed, not an input."""
     out_dir: str = "runs/eval"
     overwrite: bool = False
     """Replace a report already in out_dir (false: refuse, and write nothing)."""
@@ -207,6 +232,9 @@ class PlanConfig:
     """Env steps; null: the protocol budget of the task."""
     video: str | None = None
     """Where to write the video; null: runs/plan/<task>-<seed>.mp4."""
+    planning_source: dict[str, str] = field(default_factory=dict)
+    """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
+    group, dotted overrides): noted when the config is composed, not an input."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -218,6 +246,121 @@ class PlanConfig:
                               f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
+
+
+@dataclass
+class SetPlanningConfig:
+    """``jepa-robot set-planning``: save planner and agent settings into a checkpoint
+    (its ``planning.json``), for every command that plans with it to use."""
+
+    checkpoint: str = MISSING
+    """Checkpoint directory, or a built-in name (``default``)."""
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    planning_source: dict[str, str] = field(default_factory=dict)
+    """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
+    group, dotted overrides): noted when the config is composed, not an input."""
+
+
+PLANNING_GROUPS = ("planner", "agent")
+CHECKPOINT_CHOICE = "checkpoint"
+"""The group option that stands for the checkpoint's own settings (``planner=checkpoint``):
+the default whenever the checkpoint has a planning file."""
+
+
+def checkpoint_planning(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """A checkpoint's planning file and its settings, ``{"planner": PlannerSettings,
+    "agent": AgentConfig}``, checked against the schemas; None when it has none.
+    A malformed file raises an error naming it."""
+    from jepa_robot.config import to_schema
+    from jepa_robot.world_model.checkpoint import PLANNING, read_planning, resolve_checkpoint
+
+    directory = resolve_checkpoint(checkpoint)
+    sections = read_planning(directory)
+    if sections is None:
+        return None
+    schemas = {"planner": PlannerSettings, "agent": AgentConfig}
+    settings = {}
+    for section, schema in schemas.items():
+        try:
+            settings[section] = to_schema(sections[section], schema)
+        except ConfigError as error:
+            raise ConfigError(f"{directory / PLANNING}: {section}: {error}") from error
+    return directory / PLANNING, settings
+
+
+def compose_planning(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` for a command that plans with a checkpoint,
+    with the checkpoint's planner and agent settings in place of the group defaults (the
+    rule is in this module's docstring). Call it inside Hydra's ``initialize_config_dir``."""
+    from hydra import compose as hydra_compose
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from jepa_robot.files import portable_path
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    group_choices = {o.key_or_group: o.value() for o in parsed if o.key_or_group in PLANNING_GROUPS}
+    dotted = [line for line, o in zip(overrides, parsed, strict=True)
+              if o.key_or_group.split(".")[0] in PLANNING_GROUPS and o.key_or_group not in PLANNING_GROUPS]
+    wanted = [g for g in PLANNING_GROUPS if group_choices.get(g, CHECKPOINT_CHOICE) == CHECKPOINT_CHOICE]
+    extra: list[str] = []
+    planning_file, default_note = "", ""
+    if wanted:
+        # first the config without planner and agent overrides, to learn its checkpoint
+        # (a dotted override may name a key only the checkpoint's settings have)
+        rest = [line for line, o in zip(overrides, parsed, strict=True)
+                if o.key_or_group.split(".")[0] not in PLANNING_GROUPS]
+        checkpoint = OmegaConf.select(hydra_compose(config_name=config_name, overrides=rest), "checkpoint",
+                                      default=None)
+        found = checkpoint_planning(checkpoint) if checkpoint else None
+        if found is None:
+            named = [g for g in wanted if g in group_choices]
+            if named:
+                raise ConfigError(f"{named[0]}={CHECKPOINT_CHOICE}: checkpoint {checkpoint} has no planning file "
+                                  "(write one with jepa-robot set-planning)")
+            default_note = f"; checkpoint {checkpoint} has no planning file" if checkpoint else ""
+        else:
+            path, settings = found
+            for group in wanted:
+                node = OmegaConf.to_container(OmegaConf.structured(settings[group]))
+                ConfigStore.instance().store(group=group, name=CHECKPOINT_CHOICE, node=node)
+                if group not in group_choices:
+                    extra.append(f"{group}={CHECKPOINT_CHOICE}")
+            planning_file = portable_path(path)
+    composed = hydra_compose(config_name=config_name, overrides=[*extra, *overrides], return_hydra_config=True)
+    choices = composed.hydra.runtime.choices
+    sources = {}
+    for group in PLANNING_GROUPS:
+        choice = choices.get(group)
+        if choice == CHECKPOINT_CHOICE:
+            origin = planning_file
+        elif group in group_choices:
+            origin = f"{group}={choice} (given)"
+        else:
+            origin = f"{group}={choice} (default of configs/{config_name}.yaml{default_note})"
+        changes = [line for line in dotted if line.lstrip("+~").startswith(f"{group}.")]
+        sources[group] = origin + (f", then {' '.join(changes)}" if changes else "")
+    with open_dict(composed):
+        del composed["hydra"]
+        composed.planning_source = sources
+    if sources["planner"] == sources["agent"]:
+        log.info("planner and agent settings from %s", sources["planner"])
+    else:
+        log.info("planner settings from %s; agent settings from %s", sources["planner"], sources["agent"])
+    return composed
+
+
+def set_planning(config: SetPlanningConfig) -> Path:
+    """``jepa-robot set-planning``: write ``config.planner`` and ``config.agent`` as the
+    checkpoint's ``planning.json`` (atomically); returns its path."""
+    from jepa_robot.world_model.checkpoint import resolve_checkpoint, write_planning
+
+    sections = {name: OmegaConf.to_container(OmegaConf.structured(getattr(config, name)))
+                for name in PLANNING_GROUPS}
+    path = write_planning(resolve_checkpoint(config.checkpoint), **sections)
+    log.info("wrote %s", path)
+    return path
 
 
 # --- encoder pretraining

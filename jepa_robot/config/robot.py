@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.env import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS
 from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES, check_origin_patterns
 from envs.ros.config import RosArmConfig as RobotConfig
 from jepa_robot.config import ConfigError
@@ -131,6 +131,9 @@ class RunRobotConfig:
     """Topics, rate, action layout and safety limits (config group ``robot``)."""
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    planning_source: dict[str, str] = field(default_factory=dict)
+    """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
+    group, dotted overrides): noted when the config is composed, not an input."""
     goal: list[str] = field(default_factory=list)
     """Goal image file(s), sub-goals first. Empty: the goal images the robot's reset
     service writes for ``seed`` (the sim bridge does)."""

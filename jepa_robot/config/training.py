@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from jepa_robot.config import ConfigError, check_finite
-from jepa_robot.world_model.predictor import PredictorArchitecture
+from jepa_robot.world_model.architecture import PredictorArchitecture
 
 
 @dataclass

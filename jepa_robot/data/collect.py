@@ -12,7 +12,7 @@ import envs
 from envs.media import side_by_side, upscale, write_video
 from envs.metaworld.env import MetaWorldGoalEnv
 from envs.metaworld.goals import GoalNotReachedError, make_goal_images
-from envs.recording import RecordingSummary, record_episodes
+from envs.recording import PREVIEW_FILE, RecordingSummary, record_episodes
 from jepa_robot.config.data import CollectConfig, EnvConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def collect(config: CollectConfig) -> RecordingSummary:
         progress=config.progress,
     )
     if preview:
-        path = Path(config.preview_path or f"{str(config.root).rstrip('/')}-preview.mp4")
+        path = Path(config.preview_path) if config.preview_path else Path(config.root) / PREVIEW_FILE
         write_preview(config.env, preview, path)
         log.info("preview video: %s", path)
     return summary

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from envs.recording import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+from envs.recording import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY, recorded_repo_id, write_recorded_repo_id
 from jepa_robot.errors import JepaRobotError
 
 
@@ -58,6 +58,22 @@ def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
 
 
+def local_repo_id(root: Path) -> str:
+    """The repo id of the dataset at ``root``: the one it was recorded or merged with
+    (``collect``, ``record-ros``, ``merge``), else its path under lerobot's cache
+    (``HF_LEROBOT_HOME/<user>/<name>``), else ``local/<directory name>``."""
+    from lerobot.utils.constants import HF_LEROBOT_HOME
+
+    recorded = recorded_repo_id(root)
+    if recorded:
+        return recorded
+    try:
+        relative = root.relative_to(Path(HF_LEROBOT_HOME).expanduser().resolve())
+    except ValueError:
+        relative = None
+    return relative.as_posix() if relative is not None and len(relative.parts) == 2 else f"local/{root.name}"
+
+
 def open_dataset(
     source: str,
     image_key: str | None = None,
@@ -92,7 +108,7 @@ def open_dataset(
                 "(convert with lerobot's convert_dataset_v21_to_v30 script)"
             )
         _check_metadata_files(root)
-        repo_id = f"local/{root.name}"
+        repo_id = local_repo_id(root)
         try:
             dataset = LeRobotDataset(repo_id, root=root, video_backend=video_backend, **dataset_kwargs)
         except Exception as error:  # noqa: BLE001 - lerobot raises many kinds; name the dataset and the file
@@ -335,6 +351,7 @@ def merge_datasets(sources: list[str], root: str | Path, repo_id: str) -> Datase
             aggregate_datasets([s.name for s in roots], repo_id, roots=roots, aggr_root=staging)
         except Exception as error:  # noqa: BLE001 - a mismatch surfaces as ValueError or others
             raise DatasetError(f"cannot merge {sources}: {type(error).__name__}: {error}") from error
+        write_recorded_repo_id(staging, repo_id)
         _, spec = open_dataset(str(staging))  # the merged dataset must load before it is kept
         expected = sum(_total_episodes(s) for s in roots)
         if spec.episodes != expected:

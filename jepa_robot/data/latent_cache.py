@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from jepa_robot.data.dataset import DatasetSpec, episode_bounds, episode_frames
 from jepa_robot.errors import JepaRobotError
 from jepa_robot.files import write_json_atomic
-from jepa_robot.data.dataset import DatasetSpec, episode_bounds, episode_frames
 
 log = logging.getLogger(__name__)
 

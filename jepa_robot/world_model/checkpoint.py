@@ -8,11 +8,17 @@
   stats.json         action and state normalisation (mean, std per dimension)
   readout.json       optional: a state readout for planner.energy=readout, with
   readout.safetensors  its weights (jepa_robot.world_model.readout; `jepa-robot fit-readout`)
+  planning.json      optional: the planner and agent settings the model was tuned with,
+                     which every command that plans with it uses unless told otherwise
+                     (`jepa-robot set-planning`; schemas in jepa_robot.config.planning)
 ```
 
 Written to a temporary sibling directory and renamed into place, so a reader never
 sees a half-written checkpoint, and a crash while saving leaves the previous one.
 Loading against an encoder whose reference differs is refused.
+
+Importing this module loads no torch (it is imported when a config is composed, to
+find a checkpoint's planning file); loading and saving weights import it when called.
 """
 
 from __future__ import annotations
@@ -21,19 +27,29 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from jepa_robot.errors import JepaRobotError
-from jepa_robot.files import atomic_directory
-from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
+from jepa_robot.files import atomic_directory, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from jepa_robot.world_model.predictor import ACPredictor
 
 FORMAT = "jepa_robot.checkpoint/1"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATS = "stats.json"
+PLANNING = "planning.json"
+PLANNING_FORMAT = "jepa_robot.planning/1"
+PLANNING_SECTIONS = ("planner", "agent")
+"""The sections of ``planning.json``: ``PlannerSettings`` and ``AgentConfig`` as dicts."""
+
+BUILTIN_CHECKPOINTS: dict[str, Path] = {
+    "default": Path(__file__).parents[1] / "models" / "default" / "checkpoint",
+}
+"""World models shipped inside the package, loadable by name (``checkpoint=default``)."""
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "predictor": ("latent_dim", "num_tokens", "action_dim", "state_dim"),
@@ -65,6 +81,19 @@ class Checkpoint:
         return int(self.config["data"]["frameskip"])
 
 
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A built-in checkpoint name or a checkpoint directory -> the directory."""
+    if str(name_or_path) in BUILTIN_CHECKPOINTS:
+        path = BUILTIN_CHECKPOINTS[str(name_or_path)]
+        if not path.is_dir():
+            raise CheckpointError(
+                f"the built-in checkpoint {name_or_path!r} is not in this installation (expected at "
+                f"{path}); examples/build_default_model.sh builds and packages it"
+            )
+        return path
+    return Path(name_or_path)
+
+
 def save_checkpoint(
     directory: str | Path,
     predictor: ACPredictor,
@@ -83,6 +112,8 @@ def save_checkpoint(
         "data": data,
         "training": training or {},
     }
+    from safetensors.torch import save_file
+
     with atomic_directory(directory) as tmp:
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in predictor.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
@@ -140,6 +171,10 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
 ) -> Checkpoint:
     """Load a checkpoint; with ``encoder_reference``, refuse one made for another encoder."""
+    from safetensors.torch import load_file
+
+    from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
+
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     if encoder_reference is not None:
@@ -166,6 +201,32 @@ def load_checkpoint(
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{directory / STATS} is not valid JSON: {error}") from error
     return Checkpoint(directory, predictor.to(device).eval(), config, stats)
+
+
+def read_planning(directory: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The ``planner`` and ``agent`` sections of a checkpoint's ``planning.json``, or None
+    when it has none. Checked here as JSON (format, both sections objects, nothing else);
+    their fields are checked against the schemas by ``jepa_robot.config.planning``."""
+    path = Path(directory) / PLANNING
+    if not path.is_file():
+        return None
+    content = read_format_json(path, PLANNING_FORMAT)
+    unknown = sorted(set(content) - {"format", *PLANNING_SECTIONS})
+    if unknown:
+        raise CheckpointError(f"{path}: unknown fields {unknown}; valid: {['format', *PLANNING_SECTIONS]}")
+    for section in PLANNING_SECTIONS:
+        if not isinstance(content.get(section), dict):
+            raise CheckpointError(f"{path}: the field {section!r} is missing or not an object")
+    return {section: content[section] for section in PLANNING_SECTIONS}
+
+
+def write_planning(directory: str | Path, planner: dict[str, Any], agent: dict[str, Any]) -> Path:
+    """Write a checkpoint's ``planning.json`` atomically (replacing one already there)."""
+    directory = Path(directory)
+    read_checkpoint_config(directory)  # only into a checkpoint
+    path = directory / PLANNING
+    write_json_atomic(path, {"format": PLANNING_FORMAT, "planner": planner, "agent": agent})
+    return path
 
 
 def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -33,10 +33,12 @@ caches: two encoders with equal references produce identical latents.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +46,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jepa_robot.errors import JepaRobotError
+from jepa_robot.world_model.hub import (  # noqa: F401 (VJEPA2_HUB_IDS, EncoderUnavailableError re-exported)
+    VJEPA2_HUB_IDS,
+    EncoderUnavailableError,
+    hub_cache_dir,
+    offline_message,
+    require_hub_weights,
+)
 
 if TYPE_CHECKING:  # transformers takes seconds to import: load it only when a model is built
     from transformers import VJEPA2Config, VJEPA2Model
@@ -69,16 +77,12 @@ __all__ = [
     "tiny_vjepa2_config",
 ]
 
-VJEPA2_HUB_IDS: dict[str, str] = {
-    "vjepa2_vitl": "facebook/vjepa2-vitl-fpc64-256",
-    "vjepa2_vith": "facebook/vjepa2-vith-fpc64-256",
-    "vjepa2_vitg": "facebook/vjepa2-vitg-fpc64-256",
-    "vjepa2_vitg_384": "facebook/vjepa2-vitg-fpc64-384",
-}
-"""Short names (used by the Hydra ``encoder/`` group) -> Hugging Face hub ids."""
-
 ENCODERS: dict[str, str] = dict(VJEPA2_HUB_IDS)
 """Registry of named encoders for config groups: name -> hub id."""
+BUILTIN_ENCODERS: dict[str, Path] = {
+    "default": Path(__file__).parents[1] / "models" / "default" / "encoder",
+}
+"""Encoders shipped inside the package, by name (``encoder=default_model``): name -> directory."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -108,10 +112,6 @@ _WEIGHT_FILE_PATTERNS = (
 )
 
 
-class EncoderUnavailableError(JepaRobotError, OSError):
-    """The encoder's weights cannot be loaded (offline and not cached, missing files...)."""
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -121,25 +121,19 @@ def _vjepa2_classes() -> tuple[type[VJEPA2Config], type[VJEPA2Model]]:
     return VJEPA2Config, VJEPA2Model
 
 
-def _is_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (not only at import time)."""
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    if flag is not None and flag.strip().upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
+@contextlib.contextmanager
+def _no_weight_loading_bar() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar for the block (downloads, which
+    happen elsewhere, keep theirs); the setting is put back as it was."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
-        from huggingface_hub import constants
-
-        return bool(constants.is_offline_mode())
-    except (ImportError, AttributeError):  # pragma: no cover - older huggingface_hub
-        return False
-
-
-def _hub_cache_dir(cache_dir: str | os.PathLike | None) -> str:
-    if cache_dir is not None:
-        return str(cache_dir)
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -395,7 +389,8 @@ class VJEPA2Encoder(torch.nn.Module):
                 )
             path = path.resolve()
             _check_vjepa2_dir(path)
-            model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
+            with _no_weight_loading_bar():  # a local load takes a moment; its bar is noise
+                model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
             enc = cls(
                 model,
                 source=str(path),
@@ -411,28 +406,20 @@ class VJEPA2Encoder(torch.nn.Module):
             raise FileNotFoundError(
                 f"{hub_id!r} is neither an existing directory nor a hub id of the form 'org/name'"
             )
-        offline = _is_offline()
-        cache = _hub_cache_dir(cache_dir)
-        if offline:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(
-                hub_id, "config.json", cache_dir=cache, revision=revision
-            )
-            if not isinstance(cached, str):
-                raise EncoderUnavailableError(_offline_message(hub_id, revision, cache))
+        cache = hub_cache_dir(cache_dir)
+        cache_only = require_hub_weights(hub_id, revision, cache)  # fails at once, before any retry
         try:
             model = model_cls.from_pretrained(
                 hub_id,
                 revision=revision,
                 cache_dir=cache_dir,
-                local_files_only=offline,
+                local_files_only=cache_only,
                 dtype=torch_dtype,
             )
         except OSError as e:
-            if offline:
+            if cache_only:
                 raise EncoderUnavailableError(
-                    f"{_offline_message(hub_id, revision, cache)} ({e})"
+                    f"{offline_message(hub_id, revision, cache)} ({e})"
                 ) from e
             raise EncoderUnavailableError(
                 f"could not load V-JEPA 2 weights {hub_id!r} (revision {revision or 'main'}) "
@@ -762,16 +749,6 @@ class VJEPA2Encoder(torch.nn.Module):
         return reference
 
 
-def _offline_message(hub_id: str, revision: str | None, cache: str) -> str:
-    return (
-        f"V-JEPA 2 weights {hub_id!r} (revision {revision or 'main'}) are not in the Hugging Face "
-        f"cache {cache}, and HF_HUB_OFFLINE=1 forbids downloading them. Download them on a "
-        f"machine with network access (`hf download {hub_id}"
-        f"{f' --revision {revision}' if revision else ''}`) into that cache, or pass a local "
-        "directory written by save_pretrained instead of a name."
-    )
-
-
 # --------------------------------------------------------------------------- registry
 
 
@@ -805,6 +782,8 @@ def load_encoder(
     text = os.path.expanduser(str(name_or_path))
     if os.path.isdir(text):
         source = text
+    elif text in BUILTIN_ENCODERS:
+        source = str(BUILTIN_ENCODERS[text])
     elif text in ENCODERS:
         source = ENCODERS[text]
     elif text in ENCODERS.values():

@@ -33,11 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_robot.world_model.checkpoint import (
+from jepa_robot.world_model.checkpoint import (  # noqa: F401 - BUILTIN_CHECKPOINTS, imported from here
+    BUILTIN_CHECKPOINTS,
     Checkpoint,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_config,
+    resolve_checkpoint,
 )
 from jepa_robot.world_model.encoders import VJEPA2Encoder, load_encoder_from_reference
 from jepa_robot.world_model.predictor import ACPredictor
@@ -47,30 +49,11 @@ log = logging.getLogger(__name__)
 
 IMAGE_KEY_PREFIX = "observation.images."
 
-BUILTIN_CHECKPOINTS: dict[str, Path] = {
-    "default": Path(__file__).parents[1] / "models" / "default" / "checkpoint",
-}
-"""World models shipped inside the package, loadable by name (``checkpoint=default``)."""
-
-
 NEXT_STATE_FUNCTIONS = {"jepa_robot.vjepa2_ac:droid_next_state": "jepa_robot.world_model.vjepa2_ac:droid_next_state"}
 """State-update functions a checkpoint may name in ``data.next_state`` (a model without
 a state head rolls its proprio state forward with one): the name stored in checkpoints
 -> where the function lives. A fixed table: a checkpoint never names arbitrary code to
 import, and a stored name outlives a move of the code."""
-
-
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A built-in checkpoint name or a checkpoint directory -> the directory."""
-    if str(name_or_path) in BUILTIN_CHECKPOINTS:
-        path = BUILTIN_CHECKPOINTS[str(name_or_path)]
-        if not path.is_dir():
-            raise CheckpointError(
-                f"the built-in checkpoint {name_or_path!r} is not in this installation (expected at "
-                f"{path}); examples/build_default_model.sh builds and packages it"
-            )
-        return path
-    return Path(name_or_path)
 
 
 def encoder_reference_for(checkpoint: Path, config: dict[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jepa_robot.world_model.architecture import PredictorArchitecture, check_int
+
 __all__ = [
     "ACPredictor",
     "NextStateFn",
@@ -92,50 +94,6 @@ INIT_STD = 0.02
 
 
 # ----------------------------------------------------------------------------- config
-
-
-@dataclass
-class PredictorArchitecture:
-    """The predictor's size and options: what ``jepa-robot train`` takes as ``predictor.*``.
-    :class:`PredictorConfig` adds the widths that the data and the encoder decide."""
-
-    hidden_dim: int = 384
-    """Transformer width (1024 in V-JEPA 2-AC)."""
-    depth: int = 6
-    """Number of transformer blocks (24 in V-JEPA 2-AC)."""
-    heads: int = 6
-    """Attention heads; hidden_dim / heads must be >= 6 so every RoPE axis gets channels."""
-    mlp_ratio: float = 4.0
-    """MLP hidden width = int(hidden_dim * mlp_ratio)."""
-    predict_state: bool = True
-    """Add a head that predicts the next state from the state token (ignored if state_dim == 0)."""
-    residual_latents: bool = False
-    """Predict the change of each frame token: ``z_{t+1} = LN(z_t + proj(.))`` instead of
-    ``LN(proj(.))``. A predictor narrower than the latents (hidden_dim < latent_dim)
-    cannot pass a frame through unchanged otherwise, so small moves drown in the error
-    of copying the frame through its bottleneck. Off for V-JEPA 2-AC (its weights
-    predict the latent itself) and in configs saved before this field existed."""
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_dim", "depth", "heads"):
-            _check_int(name, getattr(self, name), minimum=1)
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)):
-            raise ValueError(f"predictor mlp_ratio must be a number, got {self.mlp_ratio!r}")
-        self.mlp_ratio = float(self.mlp_ratio)
-        if not (self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1):
-            raise ValueError(f"predictor mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name in ("predict_state", "residual_latents"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"predictor {name} must be a bool, got {getattr(self, name)!r}")
-        if self.hidden_dim % self.heads:
-            raise ValueError(
-                f"predictor hidden_dim={self.hidden_dim} is not divisible by heads={self.heads}"
-            )
-        if self.hidden_dim // self.heads < 6:
-            raise ValueError(
-                f"predictor head width hidden_dim / heads = {self.hidden_dim // self.heads}"
-                " is too small; 3D RoPE needs at least 6 channels per head"
-            )
 
 
 @dataclass(kw_only=True)
@@ -163,8 +121,8 @@ class PredictorConfig(PredictorArchitecture):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("latent_dim", "num_tokens", "action_dim", "max_steps"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("state_dim", self.state_dim, minimum=0)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("state_dim", self.state_dim, minimum=0)
         if not isinstance(self.rope_reference_quirk, bool):
             raise ValueError(f"PredictorConfig.rope_reference_quirk must be a bool, got {self.rope_reference_quirk!r}")
         if self.grid is None:
@@ -177,7 +135,7 @@ class PredictorConfig(PredictorArchitecture):
                 )
             self.grid = side
         else:
-            _check_int("grid", self.grid, minimum=1)
+            check_int("grid", self.grid, minimum=1)
             if self.grid * self.grid != self.num_tokens:
                 raise ValueError(
                     f"PredictorConfig.grid={self.grid} does not match num_tokens="
@@ -221,13 +179,6 @@ class PredictorConfig(PredictorArchitecture):
         if missing:
             raise ValueError(f"PredictorConfig.from_dict: missing required keys {missing}")
         return cls(**dict(d))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"PredictorConfig.{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"PredictorConfig.{name} must be >= {minimum}, got {value}")
 
 
 # ----------------------------------------------------------------------------- RoPE

@@ -50,19 +50,20 @@ def test_bad_config_values_are_refused(overrides, message):
 
 def test_collect_and_inspect_end_to_end(tmp_path, capsys):
     root = tmp_path / "pick"
-    code = main([
-        "collect", "env=metaworld_pick_place", "episodes=2", f"root={root}", "env.step_budget=15",
-        "env.image_size=32", "preview_episodes=1", "progress=false",
-    ])
-    assert code == 0
+    collect = ["collect", "env=metaworld_pick_place", f"root={root}", "repo_id=me/pick", "env.step_budget=15",
+               "env.image_size=32", "preview_episodes=1", "progress=false"]
+    assert main([*collect, "episodes=2"]) == 0
     assert "recorded 2 episodes" in capsys.readouterr().out
-    assert LeRobotDataset("x/y", root=root, video_backend="pyav").meta.total_episodes == 2
-    preview = tmp_path / "pick-preview.mp4"
+    preview = root / "preview.mp4"  # inside the dataset root, which lerobot and a resume ignore
     assert preview.is_file() and preview.stat().st_size > 1000
+    assert LeRobotDataset("x/y", root=root, video_backend="pyav").meta.total_episodes == 2
+    assert main([*collect, "episodes=3", "preview_episodes=0"]) == 0  # resumes beside the preview
+    assert "recorded 1 episodes" in capsys.readouterr().out and preview.is_file()
 
     assert main(["inspect", f"dataset={root}"]) == 0
     out = capsys.readouterr().out
-    assert "observation.images.oblique 32x32x3" in out and "2 (30 frames" in out
+    assert f"dataset   me/pick at {root}" in out  # the repo id it was recorded with
+    assert "observation.images.oblique 32x32x3" in out and "3 (45 frames" in out
 
 
 def test_cli_errors_exit_2_with_a_message(capsys, tmp_path):
@@ -114,6 +115,20 @@ def test_an_encoder_directory_without_its_files_is_a_one_line_error(small_datase
     assert "emptied-encoder has no config.json" in one_line_error(capsys, "train")
     assert main(["train", f"dataset={small_dataset[0]}", "encoder=local"]) == 2
     assert "encoder.name must be given" in one_line_error(capsys, "train")
+
+
+def test_an_uncached_hub_encoder_offline_fails_at_once_naming_the_shipped_one(tmp_path, capsys, monkeypatch):
+    """Before: five hub retries, then a 96-line traceback, after opening the dataset."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # read at import: patched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the dataset does not exist: the encoder is checked before it is opened
+    assert main(["train", f"dataset={tmp_path / 'none'}", "encoder=vjepa2_vitl", f"out_dir={tmp_path / 'run'}"]) == 2
+    err = one_line_error(capsys, "train")
+    assert "'facebook/vjepa2-vitl-fpc64-256' (revision main) are not in the Hugging Face cache" in err
+    assert "huggingface-cli download" in err and "encoder=default_model" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_checkpoint_config_missing_a_field_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys):

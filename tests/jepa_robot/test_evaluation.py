@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import av
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from jepa_robot.cli import main
 from jepa_robot.evaluation import (
+    VIDEO_PIXELS,
     EpisodeTrace,
     format_table,
     run_reference,
@@ -54,9 +56,10 @@ def test_references_run_the_protocol_budget():
 def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", f"checkpoint={tiny_checkpoint}", "tasks=[reach]", "episodes=2", "workers=2",
-                 "videos=1", "traces=1", f"out_dir={out}", "progress=false", *SMALL_PLANNER])
+                 "videos=1", "traces=1", f"out_dir={out}", *SMALL_PLANNER])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "reach" in printed and "95% CI" in printed
     report = json.loads((out / "report.json").read_text())
     reach = report["tasks"]["reach"]
@@ -96,13 +99,24 @@ def test_eval_runs_the_protocol_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert trace[0]["true"][:3] != trace[-1]["true"][:3]  # the hand moved
     assert reach["goal_frame_distance_m"]["count"] == 2
     assert (out / "summary.png").stat().st_size > 0
+    # videos=1, video_choice=mixed: a success if there is one, else the first failure
     videos = list((out / "videos").glob("*.mp4"))
-    assert [v.name for v in videos] == ["reach-100000.mp4"]
+    succeeded = [e["seed"] for e in reach["episodes"] if e["success"]]
+    chosen = succeeded[0] if succeeded else 100000
+    assert [v.name for v in videos] == [f"reach-{chosen}.mp4"]
+    assert [e.get("video") for e in reach["episodes"] if "video" in e] == [str(videos[0])]
     with av.open(str(videos[0])) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == 101  # the first observation and one frame per step
-    assert frames[0].shape[0] == 192 and frames[0].shape[1] > 3 * 192  # obs | goal | energy
+    # the first observation, one frame per step, then 1 s (20 frames) of the closing caption
+    assert len(frames) == 101 + 20
+    assert frames[0].shape[0] > VIDEO_PIXELS and frames[0].shape[1] > 3 * VIDEO_PIXELS  # obs | goal | energy
+    caption = frames[-1][-10:, :200].reshape(-1, 3).mean(0)  # the caption bar, left end
+    assert (caption[1] > caption[0]) == any(e["success"] for e in reach["episodes"] if e["seed"] == chosen)
+    assert np.abs(frames[-1].astype(int) - frames[0]).max() > 50  # the video moves
     assert "reach" in format_table(report)
+    # the bar counted env steps while episodes ran (also in the two workers), not only at their ends
+    counts = [int(n) for n in re.findall(r"\| *(\d+)/600 \[", captured.err)]
+    assert counts[-1] == 600 and any(n % 100 for n in counts)
 
 
 def test_episode_trace_puts_the_readout_beside_the_simulator_every_predictor_step():
@@ -142,7 +156,7 @@ def test_plan_toward_a_goal_image_file(tiny_checkpoint, tmp_path, capsys):
     assert code == 0
     assert "push seed 100000" in capsys.readouterr().out
     with av.open(str(video)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 7
+        assert sum(1 for _ in container.decode(video=0)) == 7 + 20  # 6 steps, then the closing caption
 
 
 @pytest.mark.parametrize(
@@ -311,3 +325,133 @@ def test_an_eval_into_a_directory_in_use_is_refused(tiny_checkpoint, tmp_path, c
         holder.wait()
     assert f"is in use by jepa-robot eval (pid {holder.pid} on host" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [LOCK_FILE]
+
+
+def _episode(seed: int, success: bool, task: str = "pick-place") -> dict:
+    return {"task": task, "seed": seed, "kind": "model", "success": success, "steps": 200}
+
+
+def test_videos_alternate_successes_and_failures_whatever_order_episodes_end_in():
+    from jepa_robot.evaluation import EpisodeRecording, VideoCandidates, choose_videos
+
+    outcomes = {100000: False, 100001: False, 100002: True, 100003: False, 100004: True, 100005: True}
+    records = [_episode(seed, ok) for seed, ok in outcomes.items()]
+    records.append({"task": "pick-place", "seed": 100006, "kind": "model", "skipped": "no goal"})
+    records.append({**_episode(100000, True), "kind": "expert"})  # references never get a video
+    assert choose_videos(records, 1, "mixed") == [("pick-place", 100002)]  # the success, not the first
+    assert choose_videos(records, 2, "mixed") == [("pick-place", 100000), ("pick-place", 100002)]
+    assert choose_videos(records, 5, "mixed") == [("pick-place", s) for s in (100000, 100001, 100002, 100004, 100005)]
+    assert choose_videos(records, 2, "first") == [("pick-place", 100000), ("pick-place", 100001)]
+    assert choose_videos([_episode(100000, False), _episode(100001, False)], 1, "mixed") == [("pick-place", 100000)]
+    assert choose_videos(records, 0, "mixed") == []
+
+    for choice in ("mixed", "first"):
+        candidates = VideoCandidates(2, choice)
+        for seed in (100005, 100003, 100000, 100004, 100002, 100001):  # as a pool might finish them
+            recording = EpisodeRecording("pick-place", seed, 200, [], [], None)
+            recording.success = outcomes[seed]
+            candidates.offer(recording)
+        assert sum(len(kept) for kept in candidates.kept.values()) <= 4  # bounded memory
+        for task, seed in choose_videos(records, 2, choice):
+            assert candidates.get(task, seed).seed == seed
+
+
+def _recording(success: bool, steps: int = 10):
+    from jepa_robot.agent import Replan
+    from jepa_robot.evaluation import EpisodeRecording, goal_names
+
+    goals = [np.full((32, 32, 3), value, np.uint8) for value in (40, 200)]
+    recording = EpisodeRecording("push", 100000, steps, goals, goal_names(2, ["contact"]), target_pixel=(8.0, 20.0))
+    for step in range(steps + 1):
+        recording.add(np.full((32, 32, 3), 90, np.uint8), int(step >= 5), 0.10 - 0.005 * step)
+    recording.replans = [Replan(step=s, seconds=0.1, plan_seconds=0.1, energy=1.0 - 0.05 * s, iterations=2,
+                                goal_index=int(s >= 5), goal_distance=0.5) for s in range(0, steps, 2)]
+    recording.success = success
+    return recording
+
+
+@pytest.mark.parametrize("success", [True, False])
+def test_an_episode_video_labels_its_panels_marks_the_target_and_ends_on_its_outcome(success):
+    from jepa_robot.evaluation import episode_video_frames, goal_names
+
+    assert goal_names(3, ["grasp", "lift"]) == ["sub-goal 1/2: grasp", "sub-goal 2/2: lift", "final goal"]
+    assert goal_names(1, []) == ["final goal"]
+    frames = list(episode_video_frames(_recording(success), caption_frames=4))
+    assert len(frames) == 11 + 4 and all(f.shape == frames[0].shape for f in frames)
+    assert np.array_equal(frames[-1], frames[-4])  # the caption is held
+    panel = VIDEO_PIXELS  # 32 px frames upscaled by 8
+    height, width, _ = frames[0].shape
+    bar = (height - panel) // 3  # header, labels, panels, footer
+    first = frames[0]
+    header, labels, camera = first[:bar], first[bar:2 * bar], first[2 * bar:2 * bar + panel, :panel]
+    assert (header < 100).any() and (labels < 100).any()  # text is written
+    # the target is ringed in yellow around (8, 20) * 8 on the camera panel, which is otherwise flat
+    yellow = np.argwhere((camera[..., 0] > 200) & (camera[..., 1] > 180) & (camera[..., 2] < 80))
+    assert len(yellow) > 20 and np.allclose(yellow.mean(0), [160, 64], atol=3)
+    assert (camera[:100, 100:] == 90).all()
+    # the goal panel follows the active goal
+    assert (first[2 * bar + 100, panel + 4 + 100] == 40).all() and (frames[8][2 * bar + 100, panel + 4 + 100] == 200).all()
+    # the energy plot hides what has not happened yet: the first frame's plot is mostly the shade
+    plot = slice(2 * panel + 8 + 80, width - 20)
+    assert (first[2 * bar + 100, plot] == 235).mean() > 0.8 and (frames[10][2 * bar + 100, plot] == 235).mean() < 0.1
+    caption = frames[-1][-bar:].reshape(-1, 3).mean(0)
+    assert (caption[1] > caption[0]) == success  # green for a success, red for a failure
+    assert not np.array_equal(frames[-1][-bar:], frames[-5][-bar:])
+
+
+def test_the_table_says_which_references_did_not_run():
+    report = {
+        "config": {"references": []},
+        "protocol": {"seeds": [100000, 100004], "split": "reporting", "goals": "protocol", "subgoals": True},
+        "tasks": {"pick-place": {**_episode(0, True), "n": 5, "success_rate": 0.2, "wilson_95": [0.04, 0.62],
+                                 "references": {}, "plan_time_per_replan_s": None, "plan_time_per_action_s": None,
+                                 "episode_wall_s": None, "goal_distance_m": {}, "skipped": []}},
+    }
+    table = format_table(report)
+    assert "random" not in table.splitlines()[0] and "expert" not in table.splitlines()[0]
+    assert "references not run: random, expert" in table
+    report["config"]["references"] = ["expert"]
+    report["tasks"]["pick-place"]["references"] = {"expert": {"success_rate": 1.0}}
+    table = format_table(report)
+    assert "expert" in table.splitlines()[0] and "100%" in table.splitlines()[2]
+    assert "references not run: random " in table
+
+
+def test_progress_counts_env_steps_and_says_what_is_done():
+    from jepa_robot.evaluation import EvalProgress, Job
+
+    jobs = [Job("reach", 100000, "model"), Job("reach", 100001, "model"), Job("reach", 100000, "random")]
+    progress = EvalProgress(jobs, enabled=False)
+    assert progress.bar.total == 300
+    for _ in range(40):
+        progress.model_step()  # in this process
+    assert progress.steps == 40
+    progress.set_model_steps(130)  # from the workers' shared counter
+    assert progress.steps == 130
+    progress.episode_done({**_episode(100000, True, "reach"), "steps": 100})
+    progress.episode_done({"task": "reach", "seed": 100001, "kind": "model", "skipped": "no goal"})
+    progress.episode_done({"task": "reach", "seed": 100000, "kind": "random", "success": False, "steps": 100})
+    assert progress.steps == 130 + 100 + 100
+    assert progress.summary == "episodes 1/2, successes 1, skipped 1, references 1/1"
+    progress.close()
+
+
+def test_pool_workers_warnings_reach_this_process_loggers(caplog):
+    import logging
+    import queue
+
+    from jepa_robot.evaluation import _forward_worker_logs
+
+    log_queue = queue.Queue()
+    log_queue.put(logging.LogRecord("jepa_robot.evaluation", logging.WARNING, __file__, 1,
+                                    "reach seed 100001 skipped", None, None))
+    with caplog.at_level(logging.WARNING):
+        _forward_worker_logs(log_queue)
+    assert "reach seed 100001 skipped" in caplog.text and log_queue.empty()
+
+
+def test_bad_video_choice_is_refused(tiny_checkpoint, tmp_path, capsys):
+    code = main(["eval", f"checkpoint={tiny_checkpoint}", "video_choice=best", f"out_dir={tmp_path / 'out'}",
+                 *TINY_EVAL])
+    assert code == 2
+    assert "video_choice='best'; valid: ['mixed', 'first']" in capsys.readouterr().err

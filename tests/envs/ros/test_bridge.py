@@ -18,6 +18,7 @@ from PIL import Image
 from envs.metaworld.env import MetaWorldGoalEnv
 from envs.recording import check_features_match, dataset_features
 from envs.ros.arm import RobotConnectionError, RobotSafetyStop, RosArmConfig, RosArmEnv
+from envs.ros.link import summarize_message
 from envs.ros.messages import twist_message
 from envs.ros.sim_bridge import SimBridge
 from jepa_robot.config import configs_dir, to_schema
@@ -182,7 +183,11 @@ def test_dry_run_sends_nothing(bridge, caplog):
     assert len(ours) == 1 and all(record.op == "subscribe" for record in ops), ops  # not even the reset service
     assert twists_from(bridge, start, ours) == []
     assert not [command for command in bridge.commands_on(bridge.robot.gripper.command) if command.client in ours]
-    assert "dry run: would publish on /jepa_sim/delta_twist_cmds" in caplog.text  # ... and only logged
+    # ... and only logged: one short INFO line per command, the full message at DEBUG
+    info_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "dry run" in r.getMessage()]
+    twist_lines = [line for line in info_lines if "/jepa_sim/delta_twist_cmds" in line]
+    assert len(twist_lines) == 4 and all("twist.linear=[+" in line and "header" not in line for line in twist_lines)
+    assert all(len(line) < 200 for line in info_lines), info_lines
     # Sent, 4 steps at 0.2 m/s would have moved the hand 4 cm; it only settles (~1 mm).
     np.testing.assert_allclose(bridge.hand_position(), before, atol=5e-3)
 
@@ -437,3 +442,11 @@ def test_record_ros_writes_a_dataset_like_sim_data(bridge, teleoperator, tmp_pat
     assert summary.interrupted and summary.skipped_seeds == [40, 41] and summary.recorded_seeds == [42]
     dataset, _ = open_dataset(str(root))
     assert dataset.meta.total_episodes == 3 and len(dataset) == 30
+
+
+def test_summarize_message_gives_each_value_by_its_path_without_headers():
+    twist = twist_message([0.0123, -0.003, 0.0], [0.0, 0.0, 0.0], "base")
+    assert summarize_message(twist) == "twist.linear=[+0.012 -0.003 +0.000] twist.angular=[+0.000 +0.000 +0.000]"
+    assert summarize_message({"data": 0.5}) == "data=+0.500"
+    goal = {"command": {"position": 0.04, "max_effort": 20.0}}
+    assert summarize_message(goal) == "command.position=+0.040 command.max_effort=+20.000"

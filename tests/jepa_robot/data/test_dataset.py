@@ -188,10 +188,11 @@ def test_merge_datasets_keeps_every_episode_and_refuses_mismatches(tmp_path, sma
     merged = tmp_path / "merged"
     spec = merge_datasets([str(first_root), str(second_root)], merged, "test/merged")
     assert spec.episodes == first.total_episodes + 2 and spec.frames == 12 * (first.total_episodes + 2)
-    dataset, _ = open_dataset(str(merged))
+    dataset, merged_spec = open_dataset(str(merged))
     assert len(dataset.meta.tasks) == 2  # one task string per source
     # the second dataset's first episode decodes from the merged videos as it did alone
-    alone, _ = open_dataset(str(second_root))
+    alone, alone_spec = open_dataset(str(second_root))
+    assert (merged_spec.repo_id, alone_spec.repo_id) == ("test/merged", "test/push")  # as recorded, not local/<dir>
     np.testing.assert_array_equal(episode_frames(dataset, spec.image_key, first.total_episodes).numpy(),
                                   episode_frames(alone, spec.image_key, 0).numpy())
 
@@ -206,3 +207,14 @@ def test_merge_datasets_keeps_every_episode_and_refuses_mismatches(tmp_path, sma
         merge_datasets([str(first_root), str(other)], tmp_path / "bad", "test/bad")
     assert not (tmp_path / "bad").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad")]
+
+
+def test_a_dataset_without_a_recorded_repo_id_is_named_by_its_place(tmp_path, monkeypatch):
+    from jepa_robot.data import dataset as dataset_module
+
+    features = {"observation.images.cam": IMAGE, "action": VECTOR}
+    outside = make_dataset(tmp_path / "elsewhere" / "mine", features)
+    assert dataset_module.local_repo_id(outside) == "local/mine"
+    monkeypatch.setattr("lerobot.utils.constants.HF_LEROBOT_HOME", tmp_path / "home")
+    cached = make_dataset(tmp_path / "home" / "someone" / "theirs", features)
+    assert dataset_module.local_repo_id(cached) == "someone/theirs"  # lerobot's cache: <user>/<name>

@@ -467,3 +467,34 @@ def test_bad_directories(tmp_path, tiny_dir):
         load_encoder(str(tiny_dir), device="cpu", revision="main")
     with pytest.raises(ValueError, match="resize_ratio"):
         load_encoder(str(tiny_dir), device="cpu", resize_ratio=0.9)
+
+
+def test_no_network_fails_at_once_without_retries_unless_the_weights_are_cached(monkeypatch, tmp_path):
+    from jepa_robot.world_model import hub
+
+    monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.HUB_CONNECT_TIMEOUT_S: False)
+    with pytest.raises(EncoderUnavailableError) as info:
+        load_encoder("vjepa2_vitl", device="cpu", cache_dir=tmp_path / "empty-cache")
+    msg = str(info.value)
+    assert "cannot be reached" in msg and "huggingface-cli download facebook/vjepa2-vitl-fpc64-256" in msg
+    assert hub.SHIPPED_ENCODER in msg and "\n" not in msg
+    # cached: loaded from the cache alone, with no hub call
+    snapshot = tmp_path / "cache" / "models--facebook--vjepa2-vitl-fpc64-256" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    assert hub.require_hub_weights("facebook/vjepa2-vitl-fpc64-256", cache_dir=tmp_path / "cache") is True
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.HUB_CONNECT_TIMEOUT_S: True)
+    assert hub.require_hub_weights("facebook/vjepa2-vitl-fpc64-256", cache_dir=tmp_path / "empty-cache") is False
+
+
+def test_hub_id_of_tells_hub_encoders_from_directories(tmp_path):
+    from jepa_robot.world_model.hub import hub_id_of
+
+    assert hub_id_of("vjepa2_vitl") == "facebook/vjepa2-vitl-fpc64-256"
+    assert hub_id_of("org/model") == "org/model"
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    assert hub_id_of(str(tmp_path / "org" / "model")) is None
+    assert hub_id_of("default") is None and hub_id_of("./org/model") is None
