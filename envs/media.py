@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -100,30 +101,34 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 20.
     quiet_ffmpeg()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    container = av.open(str(tmp), mode="w")
-    stream = None
+    # a unique temporary name: two writers of one path never share a file; removed on error
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
     count = 0
     try:
-        for frame in frames:
-            frame = np.ascontiguousarray(frame, dtype=np.uint8)
-            if stream is None:
-                # H.264 with yuv420p needs even sizes.
-                height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
-                stream = container.add_stream("libx264", rate=int(round(fps)))
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.options = {"crf": "20", "preset": "veryfast"}
-            frame = frame[: stream.height, : stream.width]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-            count += 1
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
-    finally:
-        container.close()
-    if count == 0:
+        container = av.open(str(tmp), mode="w")
+        stream = None
+        try:
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if stream is None:
+                    # H.264 with yuv420p needs even sizes.
+                    height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+                    stream = container.add_stream("libx264", rate=int(round(fps)))
+                    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                    stream.options = {"crf": "20", "preset": "veryfast"}
+                frame = frame[: stream.height, : stream.width]
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+                count += 1
+            if stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
+        finally:
+            container.close()
+        if count == 0:
+            raise ValueError(f"no frames to write to {path}")
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise ValueError(f"no frames to write to {path}")
+        raise
     os.replace(tmp, path)
     return path

@@ -512,7 +512,7 @@ def _remove_empty_tree(folder: Path) -> None:
         folder.rmdir()
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT and SIGTERM as ``KeyboardInterrupt`` while recording, so a stopped recording
     still finalises its dataset; held back while an episode is being saved, so a stop
     never cuts a save in half. SIGINT is set explicitly because a process started in the
@@ -625,7 +625,7 @@ def record_seeds(
     error: BaseException | None = None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=description, unit="ep", disable=not progress)
-    stop = _StopSignals()
+    stop = StopSignals()
     try:
         with stop.installed():
             for seed in todo:

@@ -68,7 +68,7 @@ import numpy as np
 
 from envs.metaworld.env import EVAL_SEED_START, SEED_LIMIT, MetaWorldGoalEnv
 from envs.metaworld.goals import GoalNotReachedError, make_goal_images
-from envs.recording import _StopSignals
+from envs.recording import StopSignals
 from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES
 from envs.ros.arm import GRIPPER_ACTION_TYPE, RESET_SERVICE_TYPE, RosArmConfig
 from envs.ros.messages import (
@@ -227,7 +227,7 @@ class SimBridge:
         if self._thread is None:
             self.start()
         try:
-            with _StopSignals().installed():
+            with StopSignals().installed():
                 while not self._stop.wait(0.5):
                     if self._thread is not None and not self._thread.is_alive():
                         raise RuntimeError(f"the sim thread died: {self._thread_error}")

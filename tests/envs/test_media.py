@@ -49,3 +49,20 @@ def test_write_video_writes_every_frame_at_an_even_size(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary left
     with pytest.raises(ValueError, match="no frames"):
         write_video(tmp_path / "empty.mp4", [])
+
+
+def test_write_video_leaves_no_temporary_file_on_error_and_keeps_the_earlier_video(tmp_path):
+    path = tmp_path / "episode.mp4"
+    write_video(path, [np.zeros((16, 16, 3), np.uint8)] * 3)
+    before = path.read_bytes()
+
+    def frames_then_fault():
+        yield np.zeros((16, 16, 3), np.uint8)
+        raise RuntimeError("renderer died")
+
+    with pytest.raises(RuntimeError, match="renderer died"):
+        write_video(path, frames_then_fault())
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(path, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode.mp4"]
+    assert path.read_bytes() == before
