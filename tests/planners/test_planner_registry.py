@@ -46,6 +46,15 @@ def test_registry_names_the_four_planners():
     assert sorted(PLANNERS) == ["cem", "gradient", "icem", "mppi"]
 
 
+def test_the_torch_free_config_registry_agrees_with_the_planners():
+    """Configs are checked without torch through ``planner_config_class``; it must give
+    each planner's own ``config_class``."""
+    from planners import planner_config_class
+
+    for name in PLANNERS:
+        assert planner_config_class(name) is planner_class(name).config_class, name
+
+
 def test_unknown_planner_lists_the_valid_names():
     with pytest.raises(ValueError) as error:
         make_planner("random-shooting")
