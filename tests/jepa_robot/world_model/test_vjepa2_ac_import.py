@@ -525,4 +525,13 @@ def test_the_franka_config_for_the_paper_setup_composes():
     assert all(scale == robot.rate_hz for scale in robot.action_scale)
     step = config.planner.bounds.move_radius
     assert step == 0.075 and step * robot.rate_hz <= robot.safety.max_linear_speed
-    assert robot.cameras[0].topic.endswith("compressed")  # franka_servo's camera, inherited
+    assert robot.cameras[0].topic.endswith("compressed")  # franka_servo's camera topic
+    # run-robot refuses a robot without the camera the imported model sees
+    from envs.recording import IMAGE_KEY_PREFIX
+    from jepa_robot.world_model.vjepa2_ac import DROID_IMAGE_KEY
+
+    assert [camera.name for camera in robot.cameras] == [DROID_IMAGE_KEY.removeprefix(IMAGE_KEY_PREFIX)]
+    # DROID's gripper state (0 open, 1 closed) from the finger joints' sum (0.08 m open)
+    gripper = robot.gripper
+    assert gripper.state_offset + gripper.state_scale * 0.08 == pytest.approx(0.0)
+    assert gripper.state_offset + gripper.state_scale * 0.0 == pytest.approx(1.0)
