@@ -20,8 +20,9 @@ The dataset at the output root loads at every moment of a recording, with every 
 saved so far: lerobot writes into a staging copy and each saved episode is published at
 once (see "Surviving a kill" below). Ctrl-C or SIGTERM drops the half-recorded episode (an
 episode being saved is finished first). A kill (SIGKILL) loses at most the episode being
-recorded; rerunning the same command clears what it left and resumes
-(``repair_killed_recording``, docs/reliability.md "Recording").
+recorded (or, in the first seconds of a new dataset, the episodes recorded while lerobot
+was still loading: they wait in memory, see ``record_seeds``); rerunning the same command
+clears what it left and resumes (``repair_killed_recording``, docs/reliability.md "Recording").
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -574,6 +576,50 @@ class RecordingSummary:
         return len(self.recorded_seeds)
 
 
+MAX_PENDING_EPISODES = 8
+"""A new recording holds at most this many episodes in memory while lerobot loads."""
+
+
+class LerobotImport:
+    """lerobot's dataset module (and Hugging Face ``datasets``), imported in a thread of
+    its own: about 8 s on a 2-core machine, which a new recording spends recording
+    instead. The episodes wait in memory until it is done (``record_seeds``)."""
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="import-lerobot", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            import datasets  # noqa: F401
+            import lerobot.datasets.lerobot_dataset  # noqa: F401
+        except BaseException as error:  # noqa: BLE001 - raised again by wait(), in the recording's thread
+            self._error = error
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _is_new_recording(root: Path) -> bool:
+    """Whether ``root`` holds no dataset yet (then no seed is recorded, and lerobot is
+    needed only to save); refuses a non-empty ``root`` that is no dataset, as
+    ``_open_dataset`` does, before anything is recorded."""
+    if (root / INFO_FILE).exists():
+        return False
+    if root.exists() and any(path.name != STAGE_DIR for path in root.iterdir()):
+        raise DatasetMismatchError(
+            f"{root} exists and is not a LeRobot dataset (no {INFO_FILE}); choose an empty or new output root"
+        )
+    return True
+
+
 def record_seeds(
     root: str | Path,
     repo_id: str,
@@ -598,7 +644,10 @@ def record_seeds(
        ``video_codec``: ``h264``, ``hevc`` or ``libsvtav1``), or resumes the one at
        ``root`` after checking it has the same features and fps (``DatasetMismatchError``
        if not, or if ``root`` holds something that is not a dataset) and removing what a
-       killed recording left (``repair_killed_recording``);
+       killed recording left (``repair_killed_recording``). A new dataset starts
+       recording at once, while lerobot loads in a thread (``LerobotImport``); the
+       episodes recorded meanwhile (at most ``MAX_PENDING_EPISODES``) wait in memory and
+       are saved, in order, as soon as it has loaded;
     2. skips the seeds already in the dataset (so rerunning resumes) and, for each
        other seed, calls ``record_one(seed, add_frame)``: reset to ``seed``, call
        ``add_frame(frame)`` once per step with a ``make_frame`` row, and return
@@ -609,43 +658,93 @@ def record_seeds(
        being saved waits until it is), stops and returns a summary with
        ``interrupted=True``. An exception of ``stop_errors`` (e.g. a robot's safety stop)
        stops it the same way but is raised again once the dataset is finalised; any
-       other exception is raised as is;
+       other exception is raised as is. Episodes waiting in memory are saved first;
     4. always finalises the dataset, which then loads with every episode saved.
 
-    ``description`` labels the progress bar (``progress=False`` hides it).
+    ``description`` labels the progress bar (``progress=False`` hides it), which counts
+    saved episodes and shows the frames of the episode being recorded.
     """
-    import datasets
-
     quiet_ffmpeg()
     root = Path(root)
-    dataset, done = _open_dataset(root, repo_id, features, fps, robot_type, video_codec)
-    datasets.disable_progress_bars()  # one bar per episode save otherwise (after loading: lerobot's load turns them on)
+    loading = LerobotImport() if _is_new_recording(root) else None
+    dataset, done = (None, set()) if loading else _open_dataset(root, repo_id, features, fps, robot_type, video_codec)
     summary = RecordingSummary(root=root, repo_id=repo_id, skipped_seeds=sorted(done.intersection(seeds)))
     todo = [seed for seed in seeds if seed not in done]
+    pending: list[tuple[int, list[Frame], int, bool]] = []  # recorded while lerobot loads
     error: BaseException | None = None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=description, unit="ep", disable=not progress)
     stop = StopSignals()
+
+    def counting(add_frame: Callable[[Frame], None], seed: int) -> Callable[[Frame], None]:
+        frames = 0
+
+        def add(frame: Frame) -> None:
+            nonlocal frames
+            add_frame(frame)
+            frames += 1
+            if frames % 10 == 0:
+                bar.set_postfix_str(", ".join(filter(None, (status(), f"seed {seed}: {frames} frames"))))
+        return add
+
+    def status() -> str:
+        parts = [f"success={summary.successes}/{summary.episodes}"] if summary.episodes else []
+        if pending:
+            parts.append(f"{len(pending)} recorded, saved once lerobot has loaded")
+        return ", ".join(parts)
+
+    def saved(seed: int, frames: int, success: bool) -> None:
+        summary.recorded_seeds.append(seed)
+        summary.frames += frames
+        summary.successes += int(success)
+        bar.update(1)
+        bar.set_postfix_str(status())
+        if on_saved is not None:
+            on_saved(seed)
+
+    def open_new_dataset() -> None:
+        """Once lerobot has loaded: create the dataset and save the episodes waiting."""
+        nonlocal dataset
+        if dataset is None:
+            assert loading is not None
+            loading.wait()
+            dataset, _ = _open_dataset(root, repo_id, features, fps, robot_type, video_codec)
+        while pending:
+            seed, frames, count, success = pending[0]
+            with stop.held():
+                try:
+                    for frame in frames:
+                        dataset.add_frame(frame)
+                    _save_episode(dataset, root)
+                except BaseException:
+                    dataset.clear_episode_buffer()
+                    raise
+                pending.pop(0)
+            saved(seed, count, success)
+
     try:
         with stop.installed():
             for seed in todo:
+                if dataset is None and (loading.done or len(pending) >= MAX_PENDING_EPISODES):
+                    open_new_dataset()
+                    stop.raise_held()
+                if dataset is None:  # lerobot is still loading: keep the episode in memory
+                    frames: list[Frame] = []
+                    count, success = record_one(seed, counting(frames.append, seed))
+                    pending.append((seed, frames, count, success))
+                    bar.set_postfix_str(status())
+                    continue
                 try:
-                    frames, success = record_one(seed, dataset.add_frame)
+                    count, success = record_one(seed, counting(dataset.add_frame, seed))
                     with stop.held():  # a Ctrl-C or SIGTERM waits until the episode is in the dataset
-                        dataset.save_episode()
-                        _commit_episode(dataset)
-                        _publish_episode(dataset, root)
+                        _save_episode(dataset, root)
                 except BaseException:
                     dataset.clear_episode_buffer()  # the episode's frames are dropped
                     raise
-                summary.recorded_seeds.append(seed)
-                summary.frames += frames
-                summary.successes += int(success)
-                bar.update(1)
-                bar.set_postfix(success=f"{summary.successes}/{summary.episodes}")
-                if on_saved is not None:
-                    on_saved(seed)
+                saved(seed, count, success)
                 stop.raise_held()
+            open_new_dataset()  # a new dataset exists even if every episode ran before lerobot loaded
+            stop.raise_held()
     except KeyboardInterrupt:
         summary.interrupted = True
         log.warning("interrupted: finalising %s with the episodes saved so far", root)
@@ -654,14 +753,29 @@ def record_seeds(
         error = failure
         log.error("recording stopped: %s; finalising %s with the episodes saved so far", failure, root)
     finally:
-        bar.close()
-        dataset.finalize()
-        _remove(root / STAGE_DIR)  # every saved episode is published
-        summary.seconds = time.perf_counter() - start
-        summary.total_episodes = len(done) + summary.episodes
+        try:
+            if pending or dataset is None:  # recorded whole before the stop: saved all the same
+                open_new_dataset()
+        finally:
+            bar.close()
+            if dataset is not None:
+                dataset.finalize()
+            _remove(root / STAGE_DIR)  # every saved episode is published
+            summary.seconds = time.perf_counter() - start
+            summary.total_episodes = len(done) + summary.episodes
     if error is not None:
         raise error
     return summary
+
+
+def _save_episode(dataset, root: Path) -> None:
+    """Save the episode in ``dataset``'s buffer and publish it to ``root``."""
+    import datasets
+
+    datasets.disable_progress_bars()  # one bar per episode save otherwise (lerobot's load turns them on)
+    dataset.save_episode()
+    _commit_episode(dataset)
+    _publish_episode(dataset, root)
 
 
 def episode_exploration(base: Exploration, random_fraction: float, seed: int) -> Exploration:
@@ -696,30 +810,30 @@ def record_episodes(
         raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
     exploration = exploration or Exploration()
     env = make_env()
-    images: list[dict[str, np.ndarray]] = []  # the last recorded episode's, for on_episode
+    images: dict[int, list[dict[str, np.ndarray]]] = {}  # per seed, until saved: for on_episode
 
     def record_one(seed: int, add_frame: Callable[[Frame], None]) -> tuple[int, bool]:
         """One episode of the scripted expert from ``seed``, a frame per step."""
-        nonlocal images
         expert = ScriptedExpert(env.task, episode_exploration(exploration, random_fraction, seed), seed=seed)
         observation, _ = env.reset(seed=seed)
-        images = []
+        images[seed] = seen = []
         truncated = success = False
         while not truncated:
             action = expert.act(env.privileged_obs)
             object_position = env.object_position()  # before the step, as the state
-            images.append(observation["images"])
+            seen.append(observation["images"])
             next_observation, _, _, truncated, info = env.step(action)
             success = info["success"]
             frame = make_frame(observation["images"], observation["state"], action, success, seed, env.task)
             frame[ENV_STATE_KEY] = object_position
             add_frame(frame)
             observation = next_observation
-        return len(images), success
+        return len(seen), success
 
     def on_saved(seed: int) -> None:
+        seen = images.pop(seed)
         if on_episode is not None:
-            on_episode(seed, images)
+            on_episode(seed, seen)
 
     try:
         return record_seeds(

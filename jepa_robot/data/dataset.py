@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from envs.recording import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY, recorded_repo_id, write_recorded_repo_id
 from jepa_robot.errors import JepaRobotError
@@ -88,26 +89,11 @@ def open_dataset(
     ``LeRobotDataset`` (for example ``delta_timestamps`` or ``episodes``).
     Raises ``DatasetError`` naming the problem.
     """
+    local = local_info(source)
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    if _is_local(source):
-        root = Path(source).expanduser().resolve()
-        info_path = root / "meta" / "info.json"
-        if not root.is_dir():
-            raise DatasetError(f"dataset directory {root} does not exist")
-        if not info_path.is_file():
-            raise DatasetError(f"{root} is not a LeRobot dataset: {info_path} is missing")
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise DatasetError(f"{info_path} is unreadable: {error}") from error
-        version = str(info.get("codebase_version", "?"))
-        if not version.startswith("v3"):
-            raise DatasetError(
-                f"{root} is a LeRobot {version} dataset; jepa-robot reads v3 datasets "
-                "(convert with lerobot's convert_dataset_v21_to_v30 script)"
-            )
-        _check_metadata_files(root)
+    if local is not None:
+        root, _ = local
         repo_id = local_repo_id(root)
         try:
             dataset = LeRobotDataset(repo_id, root=root, video_backend=video_backend, **dataset_kwargs)
@@ -128,6 +114,41 @@ def open_dataset(
 
     spec = check_dataset(dataset, image_key=image_key, action_key=action_key, state_key=state_key)
     return dataset, spec
+
+
+def local_info(source: str) -> tuple[Path, dict[str, Any]] | None:
+    """For a local dataset directory: its resolved root and ``meta/info.json``, after the
+    checks that need no ``lerobot`` (a v3 dataset whose metadata files read), which raise
+    ``DatasetError`` naming the file; None for a hub repo id."""
+    if not _is_local(source):
+        return None
+    root = Path(source).expanduser().resolve()
+    info_path = root / "meta" / "info.json"
+    if not root.is_dir():
+        raise DatasetError(f"dataset directory {root} does not exist")
+    if not info_path.is_file():
+        raise DatasetError(f"{root} is not a LeRobot dataset: {info_path} is missing")
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{info_path} is unreadable: {error}") from error
+    version = str(info.get("codebase_version", "?"))
+    if not version.startswith("v3"):
+        raise DatasetError(
+            f"{root} is a LeRobot {version} dataset; jepa-robot reads v3 datasets "
+            "(convert with lerobot's convert_dataset_v21_to_v30 script)"
+        )
+    _check_metadata_files(root)
+    return root, info
+
+
+def describe_info(root: Path, info: dict[str, Any]) -> str:
+    """One line from a dataset's ``meta/info.json``: size, rate and cameras."""
+    features = info.get("features") or {}
+    cameras = [key for key, spec in features.items() if isinstance(spec, dict) and spec.get("dtype") in ("video", "image")]
+    return (f"{root}: LeRobot {info.get('codebase_version', '?')} dataset, {info.get('total_episodes', '?')} episodes, "
+            f"{info.get('total_frames', '?')} frames at {info.get('fps', '?')} fps, "
+            f"cameras {', '.join(cameras) or 'none'}")
 
 
 def _check_metadata_files(root: Path) -> None:

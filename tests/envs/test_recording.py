@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+import envs.recording as recording
 from envs.metaworld.env import MetaWorldGoalEnv
 from envs.metaworld.experts import Exploration, ScriptedExpert
 from envs.recording import (
@@ -103,6 +104,71 @@ def test_interrupt_keeps_saved_episodes(tmp_path):
     # Rerunning resumes where it stopped.
     again = record_episodes(tiny_env(), root, "test/int", episodes=5, progress=False)
     assert again.recorded_seeds == [2, 3, 4]
+
+
+class SlowLerobotImport:
+    """Stands in for ``LerobotImport``: lerobot (already imported here) counts as still
+    loading for the first ``loading_checks`` times the recorder asks."""
+
+    loading_checks = 0
+
+    def __init__(self):
+        self.asked = 0
+
+    @property
+    def done(self):
+        self.asked += 1
+        return self.asked > self.loading_checks
+
+    def wait(self):
+        pass
+
+
+def test_a_new_recording_records_while_lerobot_loads(tmp_path, monkeypatch):
+    """Episodes recorded before lerobot has loaded wait in memory, then are saved in seed
+    order, each with its own frames (the preview's too)."""
+    monkeypatch.setattr(recording, "LerobotImport", SlowLerobotImport)
+    monkeypatch.setattr(SlowLerobotImport, "loading_checks", 3)  # seeds 0, 1, 2 wait; 3 is saved at once
+    previews = {}
+    summary = record_episodes(tiny_env(steps=6), tmp_path / "ds", "test/early", episodes=4,
+                              on_episode=lambda seed, frames: previews.setdefault(seed, frames), progress=False)
+    assert summary.recorded_seeds == [0, 1, 2, 3] and summary.frames == 24 and not summary.interrupted
+    dataset = LeRobotDataset("test/early", root=tmp_path / "ds", video_backend="pyav")
+    assert dataset.meta.total_episodes == 4 and len(dataset) == 24
+    starts = dataset.meta.episodes["dataset_from_index"]
+    assert [int(dataset.hf_dataset[int(start)]["episode_seed"]) for start in starts] == [0, 1, 2, 3]
+    env = tiny_env(steps=6)()
+    for seed in range(4):
+        observation, _ = env.reset(seed=seed)
+        assert len(previews[seed]) == 6
+        np.testing.assert_array_equal(previews[seed][0]["oblique"], observation["images"]["oblique"])
+    env.close()
+    assert not (tmp_path / "ds" / STAGE_DIR).exists()
+
+
+def test_episodes_waiting_for_lerobot_are_saved_on_a_stop(tmp_path, monkeypatch):
+    """Ctrl-C while lerobot loads: the whole episodes recorded so far are saved, the one
+    being recorded is dropped, and the dataset loads."""
+    monkeypatch.setattr(recording, "LerobotImport", SlowLerobotImport)
+    monkeypatch.setattr(SlowLerobotImport, "loading_checks", 10**6)  # lerobot never loads in time
+    env = tiny_env(steps=5)()
+
+    def record_one(seed, add_frame):
+        observation, _ = env.reset(seed=seed)
+        for step in range(5):
+            if seed == 2 and step == 3:
+                raise KeyboardInterrupt
+            action = np.zeros(4, np.float32)
+            add_frame(make_frame(observation["images"], observation["state"], action, False, seed, "reach"))
+            observation, *_ = env.step(action)
+        return 5, False
+
+    summary = recording.record_seeds(tmp_path / "ds", "test/stop", recording.dataset_features(env), 80, "sawyer",
+                                     range(5), record_one, progress=False)
+    env.close()
+    assert summary.interrupted and summary.recorded_seeds == [0, 1] and summary.frames == 10
+    dataset = LeRobotDataset("test/stop", root=tmp_path / "ds", video_backend="pyav")
+    assert dataset.meta.total_episodes == 2 and len(dataset) == 10
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -152,6 +152,26 @@ def test_inspect_names_a_corrupt_video(tmp_path, small_dataset, capsys):
     assert error.startswith("jepa-robot inspect: error: ") and str(video) in error and "does not decode" in error
 
 
+def test_inspect_shows_a_local_dataset_before_lerobot_has_loaded(small_dataset, capsys):
+    """inspect's first line comes from meta/info.json, which needs no lerobot (its import
+    takes seconds); the full check follows."""
+    import subprocess
+    import sys
+
+    from jepa_robot.cli import main
+
+    root = small_dataset[0]
+    assert main(["inspect", f"dataset={root}"]) == 0
+    first, second, *rest = capsys.readouterr().out.splitlines()
+    assert first == f"{root}: LeRobot v3.0 dataset, 3 episodes, 36 frames at 80 fps, cameras observation.images.oblique"
+    assert second == "checking it with lerobot..." and rest[0].startswith("dataset   test/reach")
+    probe = ("import sys; from jepa_robot.data.dataset import local_info; "
+             f"assert local_info({str(root)!r})[1]['total_episodes'] == 3; "
+             "assert local_info('someone/hub-dataset') is None; "
+             "assert not any(name.startswith('lerobot') for name in sys.modules)")
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
 @pytest.mark.parametrize("what, message", [
     ("data", "is not a readable parquet file"),
     ("episodes", "is not a readable parquet file"),
