@@ -394,8 +394,11 @@ class ModelRunner:
     """Runs model episodes in one process: loads the world model once, keeps one env per task."""
 
     def __init__(self, checkpoint: str, planner, agent_config, subgoals: bool,
-                 goals: str = "protocol") -> None:
+                 goals: str = "protocol", camera_offset: tuple[float, float, float] | list[float] = (0, 0, 0)) -> None:
         self.world_model = WorldModel.load(checkpoint, device=agent_config.device)
+        self.camera_offset = tuple(camera_offset)
+        """How far the camera has moved from the model's training view (azimuth and
+        elevation degrees, distance metres): observations and goal images alike."""
         self.planner_settings, self.agent_config = planner, agent_config
         self.agents: dict[str, MPCAgent] = {}  # one per task: weights may differ by task
         self.subgoals, self.goal_source = subgoals, goals
@@ -404,7 +407,8 @@ class ModelRunner:
     def env(self, task: str) -> MetaWorldGoalEnv:
         if task not in self.envs:
             size = self.world_model.image_size
-            self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=(self.world_model.camera,))
+            self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=(self.world_model.camera,),
+                                               camera_offset=self.camera_offset)
         return self.envs[task]
 
     def agent(self, task: str) -> MPCAgent:
@@ -509,7 +513,8 @@ def _init_worker(config_yaml: str, threads: int) -> None:
     torch.set_num_threads(threads)
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.create(config_yaml)))
     logging.getLogger("jepa_robot").setLevel(logging.WARNING)
-    _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals, config.goals)
+    _runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals, config.goals,
+                          config.camera_offset)
 
 
 _init_error: str | None = None
@@ -830,6 +835,8 @@ def protocol_summary(config: EvalConfig) -> dict[str, Any]:
            if config.subgoals else {}),
         "budgets": {t: EPISODE_BUDGET[t] for t in config.tasks},
         "success": "env success flag at the last step",
+        # the camera moved from the view the model was trained on (observations and goals)
+        **({"camera_offset": list(config.camera_offset)} if any(config.camera_offset) else {}),
     }
 
 
@@ -924,7 +931,8 @@ def plot_summary(report: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- plan
 def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
     """``jepa-robot plan``: one episode from ``config.seed``; writes its video."""
-    runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals)
+    runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals,
+                         camera_offset=config.camera_offset)
     try:
         goals = [load_image(path) for path in config.goal] or None
         if goals is not None:

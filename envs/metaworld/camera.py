@@ -37,11 +37,9 @@ def project_to_camera(env: MetaWorldGoalEnv, point: np.ndarray, camera: str,
     ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``, and a point may project outside it.
     None for a point behind the camera (or on its near plane). Uses MuJoCo's own
     camera pose and frustum (``mjv_updateCamera``, the model's ``fovy``), as the
-    renderer does."""
-    from envs.metaworld.env import CAMERA_VIEWS, _make_camera
-
-    if camera not in CAMERA_VIEWS:
-        raise ValueError(f"unknown camera {camera!r}; valid cameras: {sorted(CAMERA_VIEWS)}")
+    renderer does, from where ``camera`` is now (``env.camera_view``: moved by the env's
+    camera offset and this episode's jitter, if any)."""
+    view = env.unwrapped.camera_view(camera)
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {size}")
@@ -51,7 +49,7 @@ def project_to_camera(env: MetaWorldGoalEnv, point: np.ndarray, camera: str,
 
     model, data = env.unwrapped._sim.model, env.unwrapped._sim.data
     scene = mujoco.MjvScene(model, maxgeom=0)  # only its camera is filled in
-    mujoco.mjv_updateCamera(model, data, _make_camera(CAMERA_VIEWS[camera]), scene)
+    mujoco.mjv_updateCamera(model, data, view, scene)
     # the two eyes sit ipd/2 either side of the head; a mono render looks from between them
     gl_camera = mujoco.mjv_averageCamera(scene.camera[0], scene.camera[1])
     forward = np.asarray(gl_camera.forward, dtype=np.float64)

@@ -42,6 +42,7 @@ from envs.metaworld.tasks import (  # noqa: F401 (re-exported)
     TASKS_WITH_OBJECT,
     TUNING_SEED_START,
     CameraView,
+    check_camera_move,
     seed_split,
 )
 
@@ -58,13 +59,14 @@ def _close_renderers() -> None:
         env.close()
 
 
-def _make_camera(view: CameraView) -> mujoco.MjvCamera:
+def _make_camera(view: CameraView, move: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> mujoco.MjvCamera:
+    """A free camera of ``view`` moved by ``move`` (azimuth and elevation degrees, distance metres)."""
     camera = mujoco.MjvCamera()
     camera.type = mujoco.mjtCamera.mjCAMERA_FREE
     camera.lookat[:] = view.lookat
-    camera.distance = view.distance
-    camera.azimuth = view.azimuth
-    camera.elevation = view.elevation
+    camera.azimuth = view.azimuth + move[0]
+    camera.elevation = view.elevation + move[1]
+    camera.distance = view.distance + move[2]
     return camera
 
 
@@ -74,6 +76,13 @@ class MetaWorldGoalEnv(gym.Env):
     Observation: ``{"images": {camera: uint8 (H, W, 3)}, "state": float32 (4,)}``.
     Action: float32 (4,) in [-1, 1]. ``reset(seed=s)`` places objects and goal from
     ``s`` alone, so the same seed always gives the same scene.
+
+    A camera that is not quite where it was: ``camera_offset`` moves every view by
+    ``[azimuth degrees, elevation degrees, distance metres]`` for good (a camera knocked
+    since the data were recorded); ``camera_jitter`` moves it at each reset by a uniform
+    draw within ``+-camera_jitter`` per component, drawn from the episode seed (so a seed
+    always gives the same view), for recording data under small camera moves. Both are
+    limited to ``CAMERA_MOVE_LIMITS`` (30 degrees, 20 degrees, 0.3 m).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
@@ -85,6 +94,8 @@ class MetaWorldGoalEnv(gym.Env):
         cameras: tuple[str, ...] | list[str] = ("oblique",),
         step_budget: int | None = None,
         render_mode: str | None = "rgb_array",
+        camera_offset: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0),
+        camera_jitter: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0),
     ) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # heavy import, kept local
 
@@ -102,6 +113,10 @@ class MetaWorldGoalEnv(gym.Env):
             raise ValueError(f"step_budget must be >= 1, got {step_budget}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.camera_offset = check_camera_move("camera_offset", camera_offset)
+        self.camera_jitter = check_camera_move("camera_jitter", camera_jitter)
+        if any(j < 0 for j in self.camera_jitter):
+            raise ValueError(f"camera_jitter={list(self.camera_jitter)} must be >= 0")
 
         self.task = task
         self.image_size = int(image_size)
@@ -125,7 +140,7 @@ class MetaWorldGoalEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._scene_option = mujoco.MjvOption()
         self._scene_option.sitegroup[:] = 0  # hides the goal marker and every other site
-        self._camera_objects = {name: _make_camera(CAMERA_VIEWS[name]) for name in cameras}
+        self._camera_objects = {name: _make_camera(CAMERA_VIEWS[name], self.camera_offset) for name in CAMERA_VIEWS}
 
         size = self.image_size
         self.observation_space = spaces.Dict(
@@ -157,6 +172,8 @@ class MetaWorldGoalEnv(gym.Env):
         self._sim.seed(self._seed)
         self._privileged_obs, _ = self._sim.reset()
         self._steps = 0
+        if any(self.camera_jitter):
+            self._move_cameras()
         return self._observation(), {"seed": self._seed, "success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -230,6 +247,22 @@ class MetaWorldGoalEnv(gym.Env):
         if self.task in TASKS_WITH_OBJECT:
             return self.object_position()
         return np.asarray(self._sim.tcp_center, dtype=np.float32).copy()
+
+    def camera_view(self, camera: str) -> mujoco.MjvCamera:
+        """The free camera ``camera`` (any of ``CAMERA_VIEWS``) renders from now, with
+        ``camera_offset`` and this episode's ``camera_jitter`` applied."""
+        if camera not in self._camera_objects:
+            raise ValueError(f"unknown camera {camera!r}; valid cameras: {sorted(CAMERA_VIEWS)}")
+        return self._camera_objects[camera]
+
+    def _move_cameras(self) -> None:
+        """This episode's views: each camera moved by ``camera_offset`` plus a draw within
+        ``+-camera_jitter`` from the episode seed (the camera's place in ``CAMERA_VIEWS``
+        picks its own draw)."""
+        for index, name in enumerate(CAMERA_VIEWS):
+            draw = np.random.default_rng([self._seed, 0xCA3E7A, index]).uniform(-1.0, 1.0, 3)
+            move = tuple(o + j * d for o, j, d in zip(self.camera_offset, self.camera_jitter, draw, strict=True))
+            self._camera_objects[name] = _make_camera(CAMERA_VIEWS[name], move)
 
     def images(self) -> dict[str, np.ndarray]:
         return {camera: self._render_camera(camera) for camera in self.cameras}

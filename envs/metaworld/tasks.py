@@ -4,6 +4,7 @@ or MuJoCo (``envs.metaworld.env`` re-exports them)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Our task names -> Meta-World v3 env names.
@@ -86,6 +87,22 @@ CAMERA_VIEWS: dict[str, CameraView] = {
     # Straight down on the workspace.
     "top": CameraView(lookat=(0.0, 0.72, 0.0), distance=0.8, azimuth=-90.0, elevation=-89.0),
 }
+
+CAMERA_MOVE_LIMITS = (30.0, 20.0, 0.3)
+"""The largest camera move an env accepts, per component: degrees of azimuth, degrees of
+elevation, metres of distance (``check_camera_move``)."""
+
+
+def check_camera_move(name: str, move) -> tuple[float, float, float]:
+    """``move`` as ``(azimuth degrees, elevation degrees, distance metres)``, each finite
+    and within ``CAMERA_MOVE_LIMITS``; a ``ValueError`` naming ``name`` otherwise."""
+    values = tuple(float(v) for v in move)
+    if len(values) != 3:
+        raise ValueError(f"{name}={list(move)} must be [azimuth_deg, elevation_deg, distance_m]")
+    for value, limit, what in zip(values, CAMERA_MOVE_LIMITS, ("azimuth", "elevation", "distance"), strict=True):
+        if not math.isfinite(value) or abs(value) > limit:
+            raise ValueError(f"{name}={list(values)}: the {what} must be finite and within +-{limit}")
+    return values  # type: ignore[return-value]
 
 
 GOAL_SOURCES = ("protocol", "jepa_wms")

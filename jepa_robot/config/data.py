@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS, check_camera_move
 from jepa_robot.config import ConfigError, check_finite
 
 
@@ -24,6 +24,11 @@ class EnvConfig:
     model was trained on ``oblique``."""
     step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
+    camera_jitter: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Move every camera at each episode by a uniform draw within ``+-[azimuth degrees,
+    elevation degrees, distance metres]`` (from the episode seed: a seed always gives the
+    same view), so a model learns from views near the nominal one; e.g. ``[4, 2, 0.03]``.
+    Each within +-30, +-20, +-0.3; zeros: the fixed view."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -35,6 +40,12 @@ class EnvConfig:
             raise ConfigError(f"env.cameras={self.cameras} must name views from {sorted(CAMERA_VIEWS)}")
         if self.step_budget is not None and self.step_budget < 1:
             raise ConfigError(f"env.step_budget={self.step_budget} must be >= 1")
+        try:
+            check_camera_move("env.camera_jitter", self.camera_jitter)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if any(value < 0 for value in self.camera_jitter):
+            raise ConfigError(f"env.camera_jitter={list(self.camera_jitter)} must be >= 0")
 
 
 @dataclass

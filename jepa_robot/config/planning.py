@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING, OmegaConf, open_dict
 
-from envs.metaworld.tasks import EVAL_SEED_START, GOAL_SOURCES, SEED_LIMIT, TASKS, seed_split
+from envs.metaworld.tasks import EVAL_SEED_START, GOAL_SOURCES, SEED_LIMIT, TASKS, check_camera_move, seed_split
 from jepa_robot.config import ConfigError
 from planners import ActionBounds
 
@@ -180,6 +180,11 @@ class EvalConfig:
     """Which episodes get the videos: ``mixed`` (per task, successes and failures
     alternating in seed order, a success first, as many of each as there are) or
     ``first`` (the lowest seeds)."""
+    camera_offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Move the camera from the view the model was trained on, for the whole run (the
+    observations and the goal images): ``[azimuth degrees, elevation degrees, distance
+    metres]``, each within +-30, +-20, +-0.3. Measures how much a camera knocked since
+    recording costs; the report's protocol records it."""
     traces: int = 0
     """Episodes per task (the first ones) whose report record gets a per-step ``trace``:
     after every predictor step, the simulator's hand, gripper and object (privileged:
@@ -208,6 +213,7 @@ class EvalConfig:
             raise ConfigError(f"seed_start={self.seed_start}, episodes={self.episodes}: {error}") from None
         if self.workers < 1 or self.videos < 0 or self.traces < 0:
             raise ConfigError("workers must be >= 1, videos and traces >= 0")
+        _check_camera_move("camera_offset", self.camera_offset)
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
         if self.goals not in GOAL_SOURCES:
@@ -232,6 +238,9 @@ class PlanConfig:
     """Env steps; null: the protocol budget of the task."""
     video: str | None = None
     """Where to write the video; null: runs/plan/<task>-<seed>.mp4."""
+    camera_offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Move the camera from the model's training view: ``[azimuth degrees, elevation
+    degrees, distance metres]`` (as ``eval``'s)."""
     planning_source: dict[str, str] = field(default_factory=dict)
     """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
     group, dotted overrides): noted when the config is composed, not an input."""
@@ -246,6 +255,7 @@ class PlanConfig:
                               f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
+        _check_camera_move("camera_offset", self.camera_offset)
 
 
 @dataclass
@@ -364,3 +374,10 @@ def set_planning(config: SetPlanningConfig) -> Path:
 
 
 # --- encoder pretraining
+
+
+def _check_camera_move(name: str, move: list[float]) -> None:
+    try:
+        check_camera_move(name, move)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -27,6 +27,7 @@ def make_env(config: EnvConfig) -> MetaWorldGoalEnv:
         image_size=config.image_size,
         cameras=tuple(config.cameras),
         step_budget=config.step_budget,
+        camera_jitter=tuple(config.camera_jitter),
     )
     return env.unwrapped  # our env truncates itself; gym.make adds only checker wrappers
 

@@ -41,11 +41,31 @@ def test_collect_config_composes_with_group_overrides():
         (["video_codec=mjpeg"], "video_codec"),
         (["exploration.noise_std=nan"], "exploration.noise_std=nan must be a finite number"),
         (["exploration.noise_std=inf"], "exploration.noise_std=inf must be a finite number"),
+        (["env.camera_jitter=[4,2]"], r"env.camera_jitter=\[4.0, 2.0\] must be \[azimuth_deg"),
+        (["env.camera_jitter=[4,-2,0]"], "must be >= 0"),
+        (["env.camera_jitter=[4,2,1]"], "the distance must be finite and within"),
     ],
 )
 def test_bad_config_values_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         compose("collect", overrides, CollectConfig)
+
+
+def test_a_camera_move_is_checked_and_reaches_the_env_and_the_report():
+    from jepa_robot.config.planning import EvalConfig, PlanConfig
+    from jepa_robot.data.collect import make_env
+    from jepa_robot.evaluation import protocol_summary
+
+    config = compose("collect", ["env.camera_jitter=[4,2,0.03]"], CollectConfig)
+    env = make_env(config.env)
+    assert env.camera_jitter == (4.0, 2.0, 0.03)
+    env.close()
+    config = compose("eval", ["checkpoint=default", "camera_offset=[4,2,0]"], EvalConfig)
+    assert protocol_summary(config)["camera_offset"] == [4.0, 2.0, 0.0]
+    assert "camera_offset" not in protocol_summary(compose("eval", ["checkpoint=default"], EvalConfig))
+    for name, schema in (("eval", EvalConfig), ("plan", PlanConfig), ("demo", EvalConfig)):
+        with pytest.raises(ConfigError, match="camera_offset=.* the elevation must be finite and within"):
+            compose(name, ["checkpoint=default", "camera_offset=[0,25,0]"], schema)
 
 
 def test_collect_and_inspect_end_to_end(tmp_path, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from envs.metaworld.camera import project_to_camera, target_position
-from envs.metaworld.env import CAMERA_VIEWS, MetaWorldGoalEnv, _make_camera
+from envs.metaworld.env import CAMERA_VIEWS, MetaWorldGoalEnv
 
 
 def _goal_marker_centre(env: MetaWorldGoalEnv, camera: str, height: int, width: int) -> tuple[float, float]:
@@ -22,7 +22,7 @@ def _goal_marker_centre(env: MetaWorldGoalEnv, camera: str, height: int, width: 
         for alpha in (1.0, 0.0):
             model.site_rgba[:, 3] = 0.0
             model.site_rgba[goal, 3] = alpha
-            renderer.update_scene(data, camera=_make_camera(CAMERA_VIEWS[camera]), scene_option=option)
+            renderer.update_scene(data, camera=env.camera_view(camera), scene_option=option)
             frames.append(renderer.render().astype(int))
     finally:
         model.site_rgba[:] = saved
@@ -32,9 +32,14 @@ def _goal_marker_centre(env: MetaWorldGoalEnv, camera: str, height: int, width: 
     return columns.mean() + 0.5, rows.mean() + 0.5  # pixel centres
 
 
-@pytest.mark.parametrize("task, camera, size", [("reach", "oblique", 128), ("push", "top", (96, 128))])
-def test_the_target_projects_onto_the_rendered_goal_marker(task, camera, size):
-    env = MetaWorldGoalEnv(task, image_size=32, cameras=(camera,))
+@pytest.mark.parametrize("task, camera, size, moves", [
+    ("reach", "oblique", 128, {}),
+    ("push", "top", (96, 128), {}),
+    ("reach", "oblique", 128, {"camera_offset": (4.0, 2.0, 0.0)}),  # a camera moved since recording
+    ("push", "oblique", 96, {"camera_offset": (-3.0, 1.0, 0.05), "camera_jitter": (4.0, 2.0, 0.03)}),
+])
+def test_the_target_projects_onto_the_rendered_goal_marker(task, camera, size, moves):
+    env = MetaWorldGoalEnv(task, image_size=32, cameras=(camera,), **moves)
     try:
         env.reset(seed=100_001)
         env.step(np.zeros(4, np.float32))  # the marker's site takes the target's place on a step

@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.metaworld.env import EPISODE_BUDGET, MetaWorldGoalEnv, seed_split
+from envs.metaworld.env import CAMERA_VIEWS, EPISODE_BUDGET, MetaWorldGoalEnv, seed_split
 from envs.metaworld.experts import Exploration, ScriptedExpert
 from envs.metaworld.goals import GoalNotReachedError, make_goal_images
 
@@ -58,6 +58,33 @@ def test_several_cameras_render_upright_distinct_views():
     assert set(observation["images"]) == {"oblique", "top"}
     assert not np.array_equal(observation["images"]["oblique"], observation["images"]["top"])
     env.close()
+
+
+def test_a_moved_camera_renders_another_view_and_jitter_follows_the_seed():
+    def first_frame(seed=100_000, **moves):
+        env = MetaWorldGoalEnv("reach", image_size=32, **moves)
+        observation, _ = env.reset(seed=seed)
+        view = env.camera_view("oblique")
+        env.close()
+        return observation["images"]["oblique"], (view.azimuth, view.elevation, view.distance)
+
+    fixed, (azimuth, elevation, distance) = first_frame()
+    nominal = CAMERA_VIEWS["oblique"]
+    assert (azimuth, elevation, distance) == (nominal.azimuth, nominal.elevation, nominal.distance)
+    same, _ = first_frame(camera_offset=(0, 0, 0), camera_jitter=(0, 0, 0))
+    np.testing.assert_array_equal(same, fixed)
+    moved, view = first_frame(camera_offset=(4.0, 2.0, 0.0))
+    assert view == pytest.approx((nominal.azimuth + 4, nominal.elevation + 2, nominal.distance))
+    assert np.abs(moved.astype(int) - fixed).mean() > 1.0
+    jitter = (4.0, 2.0, 0.03)
+    first, first_view = first_frame(camera_jitter=jitter)
+    again, again_view = first_frame(camera_jitter=jitter)
+    other, other_view = first_frame(seed=100_001, camera_jitter=jitter)
+    np.testing.assert_array_equal(first, again)  # the seed picks the view
+    assert first_view == again_view and first_view != other_view
+    for view in (first_view, other_view):
+        offsets = np.subtract(view, (nominal.azimuth, nominal.elevation, nominal.distance))
+        assert np.all(np.abs(offsets) <= np.array(jitter) + 1e-6) and np.any(offsets != 0)
 
 
 def test_goal_marker_is_hidden():
@@ -235,6 +262,10 @@ def test_exploration_is_reproducible_and_bounded():
         ({"task": "stack"}, "unknown task"),
         ({"task": "reach", "image_size": 8}, "image_size"),
         ({"task": "reach", "cameras": ["corner9"]}, "unknown camera"),
+        ({"task": "reach", "camera_offset": (45.0, 0.0, 0.0)}, "azimuth must be finite and within"),
+        ({"task": "reach", "camera_offset": (0.0, float("nan"), 0.0)}, "elevation must be finite"),
+        ({"task": "reach", "camera_jitter": (1.0, 1.0)}, r"camera_jitter=\[1.0, 1.0\] must be"),
+        ({"task": "reach", "camera_jitter": (1.0, -1.0, 0.0)}, "must be >= 0"),
     ],
 )
 def test_bad_env_arguments_are_refused(kwargs, message):
