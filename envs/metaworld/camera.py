@@ -38,7 +38,7 @@ def project_to_camera(env: MetaWorldGoalEnv, point: np.ndarray, camera: str,
     None for a point behind the camera (or on its near plane). Uses MuJoCo's own
     camera pose and frustum (``mjv_updateCamera``, the model's ``fovy``), as the
     renderer does, from where ``camera`` is now (``env.camera_view``: moved by the env's
-    camera offset and this episode's jitter, if any)."""
+    camera offset and this episode's jitter, if any; a camera on the arm where the hand is)."""
     view = env.unwrapped.camera_view(camera)
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1:

@@ -31,6 +31,8 @@ from gymnasium import spaces
 # Names, budgets, seeds and camera views live in a module that configs import cheaply.
 from envs.metaworld.tasks import (  # noqa: F401 (re-exported)
     ACTION_NAMES,
+    BODY_CAMERAS,
+    CAMERA_NAMES,
     CAMERA_VIEWS,
     EPISODE_BUDGET,
     EVAL_SEED_START,
@@ -59,6 +61,16 @@ def _close_renderers() -> None:
         env.close()
 
 
+def _body_camera(model: mujoco.MjModel, name: str) -> mujoco.MjvCamera:
+    """The model's own camera ``name`` (one fixed to a body: it moves with it)."""
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+    camera.fixedcamid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+    if camera.fixedcamid < 0:
+        raise ValueError(f"this Meta-World model has no camera {name!r}")
+    return camera
+
+
 def _make_camera(view: CameraView, move: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> mujoco.MjvCamera:
     """A free camera of ``view`` moved by ``move`` (azimuth and elevation degrees, distance metres)."""
     camera = mujoco.MjvCamera()
@@ -77,7 +89,11 @@ class MetaWorldGoalEnv(gym.Env):
     Action: float32 (4,) in [-1, 1]. ``reset(seed=s)`` places objects and goal from
     ``s`` alone, so the same seed always gives the same scene.
 
-    A camera that is not quite where it was: ``camera_offset`` moves every view by
+    Cameras: the free views of ``CAMERA_VIEWS`` (``oblique``, ...) and the cameras the
+    arm carries, ``BODY_CAMERAS`` (``wrist``: between the fingers, looking down;
+    ``behind_gripper``), which move with the hand.
+
+    A camera that is not quite where it was: ``camera_offset`` moves every free view by
     ``[azimuth degrees, elevation degrees, distance metres]`` for good (a camera knocked
     since the data were recorded); ``camera_jitter`` moves it at each reset by a uniform
     draw within ``+-camera_jitter`` per component, drawn from the episode seed (so a seed
@@ -106,9 +122,9 @@ class MetaWorldGoalEnv(gym.Env):
         # No cameras: a state-only env (observations carry no images, nothing renders),
         # for baselines that never look, like the random and scripted-expert references.
         cameras = tuple(cameras)
-        unknown = [c for c in cameras if c not in CAMERA_VIEWS]
+        unknown = [c for c in cameras if c not in CAMERA_NAMES]
         if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}; valid cameras: {sorted(CAMERA_VIEWS)}")
+            raise ValueError(f"unknown camera(s) {unknown}; valid cameras: {list(CAMERA_NAMES)}")
         if step_budget is not None and step_budget < 1:
             raise ValueError(f"step_budget must be >= 1, got {step_budget}")
         if render_mode not in (None, "rgb_array"):
@@ -141,6 +157,8 @@ class MetaWorldGoalEnv(gym.Env):
         self._scene_option = mujoco.MjvOption()
         self._scene_option.sitegroup[:] = 0  # hides the goal marker and every other site
         self._camera_objects = {name: _make_camera(CAMERA_VIEWS[name], self.camera_offset) for name in CAMERA_VIEWS}
+        for name, model_camera in BODY_CAMERAS.items():  # fixed to the hand: offsets and jitter do not apply
+            self._camera_objects[name] = _body_camera(model, model_camera)
 
         size = self.image_size
         self.observation_space = spaces.Dict(
@@ -249,10 +267,11 @@ class MetaWorldGoalEnv(gym.Env):
         return np.asarray(self._sim.tcp_center, dtype=np.float32).copy()
 
     def camera_view(self, camera: str) -> mujoco.MjvCamera:
-        """The free camera ``camera`` (any of ``CAMERA_VIEWS``) renders from now, with
-        ``camera_offset`` and this episode's ``camera_jitter`` applied."""
+        """The camera ``camera`` (any of ``CAMERA_NAMES``) renders from now: a free view
+        with ``camera_offset`` and this episode's ``camera_jitter`` applied, or one of
+        ``BODY_CAMERAS``, which rides on the hand."""
         if camera not in self._camera_objects:
-            raise ValueError(f"unknown camera {camera!r}; valid cameras: {sorted(CAMERA_VIEWS)}")
+            raise ValueError(f"unknown camera {camera!r}; valid cameras: {list(CAMERA_NAMES)}")
         return self._camera_objects[camera]
 
     def _move_cameras(self) -> None:

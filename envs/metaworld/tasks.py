@@ -88,6 +88,18 @@ CAMERA_VIEWS: dict[str, CameraView] = {
     "top": CameraView(lookat=(0.0, 0.72, 0.0), distance=0.8, azimuth=-90.0, elevation=-89.0),
 }
 
+# Cameras the arm carries (Meta-World's own, fixed to the hand): they move with it, so
+# near a grasp the object fills their view and the arm cannot hide it. Our name -> the
+# model's camera.
+BODY_CAMERAS: dict[str, str] = {
+    # Between the fingers, looking down past them at the table.
+    "wrist": "gripperPOV",
+    # Behind and above the hand, looking along the arm at the gripper and what is below it.
+    "behind_gripper": "behindGripper",
+}
+CAMERA_NAMES: tuple[str, ...] = (*CAMERA_VIEWS, *BODY_CAMERAS)
+"""Every camera an env renders: the free views, then the cameras on the arm."""
+
 CAMERA_MOVE_LIMITS = (30.0, 20.0, 0.3)
 """The largest camera move an env accepts, per component: degrees of azimuth, degrees of
 elevation, metres of distance (``check_camera_move``)."""

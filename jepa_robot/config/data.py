@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS, check_camera_move
+from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS, check_camera_move
 from jepa_robot.config import ConfigError, check_finite
 
 
@@ -19,9 +19,10 @@ class EnvConfig:
     image_size: int = 64
     """Square image side in pixels (16-512); 64 suits the small embedded encoder."""
     cameras: list[str] = field(default_factory=lambda: ["oblique"])
-    """Named camera views (``oblique``, ``workspace``, ``front``, ``top``; see
-    ``envs.metaworld.env.CAMERA_VIEWS``); the first is the primary one. The default
-    model was trained on ``oblique``."""
+    """Named cameras: free views (``oblique``, ``workspace``, ``front``, ``top``; see
+    ``envs.metaworld.env.CAMERA_VIEWS``) and cameras on the arm (``wrist``,
+    ``behind_gripper``; ``BODY_CAMERAS``), each recorded as ``observation.images.<name>``.
+    The default model was trained on ``oblique``."""
     step_budget: int | None = None
     """Step budget; ``null`` uses the protocol's (reach 100, push 150, pick-place 200)."""
     camera_jitter: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -35,9 +36,9 @@ class EnvConfig:
             raise ConfigError(f"env.task={self.task!r} is not a task; valid: {sorted(TASKS)}")
         if not 16 <= self.image_size <= 512:
             raise ConfigError(f"env.image_size={self.image_size} must be in [16, 512]")
-        bad = [c for c in self.cameras if c not in CAMERA_VIEWS]
+        bad = [c for c in self.cameras if c not in CAMERA_NAMES]
         if bad or not self.cameras:
-            raise ConfigError(f"env.cameras={self.cameras} must name views from {sorted(CAMERA_VIEWS)}")
+            raise ConfigError(f"env.cameras={self.cameras} must name cameras from {list(CAMERA_NAMES)}")
         if self.step_budget is not None and self.step_budget < 1:
             raise ConfigError(f"env.step_budget={self.step_budget} must be >= 1")
         try:

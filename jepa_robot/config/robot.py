@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.tasks import CAMERA_VIEWS, EVAL_SEED_START, TASKS
+from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS
 from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES, check_origin_patterns
 from envs.ros.config import RosArmConfig as RobotConfig
 from jepa_robot.config import ConfigError
@@ -60,9 +60,9 @@ class SimBridgeConfig:
             raise ConfigError(f"command_timeout_s={self.command_timeout_s} must be > 0")
         if self.image_format not in ("png", "jpeg"):
             raise ConfigError(f"image_format={self.image_format!r} must be png or jpeg")
-        bad = [camera.name for camera in self.robot.cameras if camera.name not in CAMERA_VIEWS]
+        bad = [camera.name for camera in self.robot.cameras if camera.name not in CAMERA_NAMES]
         if bad:
-            raise ConfigError(f"robot.cameras {bad}: the sim bridge renders only {sorted(CAMERA_VIEWS)}")
+            raise ConfigError(f"robot.cameras {bad}: the sim bridge renders only {list(CAMERA_NAMES)}")
         if not self.goal_root:
             raise ConfigError("goal_root must name a directory for the reset service's goal images")
         largest_image = 4 * self.image_size**2 + 4096  # base64 of rgb8 (or a PNG no larger), plus the header

@@ -44,6 +44,7 @@ def test_collect_config_composes_with_group_overrides():
         (["env.camera_jitter=[4,2]"], r"env.camera_jitter=\[4.0, 2.0\] must be \[azimuth_deg"),
         (["env.camera_jitter=[4,-2,0]"], "must be >= 0"),
         (["env.camera_jitter=[4,2,1]"], "the distance must be finite and within"),
+        (["env.cameras=[oblique,gripperPOV]"], r"must name cameras from \['oblique'.*'wrist', 'behind_gripper'\]"),
     ],
 )
 def test_bad_config_values_are_refused(overrides, message):
@@ -56,9 +57,9 @@ def test_a_camera_move_is_checked_and_reaches_the_env_and_the_report():
     from jepa_robot.data.collect import make_env
     from jepa_robot.evaluation import protocol_summary
 
-    config = compose("collect", ["env.camera_jitter=[4,2,0.03]"], CollectConfig)
+    config = compose("collect", ["env.camera_jitter=[4,2,0.03]", "env.cameras=[oblique,wrist]"], CollectConfig)
     env = make_env(config.env)
-    assert env.camera_jitter == (4.0, 2.0, 0.03)
+    assert env.camera_jitter == (4.0, 2.0, 0.03) and env.cameras == ("oblique", "wrist")
     env.close()
     config = compose("eval", ["checkpoint=default", "camera_offset=[4,2,0]"], EvalConfig)
     assert protocol_summary(config)["camera_offset"] == [4.0, 2.0, 0.0]

@@ -37,6 +37,7 @@ def _goal_marker_centre(env: MetaWorldGoalEnv, camera: str, height: int, width: 
     ("push", "top", (96, 128), {}),
     ("reach", "oblique", 128, {"camera_offset": (4.0, 2.0, 0.0)}),  # a camera moved since recording
     ("push", "oblique", 96, {"camera_offset": (-3.0, 1.0, 0.05), "camera_jitter": (4.0, 2.0, 0.03)}),
+    ("pick-place", "behind_gripper", 128, {}),  # a camera on the arm
 ])
 def test_the_target_projects_onto_the_rendered_goal_marker(task, camera, size, moves):
     env = MetaWorldGoalEnv(task, image_size=32, cameras=(camera,), **moves)

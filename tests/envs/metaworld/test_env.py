@@ -60,6 +60,27 @@ def test_several_cameras_render_upright_distinct_views():
     env.close()
 
 
+def test_cameras_on_the_arm_move_with_the_hand_and_ignore_camera_moves():
+    def frames(**moves):
+        env = MetaWorldGoalEnv("pick-place", image_size=32, cameras=["wrist", "behind_gripper", "oblique"], **moves)
+        observation, _ = env.reset(seed=100_000)
+        before = observation["images"]
+        for _ in range(10):
+            observation, *_ = env.step(np.array([0.0, 0.0, -1.0, 0.0], np.float32))  # hand down
+        env.close()
+        return before, observation["images"]
+
+    before, after = frames()
+    assert set(before) == {"wrist", "behind_gripper", "oblique"}
+    for camera in ("wrist", "behind_gripper"):
+        assert before[camera].std() > 5  # a scene, not a blank frame
+        assert np.abs(after[camera].astype(int) - before[camera]).mean() > 2.0  # the view rode down with the hand
+    moved_before, _ = frames(camera_offset=(4.0, 2.0, 0.0), camera_jitter=(2.0, 1.0, 0.02))
+    for camera in ("wrist", "behind_gripper"):
+        np.testing.assert_array_equal(moved_before[camera], before[camera])  # fixed to the hand
+    assert not np.array_equal(moved_before["oblique"], before["oblique"])
+
+
 def test_a_moved_camera_renders_another_view_and_jitter_follows_the_seed():
     def first_frame(seed=100_000, **moves):
         env = MetaWorldGoalEnv("reach", image_size=32, **moves)
