@@ -146,6 +146,14 @@ class AgentConfig:
 REFERENCES = ("random", "expert")
 
 
+def _check_camera_move(name: str, move: list[float]) -> None:
+    """``check_camera_move`` with its complaint as a ``ConfigError``."""
+    try:
+        check_camera_move(name, move)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 @dataclass
 class EvalConfig:
     """``jepa-robot eval``: the evaluation protocol (docs/protocol.md) for a checkpoint and a planner."""
@@ -372,12 +380,3 @@ def set_planning(config: SetPlanningConfig) -> Path:
     log.info("wrote %s", path)
     return path
 
-
-# --- encoder pretraining
-
-
-def _check_camera_move(name: str, move: list[float]) -> None:
-    try:
-        check_camera_move(name, move)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None

@@ -102,7 +102,12 @@ def save_checkpoint(
     stats: dict[str, dict[str, list[float]]],
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (replacing an existing one)."""
+    """Write a checkpoint directory atomically (replacing an existing one).
+
+    What later commands added to the checkpoint being replaced is kept: its planning
+    settings (``planning.json``, ``jepa-robot set-planning``) and its state readout
+    (``jepa-robot fit-readout``), the readout only if it was fit on the same encoder (it
+    reads the encoder's latents, whatever the predictor)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     config = {
@@ -118,8 +123,25 @@ def save_checkpoint(
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in predictor.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
         (tmp / STATS).write_text(json.dumps(stats, indent=2))
+        for name in _added_later(directory, encoder_reference):
+            shutil.copy2(directory / name, tmp / name)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))  # last: marks complete
     return directory
+
+
+def _added_later(directory: Path, encoder_reference: dict[str, Any]) -> list[str]:
+    """The files of the checkpoint at ``directory`` that ``save_checkpoint`` keeps."""
+    from jepa_robot.world_model.readout import READOUT_CONFIG, READOUT_WEIGHTS
+
+    kept = [PLANNING] if (directory / PLANNING).is_file() else []
+    try:
+        readout = json.loads((directory / READOUT_CONFIG).read_text())
+        same_encoder = not encoder_differences(readout["encoder"], encoder_reference)
+    except (OSError, ValueError, KeyError, TypeError):
+        same_encoder = False
+    if same_encoder and (directory / READOUT_WEIGHTS).is_file():
+        kept += [READOUT_CONFIG, READOUT_WEIGHTS]
+    return kept
 
 
 def encoder_differences(saved: dict[str, Any], actual: dict[str, Any]) -> list[str]:

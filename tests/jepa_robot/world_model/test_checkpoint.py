@@ -130,3 +130,37 @@ def test_a_checkpoint_config_missing_a_field_names_the_file_and_the_field(tiny_c
     (checkpoint / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=rf"checkpoint/config.json: the field '{section}.{field}' is missing"):
         load_checkpoint(checkpoint)
+
+
+def test_a_rewritten_checkpoint_keeps_its_planning_and_a_readout_of_the_same_encoder(tmp_path):
+    """Training saves its checkpoint again and again (and again when a finished run is
+    continued with more steps): the planning settings and the state readout added to it
+    later are kept; a readout fit on another encoder is not."""
+    from jepa_robot.world_model.checkpoint import load_checkpoint, read_planning, save_checkpoint, write_planning
+    from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
+    from jepa_robot.world_model.readout import (
+        READOUT_CONFIG,
+        READOUT_WEIGHTS,
+        ReadoutConfig,
+        StateReadout,
+        load_readout,
+        save_readout,
+    )
+
+    predictor = ACPredictor(PredictorConfig(latent_dim=8, num_tokens=4, action_dim=2, state_dim=0,
+                                            hidden_dim=16, depth=1, heads=2))
+    encoder = {"source": "enc", "weights_sha256": "abc"}
+    data = {"image_key": "observation.images.oblique", "image_shape": [32, 32, 3], "frameskip": 1}
+    directory = save_checkpoint(tmp_path / "checkpoint", predictor, encoder, data, {})
+    write_planning(directory, {"name": "mppi"}, {"execute_steps": 2})
+    readout = StateReadout(ReadoutConfig(latent_shape=(4, 8), state_dim=3, hidden=8))
+    save_readout(directory, readout, {}, encoder)
+
+    save_checkpoint(directory, predictor, encoder, data, {})  # the next save of the same run
+    assert read_planning(directory)["planner"] == {"name": "mppi"}
+    assert load_readout(directory, encoder) is not None
+    assert load_checkpoint(directory).predictor.config == predictor.config
+
+    save_checkpoint(directory, predictor, {"source": "enc", "weights_sha256": "other"}, data, {})
+    assert read_planning(directory)["agent"] == {"execute_steps": 2}
+    assert not (directory / READOUT_CONFIG).exists() and not (directory / READOUT_WEIGHTS).exists()
