@@ -42,6 +42,9 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATS = "stats.json"
 PLANNING = "planning.json"
+READOUT_CONFIG = "readout.json"
+"""A state readout's settings (``jepa_robot.world_model.readout``, ``jepa-robot fit-readout``)."""
+READOUT_WEIGHTS = "readout.safetensors"
 PLANNING_FORMAT = "jepa_robot.planning/1"
 PLANNING_SECTIONS = ("planner", "agent")
 """The sections of ``planning.json``: ``PlannerSettings`` and ``AgentConfig`` as dicts."""
@@ -131,8 +134,6 @@ def save_checkpoint(
 
 def _added_later(directory: Path, encoder_reference: dict[str, Any]) -> list[str]:
     """The files of the checkpoint at ``directory`` that ``save_checkpoint`` keeps."""
-    from jepa_robot.world_model.readout import READOUT_CONFIG, READOUT_WEIGHTS
-
     kept = [PLANNING] if (directory / PLANNING).is_file() else []
     try:
         readout = json.loads((directory / READOUT_CONFIG).read_text())

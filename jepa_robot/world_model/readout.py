@@ -44,7 +44,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from jepa_robot.world_model.checkpoint import (
+from jepa_robot.world_model.checkpoint import (  # noqa: F401 (READOUT_*: re-exported)
+    READOUT_CONFIG,
+    READOUT_WEIGHTS,
     CheckpointError,
     encoder_differences,
     read_format_json,
@@ -54,9 +56,6 @@ READOUT_FORMAT = "jepa_robot.readout/1"
 DEFAULT_STATE_KEYS = ("observation.state",)
 OPTIONAL_STATE_KEYS = ("observation.environment_state",)
 """Fit too when the dataset has them (simulated recordings: the object's position)."""
-READOUT_CONFIG = "readout.json"
-READOUT_WEIGHTS = "readout.safetensors"
-
 
 @dataclass
 class ReadoutConfig:
