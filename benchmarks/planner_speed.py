@@ -63,9 +63,6 @@ class TracedEnergy:
         trace, self.trace = self.trace or [], None
         return trace
 
-    def per_step(self, predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return self.energy.per_step(predicted, goal)
-
     def __call__(self, predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         energies = self.energy(predicted, goal)
         if self.trace is not None:

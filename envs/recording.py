@@ -235,11 +235,9 @@ def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int,
             dataset.meta.update_chunk_settings(data_files_size_in_mb=_FILE_MB, video_files_size_in_mb=_FILE_MB)
         log.info("resuming %s: %d episodes already recorded", root, len(done))
         write_recorded_repo_id(root, repo_id)  # a kill can come between info.json and it
+        _quiet_hub_progress_bars()
         return dataset, done
-    if root.exists() and any(path.name != STAGE_DIR for path in root.iterdir()):
-        raise DatasetMismatchError(
-            f"{root} exists and is not a LeRobot dataset (no {INFO_FILE}); choose an empty or new output root"
-        )
+    _refuse_a_non_dataset(root)
     _remove(stage)
     dataset = LeRobotDataset.create(
         repo_id=repo_id, fps=fps, features=features, root=stage, robot_type=robot_type,
@@ -248,7 +246,16 @@ def _open_dataset(root: Path, repo_id: str, features: dict[str, dict], fps: int,
     )
     _publish_file(stage, root, INFO_FILE, link=False)  # root is a dataset (of no episodes yet) from here on
     write_recorded_repo_id(root, repo_id)
+    _quiet_hub_progress_bars()
     return dataset, set()
+
+
+def _quiet_hub_progress_bars() -> None:
+    """Hugging Face ``datasets`` would show a bar per episode save; lerobot's load turns
+    them on, so this runs once a dataset is open."""
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 def recorded_repo_id(root: Path) -> str | None:
@@ -613,11 +620,16 @@ def _is_new_recording(root: Path) -> bool:
     ``_open_dataset`` does, before anything is recorded."""
     if (root / INFO_FILE).exists():
         return False
+    _refuse_a_non_dataset(root)
+    return True
+
+
+def _refuse_a_non_dataset(root: Path) -> None:
+    """``DatasetMismatchError`` for a ``root`` that holds anything but a staging copy."""
     if root.exists() and any(path.name != STAGE_DIR for path in root.iterdir()):
         raise DatasetMismatchError(
             f"{root} exists and is not a LeRobot dataset (no {INFO_FILE}); choose an empty or new output root"
         )
-    return True
 
 
 def record_seeds(
@@ -770,9 +782,6 @@ def record_seeds(
 
 def _save_episode(dataset, root: Path) -> None:
     """Save the episode in ``dataset``'s buffer and publish it to ``root``."""
-    import datasets
-
-    datasets.disable_progress_bars()  # one bar per episode save otherwise (lerobot's load turns them on)
     dataset.save_episode()
     _commit_episode(dataset)
     _publish_episode(dataset, root)

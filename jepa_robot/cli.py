@@ -43,13 +43,11 @@ def _collect(config) -> int:
 
 
 def _inspect(config) -> int:
-    from jepa_robot.data.dataset import describe_info, local_info, open_dataset
+    from jepa_robot.data.dataset import open_dataset
 
-    local = local_info(config.dataset)  # no lerobot yet: seconds before it has loaded
-    if local is not None:
-        print(f"{describe_info(*local)}\nchecking it with lerobot...", flush=True)
     _, spec = open_dataset(
-        config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key
+        config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key,
+        announce=lambda line: print(f"{line}\nchecking it with lerobot...", flush=True),
     )
     print(spec.describe())
     return 0

@@ -130,9 +130,7 @@ class MetaWorldGoalEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.camera_offset = check_camera_move("camera_offset", camera_offset)
-        self.camera_jitter = check_camera_move("camera_jitter", camera_jitter)
-        if any(j < 0 for j in self.camera_jitter):
-            raise ValueError(f"camera_jitter={list(self.camera_jitter)} must be >= 0")
+        self.camera_jitter = check_camera_move("camera_jitter", camera_jitter, spread=True)
 
         self.task = task
         self.image_size = int(image_size)

@@ -105,12 +105,15 @@ CAMERA_MOVE_LIMITS = (30.0, 20.0, 0.3)
 elevation, metres of distance (``check_camera_move``)."""
 
 
-def check_camera_move(name: str, move) -> tuple[float, float, float]:
+def check_camera_move(name: str, move, spread: bool = False) -> tuple[float, float, float]:
     """``move`` as ``(azimuth degrees, elevation degrees, distance metres)``, each finite
-    and within ``CAMERA_MOVE_LIMITS``; a ``ValueError`` naming ``name`` otherwise."""
+    and within ``CAMERA_MOVE_LIMITS`` (and, for a ``spread`` such as a jitter, not
+    negative); a ``ValueError`` naming ``name`` otherwise."""
     values = tuple(float(v) for v in move)
     if len(values) != 3:
         raise ValueError(f"{name}={list(move)} must be [azimuth_deg, elevation_deg, distance_m]")
+    if spread and any(value < 0 for value in values):
+        raise ValueError(f"{name}={list(values)} must be >= 0")
     for value, limit, what in zip(values, CAMERA_MOVE_LIMITS, ("azimuth", "elevation", "distance"), strict=True):
         if not math.isfinite(value) or abs(value) > limit:
             raise ValueError(f"{name}={list(values)}: the {what} must be finite and within +-{limit}")

@@ -100,6 +100,16 @@ def check_finite(prefix: str, **values: float) -> None:
             raise ConfigError(f"{prefix}{name}={value} must be a finite number")
 
 
+def check_camera(name: str, move: list[float], spread: bool = False) -> None:
+    """``envs.metaworld.tasks.check_camera_move`` with its complaint as a ``ConfigError``."""
+    from envs.metaworld.tasks import check_camera_move
+
+    try:
+        check_camera_move(name, move, spread)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _full_key(error: OmegaConfBaseException) -> str:
     key = getattr(error, "full_key", None)
     return f" (key: {key})" if key else ""

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS, check_camera_move
-from jepa_robot.config import ConfigError, check_finite
+from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS
+from jepa_robot.config import ConfigError, check_camera, check_finite
 
 
 @dataclass
@@ -41,12 +41,7 @@ class EnvConfig:
             raise ConfigError(f"env.cameras={self.cameras} must name cameras from {list(CAMERA_NAMES)}")
         if self.step_budget is not None and self.step_budget < 1:
             raise ConfigError(f"env.step_budget={self.step_budget} must be >= 1")
-        try:
-            check_camera_move("env.camera_jitter", self.camera_jitter)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        if any(value < 0 for value in self.camera_jitter):
-            raise ConfigError(f"env.camera_jitter={list(self.camera_jitter)} must be >= 0")
+        check_camera("env.camera_jitter", self.camera_jitter, spread=True)
 
 
 @dataclass

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING, OmegaConf, open_dict
 
-from envs.metaworld.tasks import EVAL_SEED_START, GOAL_SOURCES, SEED_LIMIT, TASKS, check_camera_move, seed_split
-from jepa_robot.config import ConfigError
+from envs.metaworld.tasks import EVAL_SEED_START, GOAL_SOURCES, SEED_LIMIT, TASKS, seed_split
+from jepa_robot.config import ConfigError, check_camera
 from planners import ActionBounds
 
 if TYPE_CHECKING:
@@ -146,14 +146,6 @@ class AgentConfig:
 REFERENCES = ("random", "expert")
 
 
-def _check_camera_move(name: str, move: list[float]) -> None:
-    """``check_camera_move`` with its complaint as a ``ConfigError``."""
-    try:
-        check_camera_move(name, move)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
 @dataclass
 class EvalConfig:
     """``jepa-robot eval``: the evaluation protocol (docs/protocol.md) for a checkpoint and a planner."""
@@ -221,7 +213,7 @@ class EvalConfig:
             raise ConfigError(f"seed_start={self.seed_start}, episodes={self.episodes}: {error}") from None
         if self.workers < 1 or self.videos < 0 or self.traces < 0:
             raise ConfigError("workers must be >= 1, videos and traces >= 0")
-        _check_camera_move("camera_offset", self.camera_offset)
+        check_camera("camera_offset", self.camera_offset)
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker={self.threads_per_worker} must be >= 1")
         if self.goals not in GOAL_SOURCES:
@@ -263,7 +255,7 @@ class PlanConfig:
                               f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
-        _check_camera_move("camera_offset", self.camera_offset)
+        check_camera("camera_offset", self.camera_offset)
 
 
 @dataclass

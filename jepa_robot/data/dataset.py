@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,15 +82,20 @@ def open_dataset(
     action_key: str = ACTION_KEY,
     state_key: str | None = STATE_KEY,
     video_backend: str = "pyav",
+    announce: Callable[[str], None] | None = None,
     **dataset_kwargs,
 ):
     """Open a LeRobot v3 dataset from a local directory or a hub repo id.
 
     Returns ``(LeRobotDataset, DatasetSpec)``. ``dataset_kwargs`` go to
     ``LeRobotDataset`` (for example ``delta_timestamps`` or ``episodes``).
+    ``announce(line)`` gets a local dataset's one-line summary (``describe_info``) once
+    its metadata has been checked, before lerobot, which takes seconds to import, loads it.
     Raises ``DatasetError`` naming the problem.
     """
     local = local_info(source)
+    if local is not None and announce is not None:
+        announce(describe_info(*local))
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     if local is not None:
