@@ -27,7 +27,7 @@ import numpy as np
 
 from envs import ENV_IDS, EPISODE_BUDGET  # importing envs registers JepaRobot/MetaWorld-*-v0
 from envs.metaworld.goals import make_goal_images
-from jepa_robot.agent import MPCAgent, run_episode
+from jepa_robot.agent import make_agent, run_episode
 from jepa_robot.config import compose
 from jepa_robot.config.planning import EvalConfig
 from jepa_robot.world_model.model import WorldModel
@@ -39,7 +39,7 @@ def main(task: str = "reach", seed: int = 100_000, steps: int | None = None) -> 
     world_model = WorldModel.load("default")
     # The demo's planner and agent settings; any eval override would work here too.
     demo = compose("demo", [], EvalConfig)
-    agent = MPCAgent.from_settings(world_model, demo.planner.for_task(task), demo.agent)
+    agent = make_agent(world_model, demo.planner.for_task(task), demo.agent)
 
     env = gym.make(ENV_IDS[task], image_size=world_model.image_size,
                    cameras=(world_model.camera,)).unwrapped

@@ -28,6 +28,7 @@ cd "$(dirname "$0")/.."
 DATA=data/mw-all
 ENCODER_RUN=runs/default-encoder
 PREDICTOR_RUN=runs/default-predictor
+HIGH_LEVEL_RUN=runs/default-high-level
 # One thread per process where two run at once (recording); two where one runs alone.
 THREADS=${OMP_NUM_THREADS:-2}
 export OMP_NUM_THREADS=1
@@ -78,6 +79,15 @@ OMP_NUM_THREADS=$THREADS uv run jepa-robot fit-readout checkpoint=jepa_robot/mod
 #    default_model.yaml), saved as the checkpoint's planning.json: every command that plans
 #    with checkpoint=default uses it unless given planner= or agent=.
 uv run jepa-robot set-planning checkpoint=default planner=default_model agent=default_model
+
+# 6b. The high level for hierarchical planning (agent=default_model_hierarchical): the same
+#     training on the same data, encoder and latent cache, one step per 4 predictor steps
+#     (20 env steps), conditioned on 8-D macro-actions learned from those 20 actions; packaged
+#     beside the checkpoint as high_level/ (loadable as default_high_level).
+OMP_NUM_THREADS=$THREADS uv run jepa-robot train dataset=$DATA encoder=default_model predictor=default_model \
+    macro_steps=4 macro_action_dim=8 window=4 rollout_steps=3 steps=3000 batch_size=64 \
+    checkpoint_every=250 val_every=250 out_dir=$HIGH_LEVEL_RUN device=cpu
+uv run python -c "from jepa_robot.world_model.checkpoint import package_high_level as p; p('$HIGH_LEVEL_RUN/checkpoint', 'jepa_robot/models/default')"
 
 # 7. Evaluate with the protocol (the README's results table comes from this report; a
 #    rebuilt model replaces the reports of the previous one: overwrite=true).

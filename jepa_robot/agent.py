@@ -14,6 +14,11 @@ agent = MPCAgent(WorldModel.load("runs/pick-place/checkpoint"), planner, AgentCo
 agent.reset([grasp_frame, lift_frame, goal_frame])
 action = agent.act(observation)        # {"images": {cam: HxWx3}, "state": [S]} -> [A]
 ```
+
+Hierarchical planning (``HierarchicalAgent``, ``agent.hierarchy.checkpoint``): the
+sub-goals are not images but latents that a high-level world model predicts on its way
+to the one (final) goal image; they move on by the same schedule or distance rule.
+``make_agent`` builds whichever the agent config asks for.
 """
 
 from __future__ import annotations
@@ -28,16 +33,19 @@ import numpy as np
 import torch
 
 from jepa_robot.config.planning import AgentConfig, PlannerSettings
-from jepa_robot.world_model.model import WorldModel
-from planners import Planner, make_energy, make_planner
+from jepa_robot.world_model.model import HighLevelModel, WorldModel
+from planners import ActionBounds, Planner, make_energy, make_planner
+from planners.hierarchy import SubgoalPlanner
 
 log = logging.getLogger(__name__)
 
 
-def build_planner(settings: PlannerSettings, action_dim: int, readout=None) -> Planner:
+def build_planner(settings: PlannerSettings, action_dim: int, readout=None,
+                  bounds: ActionBounds | None = None) -> Planner:
     """A planner from its config-group settings, for ``action_dim``-D planned actions.
-    ``readout`` (latents -> states) is the world model's, for ``energy: readout``."""
-    bounds = settings.bounds.for_action_dim(action_dim)
+    ``readout`` (latents -> states) is the world model's, for ``energy: readout``;
+    ``bounds`` replace the settings' own (the high level's macro-action range)."""
+    bounds = (settings.bounds if bounds is None else bounds).for_action_dim(action_dim)
     if settings.energy == "readout":
         if readout is None:
             raise ValueError("planner.energy=readout needs a checkpoint with a state readout "
@@ -74,6 +82,8 @@ class Replan:
     """Which goal image was active (the last is the final goal)."""
     goal_distance: float
     """Distance of the current frame's latent to the active goal latent (energy units)."""
+    high_level_seconds: float = 0.0
+    """Of ``seconds``: the high-level plan made at this step (hierarchical agent), if any."""
 
 
 @dataclass
@@ -125,6 +135,7 @@ class MPCAgent:
         self._step = 0
         self._goal_index = 0
         self._goal_since = 0
+        self._high_level_seconds = 0.0  # set by a hierarchical agent's _update_goal
 
     @property
     def goal_index(self) -> int:
@@ -176,8 +187,9 @@ class MPCAgent:
                 step=self._step, seconds=time.perf_counter() - started,
                 plan_seconds=result.seconds, energy=float(result.energy[0]),
                 iterations=result.iterations, goal_index=self._goal_index,
-                goal_distance=distance,
+                goal_distance=distance, high_level_seconds=self._high_level_seconds,
             ))
+        self._high_level_seconds = 0.0
         planned = self._queued_steps.pop(0)
         history.actions.append(planned)
         self._env_actions = list(wm.env_actions(planned, config.action_repeat))
@@ -205,6 +217,93 @@ class MPCAgent:
                       self._goal_index, distance)
             distance = distance_to(self._goal_index)
         return distance
+
+
+@dataclass
+class HighLevelPlan:
+    """One high-level plan of a hierarchical agent."""
+
+    step: int
+    """Env step at which it was made."""
+    seconds: float
+    energy: float
+    """Energy of its best plan (the high-level planner's units)."""
+    goal_distance: float
+    """Distance of the frame it planned from to the final goal (low-level energy units)."""
+
+
+class HierarchicalAgent(MPCAgent):
+    """The MPC agent with sub-goals from a high-level world model (HWM-style).
+
+    At a predictor-step boundary where the active sub-goal is due to move on (none yet,
+    ``subgoal_steps`` env steps spent on it, or, with ``subgoal_switch=distance``, the
+    frame within ``subgoal_threshold`` of it), the high-level planner plans
+    ``hierarchy.planner.options.horizon`` macro-actions from the current frame toward the
+    final goal latent, and the first latent the high-level model predicts on its best plan
+    becomes the low-level planner's goal. The low level replans at once toward it.
+
+    ``reset`` takes the final goal image only. ``high_plans`` lists the high-level plans
+    of the episode; their time is part of the ``Replan`` made at the same step."""
+
+    def __init__(self, world_model: WorldModel, planner: Planner, config: AgentConfig,
+                 high_level: HighLevelModel, high_level_planner: Planner) -> None:
+        super().__init__(world_model, planner, config)
+        if high_level_planner.config.action_dim != high_level.macro_dim:
+            raise ValueError(f"the high-level planner plans {high_level_planner.config.action_dim}-D "
+                             f"actions; the high-level model's macro-actions are {high_level.macro_dim}-D")
+        self.high_level = high_level
+        self.subgoals = SubgoalPlanner(high_level_planner)
+        self.high_plans: list[HighLevelPlan] = []
+
+    def reset(self, goals: Sequence[np.ndarray]) -> None:
+        if len(goals) != 1:
+            raise ValueError(f"the hierarchical agent plans its own sub-goals toward one goal image; "
+                             f"got {len(goals)}")
+        super().reset(goals)
+        self._final_goal = self._goal_latents[0]
+        self._subgoal: torch.Tensor | None = None
+        self.subgoals.reset()
+        self.high_plans = []
+
+    def _update_goal(self, latent: torch.Tensor) -> float:
+        config = self.config
+
+        def distance_to(goal: torch.Tensor) -> float:
+            return float(self.planner.energy.per_step(latent[None, None], goal)[0, 0])
+
+        due = self._subgoal is None or self._step - self._goal_since >= config.subgoal_steps
+        if not due and config.subgoal_switch == "distance":
+            due = distance_to(self._subgoal) <= config.subgoal_threshold
+        if due:
+            state = self._history.states[-1]
+
+            def rollout(macro_actions: torch.Tensor) -> torch.Tensor:
+                return self.high_level.rollout(latent, state, macro_actions)
+
+            plan = self.subgoals.plan(rollout, self._final_goal)
+            self._subgoal = plan.subgoal
+            self._goal_latents = plan.subgoal[None]
+            self._goal_since = self._step
+            self._queued_steps = []  # the old plan aimed at the old sub-goal
+            self._high_level_seconds = plan.seconds
+            self.high_plans.append(HighLevelPlan(
+                step=self._step, seconds=plan.seconds, energy=float(plan.result.energy[0]),
+                goal_distance=distance_to(self._final_goal)))
+        return distance_to(self._subgoal)
+
+
+def make_agent(world_model: WorldModel, planner: PlannerSettings, config: AgentConfig) -> MPCAgent:
+    """The agent ``config`` asks for: a :class:`HierarchicalAgent` when
+    ``config.hierarchy.checkpoint`` is set (the high-level checkpoint must share the world
+    model's encoder), else the flat :class:`MPCAgent`."""
+    if not config.hierarchical:
+        return MPCAgent.from_settings(world_model, planner, config)
+    high_level = HighLevelModel.load(config.hierarchy.checkpoint, world_model)
+    high_level_planner = build_planner(config.hierarchy.planner, high_level.macro_dim, world_model.readout,
+                                       bounds=high_level.macro_bounds)
+    action_dim = world_model.planned_action_dim(config.action_repeat)
+    return HierarchicalAgent(world_model, build_planner(planner, action_dim, world_model.readout), config,
+                             high_level, high_level_planner)
 
 
 def _camera_frame(observation: dict[str, Any], camera: str) -> np.ndarray:

@@ -56,7 +56,7 @@ from envs.metaworld.env import (
 )
 from envs.metaworld.experts import SUBGOAL_PHASES, ScriptedExpert
 from envs.metaworld.goals import JEPA_WMS_STEPS, GoalNotReachedError, make_goal_images
-from jepa_robot.agent import EpisodeResult, MPCAgent, Replan, run_episode
+from jepa_robot.agent import EpisodeResult, HierarchicalAgent, MPCAgent, Replan, make_agent, run_episode
 from jepa_robot.config import ConfigError
 from jepa_robot.config.planning import REFERENCES, EvalConfig, PlanConfig
 from jepa_robot.errors import JepaRobotError, RunDirectoryError
@@ -413,7 +413,7 @@ class ModelRunner:
 
     def agent(self, task: str) -> MPCAgent:
         if task not in self.agents:
-            self.agents[task] = MPCAgent.from_settings(
+            self.agents[task] = make_agent(
                 self.world_model, self.planner_settings.for_task(task), self.agent_config)
         return self.agents[task]
 
@@ -483,6 +483,9 @@ class ModelRunner:
 def episode_record(task: str, seed: int, result: EpisodeResult, wm: WorldModel,
                    agent: MPCAgent) -> dict[str, Any]:
     env_steps_per_plan = agent.config.execute_steps * wm.frameskip
+    high_level = ({"high_level_plans": len(agent.high_plans),
+                   "high_level_seconds": [p.seconds for p in agent.high_plans]}
+                  if isinstance(agent, HierarchicalAgent) else {})
     return {
         "task": task,
         "seed": seed,
@@ -501,6 +504,8 @@ def episode_record(task: str, seed: int, result: EpisodeResult, wm: WorldModel,
         "final_energy": result.replans[-1].energy if result.replans else None,
         "final_goal_distance": result.replans[-1].goal_distance if result.replans else None,
         "goals_reached": max((r.goal_index for r in result.replans), default=0),
+        # a hierarchical agent's high-level plans (their time is inside replan_seconds)
+        **high_level,
     }
 
 
@@ -757,7 +762,7 @@ def check_setup(config: EvalConfig) -> None:
     checkpoint, a mismatched encoder or a bad planner option fails fast and clearly."""
     world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
     for task in config.tasks:
-        MPCAgent.from_settings(world_model, config.planner.for_task(task), config.agent)
+        make_agent(world_model, config.planner.for_task(task), config.agent)
 
 
 def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: float,

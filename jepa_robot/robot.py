@@ -102,12 +102,12 @@ def run_robot(config: RunRobotConfig) -> dict:
     import time
 
     from envs.ros.arm import RosArmEnv
-    from jepa_robot.agent import MPCAgent, run_episode
+    from jepa_robot.agent import make_agent, run_episode
     from jepa_robot.evaluation import load_image, resize_to, summarise
     from jepa_robot.world_model.model import WorldModel
 
     world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
-    agent = MPCAgent.from_settings(world_model, config.planner, config.agent)
+    agent = make_agent(world_model, config.planner, config.agent)
     robot = config.robot
     if config.dry_run is not None:
         robot = dataclasses.replace(robot, dry_run=config.dry_run)
@@ -148,6 +148,7 @@ def run_robot(config: RunRobotConfig) -> dict:
         "replans": len(result.replans),
         "replan_seconds": replan,
         "clipped_commands": clipped,
+        **({"high_level_plans": len(agent.high_plans)} if hasattr(agent, "high_plans") else {}),
         "seconds": time.perf_counter() - started,
         "dry_run": robot.dry_run,
     }

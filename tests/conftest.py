@@ -91,3 +91,26 @@ def readout_checkpoint(small_dataset, tiny_checkpoint, tmp_path_factory):
     assert cli(["fit-readout", f"checkpoint={checkpoint}", f"dataset={root}", "holdout=2",
                 "epochs=1", "hidden=16", f"cache_dir={work}/latents", "progress=false"]) == 0
     return checkpoint
+
+
+@pytest.fixture(scope="session")
+def two_level_checkpoints(small_dataset, tiny_encoder_dir, tmp_path_factory):
+    """A low-level checkpoint and a high-level one (``macro_steps=2``: 2 predictor steps per
+    step, 3-D macro-actions) trained briefly on the small dataset with the same encoder
+    (all tokens, frameskip 2) and latent cache. Returns their ``TrainResult``s (low, high)."""
+    from jepa_robot.config import compose
+    from jepa_robot.config.training import TrainConfig
+    from jepa_robot.training.train import train
+
+    work = tmp_path_factory.mktemp("two_levels")
+
+    def run(name: str, *extra: str):
+        overrides = [f"dataset={small_dataset[0]}", "encoder=local", f"encoder.name={tiny_encoder_dir}",
+                     "predictor=tiny", "frameskip=2", "batch_size=8", "val_every=10", "val_batches=2",
+                     "checkpoint_every=10", f"out_dir={work / name}", f"cache_dir={work / 'cache'}",
+                     "val_fraction=0.34", "progress=false", "optim.lr=3e-3", *extra]
+        return train(compose("train", overrides, TrainConfig))
+
+    low = run("low", "window=4", "rollout_steps=2", "steps=20")
+    high = run("high", "macro_steps=2", "macro_action_dim=3", "window=3", "rollout_steps=2", "steps=40")
+    return low, high

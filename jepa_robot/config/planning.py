@@ -110,6 +110,32 @@ class PlannerSettings:
 SUBGOAL_SWITCHES = ("schedule", "distance")
 
 
+def _default_high_level_planner() -> PlannerSettings:
+    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16})
+
+
+@dataclass
+class HierarchySettings:
+    """Hierarchical planning (``agent=hierarchical``; ``jepa_robot.agent.HierarchicalAgent``):
+    a high-level world model plans macro-actions toward the final goal, and its first
+    predicted latent is the sub-goal of the ordinary (low-level) planner."""
+
+    checkpoint: str | None = None
+    """High-level checkpoint (``jepa-robot train macro_steps=K``) on the same encoder as the
+    model's checkpoint; null: no hierarchy (the flat MPC agent)."""
+    planner: PlannerSettings = field(default_factory=_default_high_level_planner)
+    """The high-level planner: it searches macro-actions (their bounds come from the
+    high-level checkpoint: the range of its training data's macro-actions) and scores its
+    predictions against the final goal with its own energy."""
+
+    def __post_init__(self) -> None:
+        if self.planner.bounds != ActionBounds():
+            raise ConfigError("agent.hierarchy.planner.bounds: the high-level planner searches "
+                              "macro-actions within the range its checkpoint records; remove the bounds")
+        if self.planner.task_energy_weights:
+            raise ConfigError("agent.hierarchy.planner.task_energy_weights is not supported; use energy_weights")
+
+
 @dataclass
 class AgentConfig:
     """The MPC loop (``jepa_robot.agent.MPCAgent``)."""
@@ -129,6 +155,14 @@ class AgentConfig:
     weighted readout for ``readout`` (agent=default_model: 0.025)."""
     device: str = "cpu"
     """Where encoder, predictor and planner run (cpu, cuda, cuda:1)."""
+    hierarchy: HierarchySettings = field(default_factory=HierarchySettings)
+    """With ``hierarchy.checkpoint`` set, the agent plans hierarchically: the sub-goals come
+    from the high-level model (one goal image, the final one), and move on as
+    ``subgoal_switch`` / ``subgoal_steps`` / ``subgoal_threshold`` say."""
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.hierarchy.checkpoint is not None
 
     def __post_init__(self) -> None:
         checks = [
@@ -141,6 +175,12 @@ class AgentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+def refuse_subgoal_images(agent: AgentConfig, subgoal_images: bool) -> None:
+    if agent.hierarchical and subgoal_images:
+        raise ConfigError("agent.hierarchy plans its own sub-goals toward the final goal image: "
+                          "give that one goal (subgoals=false), or plan flat (agent.hierarchy.checkpoint=null)")
 
 
 REFERENCES = ("random", "expert")
@@ -220,6 +260,7 @@ class EvalConfig:
             raise ConfigError(f"goals={self.goals!r}; valid: {list(GOAL_SOURCES)}")
         if self.goals == "jepa_wms" and self.subgoals:
             raise ConfigError("goals=jepa_wms has no sub-goal images; set subgoals=false")
+        refuse_subgoal_images(self.agent, self.subgoals)
 
 
 @dataclass
@@ -255,6 +296,7 @@ class PlanConfig:
                               f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
+        refuse_subgoal_images(self.agent, self.subgoals or len(self.goal) > 1)
         check_camera("camera_offset", self.camera_offset)
 
 

@@ -10,7 +10,7 @@ from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS
 from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES, check_origin_patterns
 from envs.ros.config import RosArmConfig as RobotConfig
 from jepa_robot.config import ConfigError
-from jepa_robot.config.planning import AgentConfig, PlannerSettings
+from jepa_robot.config.planning import AgentConfig, PlannerSettings, refuse_subgoal_images
 
 ROS_ACTION_SOURCES = ("command", "measured")
 
@@ -150,6 +150,7 @@ class RunRobotConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps} must be >= 1")
+        refuse_subgoal_images(self.agent, len(self.goal) > 1)
 
 
 # --- V-JEPA 2-AC import

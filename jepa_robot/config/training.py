@@ -74,6 +74,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     frameskip: int = 5
     """Env steps per predictor step; the frameskip actions in between are concatenated."""
+    macro_steps: int = 1
+    """1: the ordinary (low-level) predictor. K >= 2: a high-level predictor for
+    hierarchical planning (``agent.hierarchy``), whose steps are K predictor steps
+    (K * frameskip env steps) apart, conditioned on a macro-action that an encoder trained
+    with it learns from those K * frameskip actions (``jepa_robot.world_model.macro``).
+    ``window`` and ``rollout_steps`` then count high-level steps."""
+    macro_action_dim: int = 8
+    """Width of a macro-action (macro_steps >= 2 only)."""
     window: int = 4
     """Frames per training window (window - 1 predicted transitions)."""
     rollout_steps: int = 2
@@ -107,6 +115,8 @@ class TrainConfig:
         checks = [
             (self.frameskip >= 1, f"frameskip={self.frameskip} must be >= 1"),
             (self.window >= 2, f"window={self.window} must be >= 2"),
+            (self.macro_steps >= 1, f"macro_steps={self.macro_steps} must be >= 1"),
+            (self.macro_action_dim >= 1, f"macro_action_dim={self.macro_action_dim} must be >= 1"),
             (0 <= self.rollout_steps <= self.window - 1, f"rollout_steps={self.rollout_steps} must be in [0, window-1={self.window - 1}]"),
             (self.loss in ("l1", "l2"), f"loss={self.loss!r} must be l1 or l2"),
             (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),

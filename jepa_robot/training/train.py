@@ -51,6 +51,7 @@ from jepa_robot.training.state import (
     torch_rng_tensors,
 )
 from jepa_robot.world_model.checkpoint import encoder_differences, save_checkpoint
+from jepa_robot.world_model.macro import HighLevelPredictor, MacroConfig
 from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
 log = logging.getLogger(__name__)
@@ -319,18 +320,20 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
     stats = {"action": normalisation_stats(actions[train_frames])}
     if states is not None:
         stats["state"] = normalisation_stats(states[train_frames])
-    # Stats of the concatenated frameskip actions: the per-step stats, tiled.
+    # One step of the model spans `skip` env steps: frameskip, times macro_steps for a
+    # high-level model. Stats of the concatenated actions: the per-step stats, tiled.
+    skip = config.frameskip * config.macro_steps
     stacked_stats = {
-        "action": {k: v * config.frameskip for k, v in stats["action"].items()},
+        "action": {k: v * skip for k, v in stats["action"].items()},
         **({"state": stats["state"]} if states is not None else {}),
     }
 
-    train_sampler = WindowSampler(bounds, train_episodes, config.window, config.frameskip)
-    val_sampler = WindowSampler(bounds, val_episodes, config.window, config.frameskip)
+    train_sampler = WindowSampler(bounds, train_episodes, config.window, skip)
+    val_sampler = WindowSampler(bounds, val_episodes, config.window, skip)
     if len(train_sampler) == 0:
         raise DatasetError(
-            f"no training window fits: episodes must have at least window*frameskip = "
-            f"{config.window * config.frameskip} frames"
+            f"no training window fits: episodes must have at least window*frameskip*macro_steps = "
+            f"{config.window * skip} frames"
         )
     source = LatentSource(dataset, spec.image_key, encoder, cache, config.encoder.batch_size)
     normalised_actions = normalise(actions, stats["action"])
@@ -343,16 +346,19 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
             "predictor.predict_state=false with a state key: the rollout loss needs the next state; "
             "keep predict_state=true or train without proprio (state_key=null)"
         )
+    macro = (MacroConfig(steps=config.macro_steps, input_dim=spec.action_dim * skip, dim=config.macro_action_dim)
+             if config.macro_steps > 1 else None)
     predictor_config = PredictorConfig(
         latent_dim=encoder.embed_dim,
         num_tokens=encoder.num_tokens,
-        action_dim=spec.action_dim * config.frameskip,
+        action_dim=spec.action_dim * skip if macro is None else macro.dim,
         state_dim=spec.state_dim or 0,
         **{**asdict(config.predictor), "predict_state": states is not None},
         max_steps=max(32, config.window),
     )
     torch.manual_seed(config.seed)
-    predictor = ACPredictor(predictor_config).to(device)
+    predictor = (ACPredictor(predictor_config) if macro is None
+                 else HighLevelPredictor(predictor_config, macro)).to(device)
     objective = TrainingObjective(predictor, config.loss, config.rollout_steps, config.state_loss_weight)
     model = objective
     if context.enabled:
@@ -370,6 +376,7 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
     layout = {
         "image_shape": list(spec.image_shape), "action_key": spec.action_key, "state_key": spec.state_key,
         "frameskip": config.frameskip,
+        **({"macro": macro.to_dict()} if macro is not None else {}),
     }
     step = 0
     if saved is not None:  # everything comes from the training state, which is whole at every step it was written
@@ -412,12 +419,15 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
             return
         if metrics is not None:  # first: the rows up to the state's step must be on disk when it is
             metrics.flush()
+        saved_stats = stacked_stats
+        if macro is not None:  # where the planner may search: the training data's macro-actions
+            saved_stats = {**stacked_stats, "macro_action": _macro_range(predictor, train_data, train_sampler)}
         save_checkpoint(
             checkpoint_dir,
             predictor,
             reference,
             data_config,
-            stacked_stats,
+            saved_stats,
             training={"step": at_step, "config": asdict(config)},
         )
         # Killed between the two writes, the run resumes from the state's step (the
@@ -514,6 +524,23 @@ def validate(predictor, data: WindowData, config: TrainConfig, device, autocast:
         model_total = model_total + model_loss * len(chunk)
         baseline_total = baseline_total + baseline_loss * len(chunk)
     return (model_total / len(picks)).tolist(), (baseline_total / len(picks)).tolist()
+
+
+MACRO_RANGE_WINDOWS = 4096
+
+
+def _macro_range(predictor: HighLevelPredictor, data: WindowData, sampler: WindowSampler) -> dict[str, list[float]]:
+    """The spread of the macro-actions of (up to ``MACRO_RANGE_WINDOWS``, evenly spread)
+    training windows' high-level steps."""
+    starts = sampler.starts[np.linspace(0, len(sampler) - 1, min(len(sampler), MACRO_RANGE_WINDOWS)).astype(int)]
+    actions = data.actions[sampler.action_indices(starts)]  # [M, window, skip, A], normalised
+    actions = torch.from_numpy(actions.reshape(-1, actions.shape[2] * actions.shape[3]))
+    device = next(predictor.parameters()).device
+    was_training = predictor.training
+    predictor.eval()
+    spread = predictor.macro_range(actions.to(device))
+    predictor.train(was_training)
+    return spread
 
 
 def _refuse_mismatch(out_dir: Path, what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:

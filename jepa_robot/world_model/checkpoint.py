@@ -13,6 +13,12 @@
                      (`jepa-robot set-planning`; schemas in jepa_robot.config.planning)
 ```
 
+A *high-level* checkpoint (``jepa-robot train macro_steps=K``;
+``jepa_robot.world_model.macro``) has the same files; its ``config.json`` adds
+``macro_actions`` (the macro-action encoder's shape, whose weights sit in
+``model.safetensors`` beside the predictor's) and its ``stats.json`` adds
+``macro_action``, the range of the training data's macro-actions.
+
 Written to a temporary sibling directory and renamed into place, so a reader never
 sees a half-written checkpoint, and a crash while saving leaves the previous one.
 Loading against an encoder whose reference differs is refused.
@@ -35,6 +41,7 @@ from jepa_robot.files import atomic_directory, write_json_atomic
 if TYPE_CHECKING:
     import torch
 
+    from jepa_robot.world_model.macro import HighLevelPredictor
     from jepa_robot.world_model.predictor import ACPredictor
 
 FORMAT = "jepa_robot.checkpoint/1"
@@ -45,12 +52,15 @@ PLANNING = "planning.json"
 READOUT_CONFIG = "readout.json"
 """A state readout's settings (``jepa_robot.world_model.readout``, ``jepa-robot fit-readout``)."""
 READOUT_WEIGHTS = "readout.safetensors"
+MACRO = "macro_actions"
+"""The ``config.json`` section that makes a checkpoint a high-level one."""
 PLANNING_FORMAT = "jepa_robot.planning/1"
 PLANNING_SECTIONS = ("planner", "agent")
 """The sections of ``planning.json``: ``PlannerSettings`` and ``AgentConfig`` as dicts."""
 
 BUILTIN_CHECKPOINTS: dict[str, Path] = {
     "default": Path(__file__).parents[1] / "models" / "default" / "checkpoint",
+    "default_high_level": Path(__file__).parents[1] / "models" / "default" / "high_level",
 }
 """World models shipped inside the package, loadable by name (``checkpoint=default``)."""
 
@@ -71,7 +81,7 @@ class Checkpoint:
     """What a checkpoint holds, loaded."""
 
     directory: Path
-    predictor: ACPredictor
+    predictor: ACPredictor | HighLevelPredictor
     config: dict[str, Any]
     stats: dict[str, dict[str, list[float]]]
 
@@ -82,6 +92,10 @@ class Checkpoint:
     @property
     def frameskip(self) -> int:
         return int(self.config["data"]["frameskip"])
+
+    @property
+    def is_high_level(self) -> bool:
+        return MACRO in self.config
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -99,7 +113,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
 
 def save_checkpoint(
     directory: str | Path,
-    predictor: ACPredictor,
+    predictor: ACPredictor | HighLevelPredictor,
     encoder_reference: dict[str, Any],
     data: dict[str, Any],
     stats: dict[str, dict[str, list[float]]],
@@ -120,6 +134,9 @@ def save_checkpoint(
         "data": data,
         "training": training or {},
     }
+    macro = getattr(predictor, "macro_config", None)
+    if macro is not None:
+        config[MACRO] = macro.to_dict()
     from safetensors.torch import save_file
 
     with atomic_directory(directory) as tmp:
@@ -196,6 +213,7 @@ def load_checkpoint(
     """Load a checkpoint; with ``encoder_reference``, refuse one made for another encoder."""
     from safetensors.torch import load_file
 
+    from jepa_robot.world_model.macro import HighLevelPredictor, MacroConfig
     from jepa_robot.world_model.predictor import ACPredictor, PredictorConfig
 
     directory = Path(directory)
@@ -213,7 +231,13 @@ def load_checkpoint(
         predictor_config = PredictorConfig.from_dict(config["predictor"])
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{directory / CONFIG}: the field 'predictor' is not a predictor config: {error}") from error
-    predictor = ACPredictor(predictor_config)
+    if MACRO in config:
+        try:
+            predictor = HighLevelPredictor(predictor_config, MacroConfig.from_dict(config[MACRO]))
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{directory / CONFIG}: the field {MACRO!r} does not fit: {error}") from error
+    else:
+        predictor = ACPredictor(predictor_config)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
         predictor.load_state_dict(state, strict=True)
@@ -283,3 +307,25 @@ def package_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
         config["encoder"] = {**reference, "source": "../encoder"}
         (tmp / "checkpoint" / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     return out_dir
+
+
+def package_high_level(checkpoint: str | Path, model_dir: str | Path) -> Path:
+    """Copy a high-level checkpoint into a packaged model directory (``package_model``'s
+    output) as ``model_dir/high_level``, its encoder source rewritten to ``../encoder``.
+    Refused unless it was trained on that directory's encoder. Written to a temporary
+    sibling and renamed, replacing an earlier ``high_level``."""
+    checkpoint, model_dir = Path(checkpoint), Path(model_dir)
+    config = read_checkpoint_config(checkpoint)
+    if MACRO not in config:
+        raise CheckpointError(f"{checkpoint} is not a high-level checkpoint (no {MACRO!r} in {CONFIG})")
+    packaged = read_checkpoint_config(model_dir / "checkpoint")["encoder"]
+    difference = encoder_differences(config["encoder"], packaged)
+    if difference:
+        raise CheckpointError(f"{checkpoint} was trained on another encoder than {model_dir}'s: " + "; ".join(difference))
+    with atomic_directory(model_dir / "high_level") as tmp:
+        for path in checkpoint.iterdir():
+            if path.is_file():
+                shutil.copy2(path, tmp / path.name)
+        config["encoder"] = {**config["encoder"], "source": "../encoder"}
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return model_dir / "high_level"

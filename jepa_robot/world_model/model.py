@@ -35,8 +35,10 @@ from torch import Tensor
 
 from jepa_robot.world_model.checkpoint import (  # noqa: F401 - BUILTIN_CHECKPOINTS, imported from here
     BUILTIN_CHECKPOINTS,
+    MACRO,
     Checkpoint,
     CheckpointError,
+    encoder_differences,
     load_checkpoint,
     read_checkpoint_config,
     resolve_checkpoint,
@@ -64,6 +66,19 @@ def encoder_reference_for(checkpoint: Path, config: dict[str, Any]) -> dict[str,
     if reference.get("weights_sha256") and source and not Path(source).is_absolute():
         reference["source"] = str((checkpoint / source).resolve())
     return reference
+
+
+def stats_tensors(directory: Path, stats: dict[str, Any], key: str, dim: int,
+                  device: torch.device) -> tuple[Tensor, Tensor]:
+    """``stats.json``'s mean and std (clamped away from 0) of ``key``, checked to be ``dim``-D."""
+    entry = stats.get(key)
+    if entry is None:
+        raise CheckpointError(f"{directory}: stats.json has no {key!r} entry")
+    mean = torch.tensor(entry["mean"], dtype=torch.float32, device=device)
+    std = torch.tensor(entry["std"], dtype=torch.float32, device=device)
+    if mean.shape != (dim,) or std.shape != (dim,):
+        raise CheckpointError(f"{directory}: {key} stats have {mean.numel()} dims, the predictor {dim}")
+    return mean, std.clamp_min(1e-6)
 
 
 @dataclass
@@ -127,6 +142,11 @@ class WorldModel:
         device = torch.device(device)
         checkpoint = resolve_checkpoint(checkpoint)
         config = read_checkpoint_config(checkpoint)
+        if MACRO in config:
+            raise CheckpointError(
+                f"{checkpoint} is a high-level checkpoint (trained with macro_steps="
+                f"{config[MACRO].get('steps')}): plan with it as agent.hierarchy.checkpoint, beside "
+                "the low-level checkpoint it was trained with")
         encoder = load_encoder_from_reference(encoder_reference_for(checkpoint, config), device=device)
         loaded = load_checkpoint(checkpoint, encoder_reference=encoder.reference(), device=device)
         log.info("world model %s: predictor %.1fM params, encoder %s, frameskip %d",
@@ -135,16 +155,7 @@ class WorldModel:
         return cls(loaded, encoder, device, with_readout)
 
     def _stats(self, stats: dict[str, Any], key: str, dim: int) -> tuple[Tensor, Tensor]:
-        entry = stats.get(key)
-        if entry is None:
-            raise CheckpointError(f"{self.checkpoint.directory}: stats.json has no {key!r} entry")
-        mean = torch.tensor(entry["mean"], dtype=torch.float32, device=self.device)
-        std = torch.tensor(entry["std"], dtype=torch.float32, device=self.device)
-        if mean.shape != (dim,) or std.shape != (dim,):
-            raise CheckpointError(
-                f"{self.checkpoint.directory}: {key} stats have {mean.numel()} dims, the predictor {dim}"
-            )
-        return mean, std.clamp_min(1e-6)
+        return stats_tensors(self.checkpoint.directory, stats, key, dim, self.device)
 
     def _next_state_function(self, name: str | None):
         """The state update named by the checkpoint, acting on normalised tensors."""
@@ -251,3 +262,85 @@ class WorldModel:
                 f"({self.frameskip} x {self.env_action_dim}), got {actions.shape[-1]}-D"
             )
         return (actions - self._action_mean.to(actions)) / self._action_std.to(actions)
+
+
+class HighLevelModel:
+    """The high level of a two-level world model (``jepa-robot train macro_steps=K``;
+    :mod:`jepa_robot.world_model.macro`), planning in the latent space of a low-level
+    :class:`WorldModel`: one step spans ``macro_steps`` of the low level's predictor steps,
+    and its actions are macro-actions, searched inside :attr:`macro_bounds`.
+
+    Loading refuses a high-level checkpoint that does not fit the low-level model: another
+    encoder (another latent space), camera, frame size, frameskip or state."""
+
+    def __init__(self, checkpoint: Checkpoint, low_level: WorldModel) -> None:
+        directory = checkpoint.directory
+        if not checkpoint.is_high_level:
+            raise CheckpointError(f"{directory} is not a high-level checkpoint (train one with "
+                                  "`jepa-robot train macro_steps=K`)")
+        self.checkpoint = checkpoint
+        self.device = low_level.device
+        self._predictor = checkpoint.predictor
+        data, low_data = checkpoint.config["data"], low_level.checkpoint.config["data"]
+        for key in ("image_key", "image_shape", "frameskip"):
+            if data.get(key) != low_data.get(key):
+                raise CheckpointError(f"{directory} was trained with data.{key}={data.get(key)!r}; the "
+                                      f"low-level checkpoint with {low_data.get(key)!r}")
+        macro = self._predictor.macro_config
+        self.macro_steps = macro.steps
+        """Low-level predictor steps per high-level step."""
+        self.env_steps = macro.steps * low_level.frameskip
+        """Env steps per high-level step."""
+        self.macro_dim = macro.dim
+        self.state_dim = self._predictor.config.state_dim
+        if self.state_dim != low_level.state_dim:
+            raise CheckpointError(f"{directory} takes {self.state_dim}-D states; the low-level "
+                                  f"checkpoint {low_level.state_dim}-D")
+        stats = checkpoint.stats
+        self._state_mean, self._state_std = (
+            stats_tensors(directory, stats, "state", self.state_dim, self.device)
+            if self.state_dim else (None, None))
+        spread = stats.get("macro_action")
+        if not isinstance(spread, dict) or not all(
+                isinstance(spread.get(k), list) and len(spread[k]) == self.macro_dim for k in ("low", "high")):
+            raise CheckpointError(f"{directory}: stats.json has no {self.macro_dim}-D macro_action low/high")
+        self.macro_low = [float(v) for v in spread["low"]]
+        self.macro_high = [float(v) for v in spread["high"]]
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, low_level: WorldModel) -> HighLevelModel:
+        """Load a high-level checkpoint for planning in ``low_level``'s latent space."""
+        directory = resolve_checkpoint(checkpoint)
+        config = read_checkpoint_config(directory)
+        if MACRO not in config:
+            raise CheckpointError(f"{directory} is not a high-level checkpoint: its config.json has no "
+                                  f"{MACRO!r} (train one with `jepa-robot train macro_steps=K`)")
+        saved = encoder_reference_for(directory, config)
+        difference = encoder_differences(saved, low_level.encoder.reference())
+        if difference:
+            raise CheckpointError(f"{directory} was trained on latents of another encoder than the "
+                                  f"low-level checkpoint's: {'; '.join(difference)}")
+        loaded = load_checkpoint(directory, device=low_level.device)
+        return cls(loaded, low_level)
+
+    @property
+    def macro_bounds(self):
+        """Where a planner searches macro-actions: the range of the training data's ones."""
+        from planners import ActionBounds
+
+        return ActionBounds(low=list(self.macro_low), high=list(self.macro_high))
+
+    def rollout(self, latent: Tensor, state: np.ndarray | Tensor | None, macro_actions: Tensor) -> Tensor:
+        """From one observed frame's latent ``[N, D]`` and raw state ``[S]`` (None for a
+        stateless model), candidate macro-action plans ``[B, H, dim]`` -> predicted latents
+        ``[B, H, N, D]``, one per high-level step."""
+        states = None
+        if self.state_dim:
+            if state is None:
+                raise ValueError(f"the high-level model takes {self.state_dim}-D states; none was given")
+            raw = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.device)
+            states = ((raw - self._state_mean) / self._state_std).reshape(1, 1, self.state_dim)
+        predicted, _ = self._predictor.predictor.rollout(
+            latent.to(self.device, torch.float32)[None, None], states,
+            macro_actions.to(self.device, torch.float32))
+        return predicted

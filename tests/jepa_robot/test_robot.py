@@ -44,6 +44,18 @@ def test_the_agent_drives_the_sim_arm_over_the_bridge(bridge, tiny_checkpoint, t
     assert len(bridge.commands_on(bridge.robot.command_topic)) - before >= 6
 
 
+@pytest.mark.timeout(120)
+def test_the_hierarchical_agent_drives_the_sim_arm_too(bridge, two_level_checkpoints, tmp_path, capsys):
+    low, high = two_level_checkpoints
+    before = len(bridge.commands_on(bridge.robot.command_topic))
+    assert run_robot(bridge, low.checkpoint, tmp_path, "agent=hierarchical",
+                     f"agent.hierarchy.checkpoint={high.checkpoint}",
+                     "agent.hierarchy.planner.options.samples=16", "agent.hierarchy.planner.options.elites=4",
+                     "agent.hierarchy.planner.options.iterations=1") == 0
+    assert "6 steps" in capsys.readouterr().out
+    assert len(bridge.commands_on(bridge.robot.command_topic)) - before >= 6
+
+
 @pytest.mark.timeout(90)
 def test_a_dry_run_sends_no_command(bridge, tiny_checkpoint, tmp_path, capsys):
     # a dry run calls no service either, so the goal comes from a file

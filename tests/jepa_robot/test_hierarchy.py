@@ -1,0 +1,148 @@
+"""Two-level world models: `jepa-robot train macro_steps=K` trains the high level on the
+same data, cache and encoder as the low level, and the hierarchical agent plans with both
+in eval, plan and run-robot (toy dynamics: tests/planners/test_hierarchy_toy.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_robot.agent import HierarchicalAgent, MPCAgent, make_agent, run_episode
+from jepa_robot.cli import main
+from jepa_robot.config import ConfigError
+from jepa_robot.config.planning import AgentConfig, EvalConfig, HierarchySettings, PlannerSettings
+from jepa_robot.world_model.checkpoint import CheckpointError, load_checkpoint
+from jepa_robot.world_model.macro import HighLevelPredictor
+from jepa_robot.world_model.model import HighLevelModel, WorldModel
+
+SMALL = {"samples": 16, "elites": 4, "iterations": 2, "horizon": 2}
+
+
+@pytest.fixture(scope="module")
+def two_levels(two_level_checkpoints):
+    return two_level_checkpoints
+
+
+def hierarchical_config(high_checkpoint, **agent) -> AgentConfig:
+    planner = PlannerSettings(name="cem", options=dict(SMALL))
+    return AgentConfig(hierarchy=HierarchySettings(checkpoint=str(high_checkpoint), planner=planner), **agent)
+
+
+def test_the_high_level_trains_from_the_same_data_and_saves_its_macro_actions(two_levels, tiny_encoder_dir):
+    low, high = two_levels
+    checkpoint = load_checkpoint(high.checkpoint)
+    assert isinstance(checkpoint.predictor, HighLevelPredictor) and checkpoint.is_high_level
+    macro = checkpoint.config["macro_actions"]
+    assert macro == {"steps": 2, "input_dim": 16, "dim": 3, "hidden": 256}  # 2 steps x frameskip 2 x 4-D actions
+    assert checkpoint.predictor.config.action_dim == 3
+    assert checkpoint.config["data"]["frameskip"] == 2  # the low level's: one step spans 2 x 2 env steps
+    spread = checkpoint.stats["macro_action"]
+    assert len(spread["low"]) == len(spread["high"]) == 3
+    assert all(-1 <= lo < hi <= 1 for lo, hi in zip(spread["low"], spread["high"], strict=True))
+    assert len(checkpoint.stats["action"]["mean"]) == 16
+    assert len(high.val_loss_per_step) == 2  # window 3: two high-level steps predicted
+    assert high.final_train_loss < 10 and all(np.isfinite(high.val_loss_per_step))
+    # the same latents: the run reused the low level's cache (one cache file, one encoder)
+    assert load_checkpoint(low.checkpoint).encoder_reference == checkpoint.encoder_reference
+
+
+def test_each_level_is_refused_where_the_other_belongs(two_levels, tiny_checkpoint):
+    low, high = two_levels
+    with pytest.raises(CheckpointError, match="high-level checkpoint .*agent.hierarchy.checkpoint"):
+        WorldModel.load(high.checkpoint)
+    world_model = WorldModel.load(low.checkpoint)
+    with pytest.raises(CheckpointError, match="not a high-level checkpoint"):
+        HighLevelModel.load(low.checkpoint, world_model)
+    # the tiny checkpoint pools its encoder's tokens 2x2: another latent space
+    with pytest.raises(CheckpointError, match="another encoder"):
+        HighLevelModel.load(high.checkpoint, WorldModel.load(tiny_checkpoint))
+
+
+def test_the_high_level_rolls_out_macro_actions_in_the_low_level_latent_space(two_levels):
+    low, high = two_levels
+    world_model = WorldModel.load(low.checkpoint)
+    high_level = HighLevelModel.load(high.checkpoint, world_model)
+    assert high_level.macro_steps == 2 and high_level.env_steps == 4 and high_level.macro_dim == 3
+    bounds = high_level.macro_bounds
+    assert list(bounds.low) == high_level.macro_low and list(bounds.high) == high_level.macro_high
+    latent = world_model.encode(np.zeros((1, 32, 32, 3), np.uint8))[0]
+    predicted = high_level.rollout(latent, np.array([0.0, 0.6, 0.2, 1.0]), torch.zeros(5, 3, 3))
+    assert predicted.shape == (5, 3, *latent.shape)
+    with pytest.raises(ValueError, match="4-D states; none"):
+        high_level.rollout(latent, None, torch.zeros(5, 3, 3))
+
+
+def test_the_hierarchical_agent_plans_subgoals_on_schedule(two_levels):
+    from envs.metaworld.env import MetaWorldGoalEnv
+
+    low, high = two_levels
+    world_model = WorldModel.load(low.checkpoint)
+    planner = PlannerSettings(name="cem", options=dict(SMALL))
+    flat = make_agent(world_model, planner, AgentConfig())
+    assert type(flat) is MPCAgent
+    agent = make_agent(world_model, planner, hierarchical_config(high.checkpoint, subgoal_steps=4))
+    assert isinstance(agent, HierarchicalAgent)
+    env = MetaWorldGoalEnv("reach", image_size=32, step_budget=12)
+    try:
+        observation, _ = env.reset(seed=3)
+        goal = observation["images"]["oblique"]
+        with pytest.raises(ValueError, match="one goal image"):
+            agent.reset([goal, goal])
+        agent.reset([goal])
+        result = run_episode(env, agent, observation, steps=12)
+    finally:
+        env.close()
+    # a new sub-goal every 4 env steps (2 predictor steps), each followed by a low-level replan
+    assert [plan.step for plan in agent.high_plans] == [0, 4, 8]
+    assert [replan.step for replan in result.replans] == [0, 2, 4, 6, 8, 10]
+    with_high = [replan for replan in result.replans if replan.high_level_seconds > 0]
+    assert [replan.step for replan in with_high] == [0, 4, 8]
+    assert all(r.seconds >= r.high_level_seconds + r.plan_seconds for r in with_high)
+    assert all(np.isfinite(plan.energy) for plan in agent.high_plans)
+    assert agent.num_goals == 1 and agent.goal_index == 0
+
+
+def test_sub_goal_images_and_the_hierarchy_do_not_mix(two_levels):
+    _, high = two_levels
+    with pytest.raises(ConfigError, match="plans its own sub-goals"):
+        EvalConfig(checkpoint="x", agent=hierarchical_config(high.checkpoint), subgoals=True)
+    with pytest.raises(ConfigError, match="bounds"):
+        HierarchySettings(checkpoint="x", planner=PlannerSettings(bounds={"low": -0.5, "high": 0.5}))
+
+
+def test_eval_with_agent_hierarchical(two_levels, tmp_path, capsys):
+    low, high = two_levels
+    out = tmp_path / "eval"
+    code = main(["eval", f"checkpoint={low.checkpoint}", "agent=hierarchical",
+                 f"agent.hierarchy.checkpoint={high.checkpoint}", "agent.hierarchy.planner.options.samples=16",
+                 "agent.hierarchy.planner.options.elites=4", "agent.hierarchy.planner.options.iterations=1",
+                 "tasks=[reach]", "episodes=1", "references=[]", "videos=0", f"out_dir={out}",
+                 "progress=false", "planner.options.samples=16", "planner.options.elites=4",
+                 "planner.options.iterations=1", "planner.options.horizon=2"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    episode = report["tasks"]["reach"]["episodes"][0]
+    assert episode["high_level_plans"] >= 1 and len(episode["high_level_seconds"]) == episode["high_level_plans"]
+    assert report["config"]["agent"]["hierarchy"]["checkpoint"] == str(high.checkpoint)
+
+
+def test_a_high_level_is_packaged_beside_its_model_and_loads_from_there(two_levels, tiny_checkpoint, tmp_path):
+    from jepa_robot.world_model.checkpoint import package_high_level, package_model
+
+    low, high = two_levels
+    model = package_model(low.checkpoint, tmp_path / "model")
+    high_level = package_high_level(high.checkpoint, model)
+    assert high_level == model / "high_level"
+    assert json.loads((high_level / "config.json").read_text())["encoder"]["source"] == "../encoder"
+    world_model = WorldModel.load(model / "checkpoint")
+    assert HighLevelModel.load(high_level, world_model).macro_dim == 3
+    # another model's encoder: refused, and nothing written there
+    other = package_model(tiny_checkpoint, tmp_path / "other")
+    with pytest.raises(CheckpointError, match="another encoder"):
+        package_high_level(high.checkpoint, other)
+    assert not (other / "high_level").exists()
+    with pytest.raises(CheckpointError, match="not a high-level checkpoint"):
+        package_high_level(low.checkpoint, model)
