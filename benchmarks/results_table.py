@@ -28,6 +28,24 @@ def _numbers(values: list[float]) -> str:
 
 def _planner_summary(config: dict[str, Any]) -> str:
     planner, agent = config["planner"], config["agent"]
+    summary = _search_summary(planner)
+    hierarchy = (agent.get("hierarchy") or {})
+    subgoals = ""
+    if config.get("subgoals") or hierarchy.get("checkpoint"):
+        subgoals = (f" switched on {agent['subgoal_switch']}"
+                    + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
+                    + f" (at most {agent['subgoal_steps']} steps each)")
+    if hierarchy.get("checkpoint"):
+        subgoals = (f"; sub-goals from the high level `{hierarchy['checkpoint']}` planned by "
+                    f"{_search_summary(hierarchy['planner'])},{subgoals}")
+    elif subgoals:
+        subgoals = "; sub-goals" + subgoals
+    return (f"{summary}, execute {agent['execute_steps']} predictor step(s) "
+            f"per replan, action_repeat={agent['action_repeat']}{subgoals}")
+
+
+def _search_summary(planner: dict[str, Any]) -> str:
+    """A planner's name, sizes, energy and the options that change what it searches."""
     options = planner["options"]
     sizes = ("samples", "elites", "iterations", "horizon")
     shown = [f"{k} {options[k]}" for k in sizes if k in options]
@@ -44,14 +62,7 @@ def _planner_summary(config: dict[str, Any]) -> str:
     binary = (planner.get("bounds") or {}).get("binary_dims")
     if binary:
         shown += f", binary action dims {binary}"
-    subgoals = ""
-    if config.get("subgoals"):
-        subgoals = (f"; sub-goals switched on {agent['subgoal_switch']}"
-                    + (f" <= {agent['subgoal_threshold']}" if agent["subgoal_switch"] == "distance" else "")
-                    + f" (at most {agent['subgoal_steps']} steps each)")
-    return (f"{planner['name']} ({shown}), {energy} energy on the "
-            f"{planner['energy_steps']} step(s), execute {agent['execute_steps']} predictor step(s) "
-            f"per replan, action_repeat={agent['action_repeat']}{subgoals}")
+    return f"{planner['name']} ({shown}), {energy} energy on the {planner['energy_steps']} step(s)"
 
 
 def _goal_images(report: dict[str, Any], task: str) -> str:
@@ -59,6 +70,8 @@ def _goal_images(report: dict[str, Any], task: str) -> str:
     protocol = report.get("protocol", {})
     if protocol.get("goals") == "jepa_wms":
         return "JEPA-WMs' goal frames"
+    if ((report["config"]["agent"].get("hierarchy") or {}).get("checkpoint")):
+        return "final goal, hierarchical"
     if not report["config"]["subgoals"]:
         return "final goal"
     phases = (protocol.get("subgoal_phases") or {}).get(task)

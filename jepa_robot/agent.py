@@ -240,7 +240,14 @@ class HierarchicalAgent(MPCAgent):
     frame within ``subgoal_threshold`` of it), the high-level planner plans
     ``hierarchy.planner.options.horizon`` macro-actions from the current frame toward the
     final goal latent, and the first latent the high-level model predicts on its best plan
-    becomes the low-level planner's goal. The low level replans at once toward it.
+    becomes the low-level planner's goal. The low level replans at once toward it. Once the
+    frame is within ``subgoal_threshold`` of the final goal itself, the low level aims at
+    the final goal and the high level stops planning (the last leg needs no sub-goal, and
+    a predicted latent is less exact than the goal image's).
+
+    The high-level planner warm-starts from its previous plan shifted by one macro-step
+    when the new plan comes one macro-step (``macro_steps * frameskip`` env steps) after
+    it; earlier or later, it starts afresh.
 
     ``reset`` takes the final goal image only. ``high_plans`` lists the high-level plans
     of the episode; their time is part of the ``Replan`` made at the same step."""
@@ -262,6 +269,7 @@ class HierarchicalAgent(MPCAgent):
         super().reset(goals)
         self._final_goal = self._goal_latents[0]
         self._subgoal: torch.Tensor | None = None
+        self._at_final_goal = False
         self.subgoals.reset()
         self.high_plans = []
 
@@ -271,6 +279,14 @@ class HierarchicalAgent(MPCAgent):
         def distance_to(goal: torch.Tensor) -> float:
             return float(self.planner.energy.per_step(latent[None, None], goal)[0, 0])
 
+        if self._at_final_goal:
+            return distance_to(self._final_goal)
+        if distance_to(self._final_goal) <= config.subgoal_threshold:
+            self._at_final_goal = True
+            self._subgoal = self._final_goal
+            self._goal_latents = self._final_goal[None]
+            self._queued_steps = []
+            return distance_to(self._final_goal)
         due = self._subgoal is None or self._step - self._goal_since >= config.subgoal_steps
         if not due and config.subgoal_switch == "distance":
             due = distance_to(self._subgoal) <= config.subgoal_threshold
@@ -280,6 +296,8 @@ class HierarchicalAgent(MPCAgent):
             def rollout(macro_actions: torch.Tensor) -> torch.Tensor:
                 return self.high_level.rollout(latent, state, macro_actions)
 
+            if self.high_plans and self._step - self.high_plans[-1].step != self.high_level.env_steps:
+                self.subgoals.planner.previous_plan = None  # its shift assumes one macro-step
             plan = self.subgoals.plan(rollout, self._final_goal)
             self._subgoal = plan.subgoal
             self._goal_latents = plan.subgoal[None]
@@ -299,6 +317,9 @@ def make_agent(world_model: WorldModel, planner: PlannerSettings, config: AgentC
     if not config.hierarchical:
         return MPCAgent.from_settings(world_model, planner, config)
     high_level = HighLevelModel.load(config.hierarchy.checkpoint, world_model)
+    if config.subgoal_steps != high_level.env_steps:
+        log.warning("agent.subgoal_steps=%d, but a sub-goal is one high-level step (%d env steps) ahead",
+                    config.subgoal_steps, high_level.env_steps)
     high_level_planner = build_planner(config.hierarchy.planner, high_level.macro_dim, world_model.readout,
                                        bounds=high_level.macro_bounds)
     action_dim = world_model.planned_action_dim(config.action_repeat)

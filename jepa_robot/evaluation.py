@@ -980,7 +980,8 @@ def resize_to(image: np.ndarray, size: int) -> np.ndarray:
 def describe_plan(record: dict[str, Any], video: Path | None) -> str:
     replan = summarise(record["replan_seconds"]) or {"mean": 0.0}
     return (f"{record['task']} seed {record['seed']}: {'success' if record['success'] else 'failure'} "
-            f"after {record['steps']} steps ({record['replans']} replans, "
-            f"{1e3 * replan['mean']:.0f} ms mean per replan, {record['wall_seconds']:.1f} s); video: {video}")
+            f"after {record['steps']} steps ({record['replans']} replans"
+            + (f", {record['high_level_plans']} of them after a high-level plan" if "high_level_plans" in record else "")
+            + f", {1e3 * replan['mean']:.0f} ms mean per replan, {record['wall_seconds']:.1f} s); video: {video}")
 
 

@@ -14,8 +14,8 @@ ask it for the next sub-goal.
 
 ```python
 subgoals = SubgoalPlanner(make_planner("cem", horizon=3, action_dim=8, bounds=macro_bounds))
-subgoal, result = subgoals.plan(high_rollout, final_goal)   # subgoal: [*latent]
-low_level_result = low_planner.plan(low_rollout, subgoal)
+plan = subgoals.plan(high_rollout, final_goal)    # plan.subgoal: [*latent]
+low_level_result = low_planner.plan(low_rollout, plan.subgoal)
 ```
 """
 

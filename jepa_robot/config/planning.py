@@ -111,7 +111,8 @@ SUBGOAL_SWITCHES = ("schedule", "distance")
 
 
 def _default_high_level_planner() -> PlannerSettings:
-    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16})
+    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16},
+                           energy_steps="all")
 
 
 @dataclass

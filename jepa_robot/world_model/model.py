@@ -282,7 +282,7 @@ class HighLevelModel:
         self.device = low_level.device
         self._predictor = checkpoint.predictor
         data, low_data = checkpoint.config["data"], low_level.checkpoint.config["data"]
-        for key in ("image_key", "image_shape", "frameskip"):
+        for key in ("image_key", "image_shape", "frameskip", "state_key"):
             if data.get(key) != low_data.get(key):
                 raise CheckpointError(f"{directory} was trained with data.{key}={data.get(key)!r}; the "
                                       f"low-level checkpoint with {low_data.get(key)!r}")
@@ -339,6 +339,8 @@ class HighLevelModel:
             if state is None:
                 raise ValueError(f"the high-level model takes {self.state_dim}-D states; none was given")
             raw = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.device)
+            if raw.shape != (self.state_dim,):
+                raise ValueError(f"the high-level model takes {self.state_dim}-D states, got {tuple(raw.shape)}")
             states = ((raw - self._state_mean) / self._state_std).reshape(1, 1, self.state_dim)
         predicted, _ = self._predictor.predictor.rollout(
             latent.to(self.device, torch.float32)[None, None], states,

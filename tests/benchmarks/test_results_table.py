@@ -104,3 +104,18 @@ def test_protocol_v2_reports_name_their_goal_images_seeds_and_skipped_seeds():
     assert "1-min load 0.1 before / 2.0 after" in table
     report["protocol"]["goals"] = "jepa_wms"
     assert "| reach | JEPA-WMs' goal frames |" in module.render([("r.json", report)])
+
+
+def test_a_hierarchical_run_names_its_high_level_and_how_it_planned():
+    module = load()
+    report = json.loads(REPORT.read_text())
+    report["config"]["agent"] |= {
+        "subgoal_switch": "distance", "subgoal_threshold": 0.025, "subgoal_steps": 20,
+        "hierarchy": {"checkpoint": "default_high_level", "planner": {
+            "name": "cem", "options": {"samples": 128, "elites": 16, "iterations": 3, "horizon": 3},
+            "energy": "readout", "energy_steps": "final", "energy_weights": [1.0, 1.0, 1.0, 0.5]}}}
+    table = module.render([("r.json", report)])
+    assert "| reach | final goal, hierarchical | 50 |" in table
+    assert ("sub-goals from the high level `default_high_level` planned by cem (samples 128, elites 16, "
+            "iterations 3, horizon 3), readout (weights [1, 1, 1, 0.5]) energy on the final step(s), "
+            "switched on distance <= 0.025 (at most 20 steps each)") in table

@@ -83,12 +83,13 @@ def test_the_hierarchical_agent_plans_subgoals_on_schedule(two_levels):
     planner = PlannerSettings(name="cem", options=dict(SMALL))
     flat = make_agent(world_model, planner, AgentConfig())
     assert type(flat) is MPCAgent
-    agent = make_agent(world_model, planner, hierarchical_config(high.checkpoint, subgoal_steps=4))
+    agent = make_agent(world_model, planner, hierarchical_config(high.checkpoint, subgoal_steps=4,
+                                                                 subgoal_threshold=0.0))
     assert isinstance(agent, HierarchicalAgent)
     env = MetaWorldGoalEnv("reach", image_size=32, step_budget=12)
     try:
         observation, _ = env.reset(seed=3)
-        goal = observation["images"]["oblique"]
+        goal = np.full((32, 32, 3), 120, np.uint8)  # far from every frame the arm shows
         with pytest.raises(ValueError, match="one goal image"):
             agent.reset([goal, goal])
         agent.reset([goal])
@@ -103,6 +104,24 @@ def test_the_hierarchical_agent_plans_subgoals_on_schedule(two_levels):
     assert all(r.seconds >= r.high_level_seconds + r.plan_seconds for r in with_high)
     assert all(np.isfinite(plan.energy) for plan in agent.high_plans)
     assert agent.num_goals == 1 and agent.goal_index == 0
+
+
+def test_within_reach_of_the_final_goal_the_agent_aims_at_it_without_a_high_level_plan(two_levels):
+    from envs.metaworld.env import MetaWorldGoalEnv
+
+    low, high = two_levels
+    world_model = WorldModel.load(low.checkpoint)
+    agent = make_agent(world_model, PlannerSettings(name="cem", options=dict(SMALL)),
+                       hierarchical_config(high.checkpoint, subgoal_steps=4, subgoal_threshold=0.3))
+    env = MetaWorldGoalEnv("reach", image_size=32, step_budget=6)
+    try:
+        observation, _ = env.reset(seed=3)
+        agent.reset([observation["images"]["oblique"]])  # the goal is where it starts: distance 0
+        result = run_episode(env, agent, observation, steps=6)
+    finally:
+        env.close()
+    assert agent.high_plans == [] and len(result.replans) == 3
+    assert all(replan.high_level_seconds == 0 for replan in result.replans)
 
 
 def test_sub_goal_images_and_the_hierarchy_do_not_mix(two_levels):
@@ -146,3 +165,17 @@ def test_a_high_level_is_packaged_beside_its_model_and_loads_from_there(two_leve
     assert not (other / "high_level").exists()
     with pytest.raises(CheckpointError, match="not a high-level checkpoint"):
         package_high_level(low.checkpoint, model)
+
+
+def test_plan_with_agent_hierarchical_says_how_many_high_level_plans(two_levels, tmp_path, capsys):
+    low, high = two_levels
+    code = main(["plan", f"checkpoint={low.checkpoint}", "agent=hierarchical",
+                 f"agent.hierarchy.checkpoint={high.checkpoint}", "agent.subgoal_switch=schedule",
+                 "agent.hierarchy.planner.options.samples=16", "agent.hierarchy.planner.options.elites=4",
+                 "agent.hierarchy.planner.options.iterations=1", "task=reach", "steps=20",
+                 f"video={tmp_path / 'reach.mp4'}", "planner.options.samples=16", "planner.options.elites=4",
+                 "planner.options.iterations=1", "planner.options.horizon=2"])
+    assert code == 0, capsys.readouterr().err
+    # 20 env steps, a sub-goal every 20 (the config's subgoal_steps): one high-level plan
+    assert "(10 replans, 1 of them after a high-level plan" in capsys.readouterr().out
+    assert (tmp_path / "reach.mp4").stat().st_size > 0
