@@ -6,13 +6,15 @@
 # Steps: record 600 Meta-World episodes (200 per task, disjoint training seeds), pretrain
 # a tiny V-JEPA 2 encoder on their video, train the predictor on all three tasks over
 # 4x4-pooled latents, package encoder + predictor into one relocatable directory, fit a
-# state readout, save the planner it plans with, and evaluate it with the protocol. Every
+# state readout, save the planner it plans with, train the high level for hierarchical
+# planning, and evaluate it with the protocol. Every
 # command is resumable: rerun the script after an interruption and it continues where it
 # stopped.
 #
 # Measured on this project's 2-core CPU machine (no GPU), about 130 minutes in all:
 #   1. recording, two parallel streams, 1 thread each: pick-place 780 s | reach 419 s +
-#      push 581 s, so ~17 min; 600 episodes, 90k frames at 64 px; merge 26 s.
+#      push 581 s, so ~17 min; 600 episodes, 90k frames at 64 px; merge 26 s (about 8 min
+#      when recorded again later).
 #   2. pretraining, 2 threads: frame decoding ~1 min, then 1000 steps of 64 clips in 690 s
 #      (1.45 steps/s); held-out ridge probe of the arm state R^2 0.769 (hand x/y/z
 #      0.89/0.94/0.89, gripper 0.36) against 0.740 for the same network at random init
@@ -21,8 +23,11 @@
 #      work on the second core: ~1.5 steps/s, so the 8000 steps take ~88 min (4000 in
 #      ~45 min, then 3500 more in 2259 s). Validation rollout L1 at steps 1/2/3:
 #      0.038 / 0.042 / 0.045 (copying the frame: 0.058 / 0.081 / 0.096).
-#   4. packaging, 6. saving the planner: seconds. 7. evaluation, 2 workers: 35 min for both
-#   commands.
+#   4. packaging, 6. saving the planner: seconds. 6b. the high level, 2 threads (other work
+#   on the machine at times): 3000 steps in 1308 s (2.3 steps/s), reusing step 3's latent
+#   cache; validation rollout L1 at high-level steps 1/2/3 (20/40/60 env steps): 0.052 /
+#   0.058 / 0.063 (copying the frame: 0.116 / 0.149 / 0.170). 7. evaluation, 2 workers:
+#   35 min for the first two commands, about 30 for the third.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/mw-all
@@ -94,3 +99,5 @@ uv run python -c "from jepa_robot.world_model.checkpoint import package_high_lev
 uv run jepa-robot eval checkpoint=default workers=2 out_dir=runs/eval-default overwrite=true
 uv run jepa-robot eval checkpoint=default workers=2 tasks=[push,pick-place] subgoals=true \
     out_dir=runs/eval-default-subgoals overwrite=true
+uv run jepa-robot eval checkpoint=default workers=2 tasks=[push,pick-place] agent=default_model_hierarchical \
+    out_dir=runs/eval-default-hierarchical overwrite=true

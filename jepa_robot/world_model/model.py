@@ -300,6 +300,8 @@ class HighLevelModel:
         self._state_mean, self._state_std = (
             stats_tensors(directory, stats, "state", self.state_dim, self.device)
             if self.state_dim else (None, None))
+        self._action_mean, self._action_std = stats_tensors(directory, stats, "action", macro.input_dim,
+                                                            self.device)
         spread = stats.get("macro_action")
         if not isinstance(spread, dict) or not all(
                 isinstance(spread.get(k), list) and len(spread[k]) == self.macro_dim for k in ("low", "high")):
@@ -329,6 +331,17 @@ class HighLevelModel:
         from planners import ActionBounds
 
         return ActionBounds(low=list(self.macro_low), high=list(self.macro_high))
+
+    @torch.no_grad()
+    def macro_actions(self, actions: np.ndarray | Tensor) -> Tensor:
+        """The macro-actions of env actions ``[..., env_steps, A_env]`` (each group of
+        ``env_steps`` consecutive ones, in env units): ``[..., dim]``, as in training."""
+        actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)
+        flat = actions.reshape(*actions.shape[:-2], -1)
+        if flat.shape[-1] != self._action_mean.numel():
+            raise ValueError(f"a high-level step spans {self.env_steps} env actions "
+                             f"({self._action_mean.numel()} values); got {tuple(actions.shape[-2:])}")
+        return self._predictor.action_encoder((flat - self._action_mean) / self._action_std)
 
     def rollout(self, latent: Tensor, state: np.ndarray | Tensor | None, macro_actions: Tensor) -> Tensor:
         """From one observed frame's latent ``[N, D]`` and raw state ``[S]`` (None for a

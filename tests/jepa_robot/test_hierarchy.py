@@ -73,6 +73,13 @@ def test_the_high_level_rolls_out_macro_actions_in_the_low_level_latent_space(tw
     assert predicted.shape == (5, 3, *latent.shape)
     with pytest.raises(ValueError, match="4-D states; none"):
         high_level.rollout(latent, None, torch.zeros(5, 3, 3))
+    with pytest.raises(ValueError, match="4-D states, got"):
+        high_level.rollout(latent, np.zeros(3), torch.zeros(5, 3, 3))
+    # env actions -> macro-actions as in training: 4 env actions (2 predictor steps x frameskip 2)
+    macro = high_level.macro_actions(np.zeros((2, 4, 4), np.float32))
+    assert macro.shape == (2, 3) and bool((macro.abs() <= 1).all())
+    with pytest.raises(ValueError, match="spans 4 env actions"):
+        high_level.macro_actions(np.zeros((2, 5, 4), np.float32))
 
 
 def test_the_hierarchical_agent_plans_subgoals_on_schedule(two_levels):

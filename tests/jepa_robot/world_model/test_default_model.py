@@ -84,6 +84,29 @@ def test_one_step_predictions_beat_copying_the_frame(world_model, task):
     assert np.mean(model_errors) < 0.8 * np.mean(copy_errors), (model_errors, copy_errors)
 
 
+@pytest.mark.parametrize("task", ["Push", "PickPlace"])
+def test_the_shipped_high_level_predicts_a_macro_step_better_than_copying(world_model, task):
+    """The shipped high level (default_high_level: one step = 20 env steps, macro-actions
+    learned from those 20 actions) on an unseen seed's expert episode, 6 high-level steps:
+    its prediction of the next latent against the current latent as a guess. Measured here:
+    0.41 (push) and 0.48 (pick-place) of the copy error."""
+    from jepa_robot.world_model.model import HighLevelModel
+
+    high_level = HighLevelModel.load("default_high_level", world_model)
+    span = high_level.env_steps
+    assert span == 20 and high_level.macro_dim == 8
+    frames, states, actions = _expert_episode(task, seed=100_123, steps=6 * span)
+    latents = world_model.encode(np.stack(frames[::span]))
+    model_errors, copy_errors = [], []
+    with torch.no_grad():
+        for t in range(len(latents) - 1):
+            macro = high_level.macro_actions(np.stack(actions[t * span : (t + 1) * span]))
+            predicted = high_level.rollout(latents[t], states[t * span], macro[None, None])[0, 0]
+            model_errors.append(float((predicted - latents[t + 1]).abs().mean()))
+            copy_errors.append(float((latents[t] - latents[t + 1]).abs().mean()))
+    assert np.mean(model_errors) < 0.7 * np.mean(copy_errors), (model_errors, copy_errors)
+
+
 def test_agent_plans_with_the_demo_planner(world_model):
     demo = compose("demo", [], EvalConfig)
     agent = MPCAgent.from_settings(world_model, demo.planner, demo.agent)
