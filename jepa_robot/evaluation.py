@@ -232,6 +232,8 @@ def energy_plot(replans: list[Replan], steps: int, height: int,
         for index in range(1, len(replans)):
             if replans[index].goal_index != replans[index - 1].goal_index:
                 axes.axvline(replans[index].step, color="grey", lw=1.0, ls="--")
+            elif replans[index].high_level_seconds > 0:  # a hierarchical agent's new sub-goal
+                axes.axvline(replans[index].step, color="tab:purple", lw=0.8, ls=":")
     axes.set_xlim(0, steps)
     axes.set_ylim(bottom=0)
     axes.set_xlabel("env step", fontsize=10)

@@ -111,8 +111,9 @@ SUBGOAL_SWITCHES = ("schedule", "distance")
 
 
 def _default_high_level_planner() -> PlannerSettings:
-    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16},
-                           energy_steps="all")
+    # init_std 0.5: macro-actions lie in [-1, 1], and their training range is narrower still
+    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16,
+                                                "init_std": 0.5}, energy_steps="all")
 
 
 @dataclass

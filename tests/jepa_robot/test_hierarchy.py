@@ -186,3 +186,20 @@ def test_plan_with_agent_hierarchical_says_how_many_high_level_plans(two_levels,
     # 20 env steps, a sub-goal every 20 (the config's subgoal_steps): one high-level plan
     assert "(10 replans, 1 of them after a high-level plan" in capsys.readouterr().out
     assert (tmp_path / "reach.mp4").stat().st_size > 0
+
+
+def test_the_energy_plot_marks_each_new_sub_goal_of_the_high_level():
+    from jepa_robot.agent import Replan
+    from jepa_robot.evaluation import energy_plot
+
+    def replans(high_level_steps):
+        return [Replan(step=s, seconds=0.3, plan_seconds=0.2, energy=1.0, iterations=3, goal_index=0,
+                       goal_distance=0.5, high_level_seconds=0.1 if s in high_level_steps else 0.0)
+                for s in range(0, 100, 5)]
+
+    def purple_pixels(image):  # matplotlib's tab:purple, (148, 103, 189)
+        return int((np.abs(image.astype(int) - [148, 103, 189]).sum(-1) < 60).sum())
+
+    flat, _, _ = energy_plot(replans(set()), 100, 200, 320)
+    marked, _, _ = energy_plot(replans({0, 20, 40}), 100, 200, 320)
+    assert purple_pixels(flat) == 0 and purple_pixels(marked) > 50  # steps 20 and 40 (not the start)
