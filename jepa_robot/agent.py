@@ -48,12 +48,12 @@ def build_planner(settings: PlannerSettings, action_dim: int, readout=None,
     bounds = (settings.bounds if bounds is None else bounds).for_action_dim(action_dim)
     if settings.energy == "readout":
         if readout is None:
-            raise ValueError("planner.energy=readout needs a checkpoint with a state readout "
+            raise ValueError(f"{settings.KEY}.energy=readout needs a checkpoint with a state readout "
                              "(readout.json); fit one with `jepa-robot fit-readout checkpoint=...`")
         weights = None if settings.energy_weights is None else tuple(settings.energy_weights)
         config = getattr(readout, "config", None)  # a StateReadout says what it predicts
         if weights is not None and config is not None and len(weights) != config.state_dim:
-            raise ValueError(f"planner.energy_weights has {len(weights)} weights; the checkpoint's "
+            raise ValueError(f"{settings.KEY}.energy_weights has {len(weights)} weights; the checkpoint's "
                              f"readout predicts {config.state_dim} values {config.state_names}")
         energy = make_energy("readout", steps=settings.energy_steps, readout=readout, weights=weights)
     else:
@@ -62,7 +62,7 @@ def build_planner(settings: PlannerSettings, action_dim: int, readout=None,
         return make_planner(settings.name, bounds=bounds, energy=energy, action_dim=action_dim,
                             **dict(settings.options))
     except TypeError as error:  # an unknown option name
-        raise ValueError(f"planner {settings.name!r}: {error}") from error
+        raise ValueError(f"{settings.KEY} {settings.name!r}: {error}") from error
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from omegaconf import MISSING, OmegaConf, open_dict
 
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class PlannerSettings:
     """A planner from ``planners/`` (config group ``planner=cem|icem|mppi|gradient``)."""
+
+    KEY: ClassVar[str] = "planner"
+    """Where these settings sit in a command's config (error messages name it)."""
 
     name: str = "cem"
     """Registry name: cem, icem, mppi or gradient."""
@@ -56,31 +59,31 @@ class PlannerSettings:
         from planners import PLANNERS, planner_config_class
 
         if self.name not in PLANNERS:
-            raise ConfigError(f"planner.name={self.name!r}; valid: {sorted(PLANNERS)}")
+            raise ConfigError(f"{self.KEY}.name={self.name!r}; valid: {sorted(PLANNERS)}")
         if self.energy not in ("l1", "l2", "readout"):
-            raise ConfigError(f"planner.energy={self.energy!r} must be l1, l2 or readout")
+            raise ConfigError(f"{self.KEY}.energy={self.energy!r} must be l1, l2 or readout")
         if self.energy_weights is not None and self.energy != "readout":
-            raise ConfigError("planner.energy_weights only apply with planner.energy=readout")
+            raise ConfigError(f"{self.KEY}.energy_weights only apply with {self.KEY}.energy=readout")
         # dict[str, list[float]], typed loosely: OmegaConf refuses ints in nested float lists
         try:
             self.task_energy_weights = {str(task): [float(w) for w in weights]
                                         for task, weights in dict(self.task_energy_weights).items()}
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"planner.task_energy_weights={self.task_energy_weights}: "
+            raise ConfigError(f"{self.KEY}.task_energy_weights={self.task_energy_weights}: "
                               f"each task needs a list of numbers ({error})") from error
-        weight_lists = {"planner.energy_weights": self.energy_weights,
-                        **{f"planner.task_energy_weights.{task}": weights
+        weight_lists = {f"{self.KEY}.energy_weights": self.energy_weights,
+                        **{f"{self.KEY}.task_energy_weights.{task}": weights
                            for task, weights in self.task_energy_weights.items()}}
         for key, weights in weight_lists.items():
             if weights is not None and any(w < 0 for w in weights):
                 raise ConfigError(f"{key}={list(weights)} must be >= 0")
         if self.task_energy_weights and self.energy != "readout":
-            raise ConfigError("planner.task_energy_weights only apply with planner.energy=readout")
+            raise ConfigError(f"{self.KEY}.task_energy_weights only apply with {self.KEY}.energy=readout")
         unknown = sorted(set(self.task_energy_weights) - set(TASKS))
         if unknown:
-            raise ConfigError(f"planner.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
+            raise ConfigError(f"{self.KEY}.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
-            raise ConfigError(f"planner.energy_steps={self.energy_steps!r} must be final or all")
+            raise ConfigError(f"{self.KEY}.energy_steps={self.energy_steps!r} must be final or all")
         self._check_options(planner_config_class(self.name))
 
     def _check_options(self, config_class: type) -> None:
@@ -89,16 +92,16 @@ class PlannerSettings:
         from dataclasses import fields
 
         if "action_dim" in self.options:
-            raise ConfigError("planner.options.action_dim is derived from the checkpoint; remove it")
+            raise ConfigError(f"{self.KEY}.options.action_dim is derived from the checkpoint; remove it")
         known = {f.name for f in fields(config_class)} - {"action_dim"}
         unknown = sorted(set(self.options) - known)
         if unknown:
-            raise ConfigError(f"planner.options: unknown {unknown} for planner {self.name!r}; "
+            raise ConfigError(f"{self.KEY}.options: unknown {unknown} for planner {self.name!r}; "
                               f"valid: {sorted(known)}")
         try:
             config_class(action_dim=1, **dict(self.options))
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"planner.options for {self.name!r}: {error}") from error
+            raise ConfigError(f"{self.KEY}.options for {self.name!r}: {error}") from error
 
     def for_task(self, task: str) -> PlannerSettings:
         """These settings with the task's own ``task_energy_weights``, if it has any."""
@@ -110,10 +113,17 @@ class PlannerSettings:
 SUBGOAL_SWITCHES = ("schedule", "distance")
 
 
-def _default_high_level_planner() -> PlannerSettings:
+def _default_high_level_planner() -> HighLevelPlannerSettings:
     # init_std 0.5: macro-actions lie in [-1, 1], and their training range is narrower still
-    return PlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3, "elites": 16,
-                                                "init_std": 0.5}, energy_steps="all")
+    return HighLevelPlannerSettings(name="cem", options={"horizon": 3, "samples": 128, "iterations": 3,
+                                                         "elites": 16, "init_std": 0.5}, energy_steps="all")
+
+
+@dataclass
+class HighLevelPlannerSettings(PlannerSettings):
+    """The high-level planner's settings: a ``PlannerSettings`` at ``agent.hierarchy.planner``."""
+
+    KEY: ClassVar[str] = "agent.hierarchy.planner"
 
 
 @dataclass
@@ -125,7 +135,7 @@ class HierarchySettings:
     checkpoint: str | None = None
     """High-level checkpoint (``jepa-robot train macro_steps=K``) on the same encoder as the
     model's checkpoint; null: no hierarchy (the flat MPC agent)."""
-    planner: PlannerSettings = field(default_factory=_default_high_level_planner)
+    planner: HighLevelPlannerSettings = field(default_factory=_default_high_level_planner)
     """The high-level planner: it searches macro-actions (their bounds come from the
     high-level checkpoint: the range of its training data's macro-actions) and scores its
     predictions against the final goal with its own energy."""

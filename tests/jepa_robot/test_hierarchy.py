@@ -203,3 +203,22 @@ def test_the_energy_plot_marks_each_new_sub_goal_of_the_high_level():
     flat, _, _ = energy_plot(replans(set()), 100, 200, 320)
     marked, _, _ = energy_plot(replans({0, 20, 40}), 100, 200, 320)
     assert purple_pixels(flat) == 0 and purple_pixels(marked) > 50  # steps 20 and 40 (not the start)
+
+
+def test_a_checkpoint_keeps_hierarchical_settings_and_a_bad_one_names_its_key(two_levels, tmp_path, capsys):
+    import shutil
+
+    from jepa_robot.config.planning import checkpoint_planning
+
+    low, high = two_levels
+    checkpoint = tmp_path / "low"
+    shutil.copytree(low.checkpoint, checkpoint)
+    assert main(["set-planning", f"checkpoint={checkpoint}", "agent=hierarchical",
+                 f"agent.hierarchy.checkpoint={high.checkpoint}", "agent.hierarchy.planner.options.samples=32"]) == 0
+    _, settings = checkpoint_planning(checkpoint)
+    agent = settings["agent"]
+    assert agent.hierarchical and agent.hierarchy.checkpoint == str(high.checkpoint)
+    assert agent.hierarchy.planner.options["samples"] == 32 and agent.hierarchy.planner.energy_steps == "all"
+    capsys.readouterr()
+    code = main(["eval", f"checkpoint={checkpoint}", "agent.hierarchy.planner.energy=bogus", "--cfg"])
+    assert code == 2 and "agent.hierarchy.planner.energy='bogus'" in capsys.readouterr().err
