@@ -279,14 +279,15 @@ class HierarchicalAgent(MPCAgent):
         def distance_to(goal: torch.Tensor) -> float:
             return float(self.planner.energy.per_step(latent[None, None], goal)[0, 0])
 
+        to_final = distance_to(self._final_goal)
         if self._at_final_goal:
-            return distance_to(self._final_goal)
-        if distance_to(self._final_goal) <= config.subgoal_threshold:
+            return to_final
+        if to_final <= config.subgoal_threshold:
             self._at_final_goal = True
             self._subgoal = self._final_goal
             self._goal_latents = self._final_goal[None]
             self._queued_steps = []
-            return distance_to(self._final_goal)
+            return to_final
         due = self._subgoal is None or self._step - self._goal_since >= config.subgoal_steps
         if not due and config.subgoal_switch == "distance":
             due = distance_to(self._subgoal) <= config.subgoal_threshold
@@ -306,7 +307,7 @@ class HierarchicalAgent(MPCAgent):
             self._high_level_seconds = plan.seconds
             self.high_plans.append(HighLevelPlan(
                 step=self._step, seconds=plan.seconds, energy=float(plan.result.energy[0]),
-                goal_distance=distance_to(self._final_goal)))
+                goal_distance=to_final))
         return distance_to(self._subgoal)
 
 

@@ -102,7 +102,7 @@ def run_robot(config: RunRobotConfig) -> dict:
     import time
 
     from envs.ros.arm import RosArmEnv
-    from jepa_robot.agent import make_agent, run_episode
+    from jepa_robot.agent import HierarchicalAgent, make_agent, run_episode
     from jepa_robot.evaluation import load_image, resize_to, summarise
     from jepa_robot.world_model.model import WorldModel
 
@@ -148,7 +148,7 @@ def run_robot(config: RunRobotConfig) -> dict:
         "replans": len(result.replans),
         "replan_seconds": replan,
         "clipped_commands": clipped,
-        **({"high_level_plans": len(agent.high_plans)} if hasattr(agent, "high_plans") else {}),
+        **({"high_level_plans": len(agent.high_plans)} if isinstance(agent, HierarchicalAgent) else {}),
         "seconds": time.perf_counter() - started,
         "dry_run": robot.dry_run,
     }

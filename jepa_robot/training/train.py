@@ -535,12 +535,7 @@ def _macro_range(predictor: HighLevelPredictor, data: WindowData, sampler: Windo
     starts = sampler.starts[np.linspace(0, len(sampler) - 1, min(len(sampler), MACRO_RANGE_WINDOWS)).astype(int)]
     actions = data.actions[sampler.action_indices(starts)]  # [M, window, skip, A], normalised
     actions = torch.from_numpy(actions.reshape(-1, actions.shape[2] * actions.shape[3]))
-    device = next(predictor.parameters()).device
-    was_training = predictor.training
-    predictor.eval()
-    spread = predictor.macro_range(actions.to(device))
-    predictor.train(was_training)
-    return spread
+    return predictor.macro_range(actions.to(next(predictor.parameters()).device))  # no dropout: mode irrelevant
 
 
 def _refuse_mismatch(out_dir: Path, what: str, saved: dict[str, Any], wanted: dict[str, Any]) -> None:

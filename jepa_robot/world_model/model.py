@@ -314,9 +314,6 @@ class HighLevelModel:
         """Load a high-level checkpoint for planning in ``low_level``'s latent space."""
         directory = resolve_checkpoint(checkpoint)
         config = read_checkpoint_config(directory)
-        if MACRO not in config:
-            raise CheckpointError(f"{directory} is not a high-level checkpoint: its config.json has no "
-                                  f"{MACRO!r} (train one with `jepa-robot train macro_steps=K`)")
         saved = encoder_reference_for(directory, config)
         difference = encoder_differences(saved, low_level.encoder.reference())
         if difference:
