@@ -80,7 +80,7 @@ class AgentPolicy:
 
     def __call__(self, observation: dict) -> np.ndarray:
         if not self.started:
-            self.agent.reset([observation["images"][self.agent.world_model.camera]])
+            self.agent.reset([observation["images"]])
             self.started = True
         return self.agent.act(observation)
 

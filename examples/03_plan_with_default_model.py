@@ -42,10 +42,10 @@ def main(task: str = "reach", seed: int = 100_000, steps: int | None = None) -> 
     agent = make_agent(world_model, demo.planner.for_task(task), demo.agent)
 
     env = gym.make(ENV_IDS[task], image_size=world_model.image_size,
-                   cameras=(world_model.camera,)).unwrapped
+                   cameras=world_model.cameras).unwrapped
     try:
         goal, observation, _ = make_goal_images(env, seed=seed)
-        agent.reset([goal.goal[world_model.camera]])  # reach has no sub-goals
+        agent.reset([goal.goal])  # reach has no sub-goals; the goal image of every camera
         result = run_episode(env, agent, observation, steps or EPISODE_BUDGET[task])
     finally:
         env.close()

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from jepa_robot.config.planning import AgentConfig, PlannerSettings
-from jepa_robot.world_model.model import HighLevelModel, WorldModel
+from jepa_robot.world_model.model import HighLevelModel, Images, WorldModel
 from planners import ActionBounds, Planner, make_energy, make_planner
 from planners.hierarchy import SubgoalPlanner
 
@@ -41,10 +41,13 @@ log = logging.getLogger(__name__)
 
 
 def build_planner(settings: PlannerSettings, action_dim: int, readout=None,
-                  bounds: ActionBounds | None = None) -> Planner:
+                  bounds: ActionBounds | None = None, cameras: Sequence[str] = (),
+                  tokens_per_view: int = 0) -> Planner:
     """A planner from its config-group settings, for ``action_dim``-D planned actions.
     ``readout`` (latents -> states) is the world model's, for ``energy: readout``;
-    ``bounds`` replace the settings' own (the high level's macro-action range)."""
+    ``bounds`` replace the settings' own (the high level's macro-action range);
+    ``cameras`` and ``tokens_per_view`` (the world model's) turn ``energy_views`` into
+    token weights."""
     bounds = (settings.bounds if bounds is None else bounds).for_action_dim(action_dim)
     if settings.energy == "readout":
         if readout is None:
@@ -57,12 +60,34 @@ def build_planner(settings: PlannerSettings, action_dim: int, readout=None,
                              f"readout predicts {config.state_dim} values {config.state_names}")
         energy = make_energy("readout", steps=settings.energy_steps, readout=readout, weights=weights)
     else:
-        energy = make_energy(settings.energy, steps=settings.energy_steps)
+        energy = make_energy(settings.energy, steps=settings.energy_steps,
+                             token_weights=view_token_weights(settings, cameras, tokens_per_view))
     try:
         return make_planner(settings.name, bounds=bounds, energy=energy, action_dim=action_dim,
                             **dict(settings.options))
     except TypeError as error:  # an unknown option name
         raise ValueError(f"{settings.KEY} {settings.name!r}: {error}") from error
+
+
+def model_planner(world_model: WorldModel, settings: PlannerSettings, action_dim: int) -> Planner:
+    """:func:`build_planner` with the world model's readout and camera views."""
+    return build_planner(settings, action_dim, world_model.readout, cameras=world_model.cameras,
+                         tokens_per_view=world_model.tokens_per_view)
+
+
+def view_token_weights(settings: PlannerSettings, cameras: Sequence[str],
+                       tokens_per_view: int) -> tuple[float, ...] | None:
+    """``settings.energy_views`` (a weight per camera, 1 for a camera not named) as one
+    weight per latent token of a world model over ``cameras``; None without views."""
+    if not settings.energy_views:
+        return None
+    unknown = sorted(set(settings.energy_views) - set(cameras))
+    if unknown:
+        raise ValueError(f"{settings.KEY}.energy_views names {unknown}; the world model sees {list(cameras)}")
+    weights = [settings.energy_views.get(camera, 1.0) for camera in cameras]
+    if not any(weights):
+        raise ValueError(f"{settings.KEY}.energy_views={settings.energy_views} leaves no view in the energy")
+    return tuple(w for w in weights for _ in range(tokens_per_view))
 
 
 @dataclass
@@ -117,16 +142,15 @@ class MPCAgent:
     def from_settings(cls, world_model: WorldModel, planner: PlannerSettings,
                       config: AgentConfig) -> MPCAgent:
         action_dim = world_model.planned_action_dim(config.action_repeat)
-        return cls(world_model, build_planner(planner, action_dim, world_model.readout), config)
+        return cls(world_model, model_planner(world_model, planner, action_dim), config)
 
     # ------------------------------------------------------------------ episode
-    def reset(self, goals: Sequence[np.ndarray]) -> None:
-        """Start an episode toward ``goals`` (uint8 frames, sub-goals first, final goal last)."""
+    def reset(self, goals: Sequence[Images]) -> None:
+        """Start an episode toward ``goals`` (sub-goals first, final goal last), each a uint8
+        frame or, for a world model over several cameras, a mapping camera -> frame."""
         if len(goals) == 0:
             raise ValueError("reset() needs at least one goal frame")
-        for frame in goals:
-            self.world_model.check_frame(np.asarray(frame))
-        self._goal_latents = self.world_model.encode(np.stack([np.asarray(g) for g in goals]))
+        self._goal_latents = torch.stack([self.world_model.encode_image(goal) for goal in goals])
         self.planner.reset()
         self.replans = []
         self._history = _History()
@@ -158,9 +182,7 @@ class MPCAgent:
     def _start_predictor_step(self, observation: dict[str, Any]) -> None:
         started = time.perf_counter()
         wm, config = self.world_model, self.config
-        frame = _camera_frame(observation, wm.camera)
-        wm.check_frame(frame)
-        latent = wm.encode(frame[None])[0]
+        latent = wm.encode_observation(observation)
         history = self._history
         history.latents.append(latent)
         history.states.append(np.asarray(observation["state"], dtype=np.float32) if wm.state_dim else None)
@@ -262,10 +284,10 @@ class HierarchicalAgent(MPCAgent):
         self.subgoals = SubgoalPlanner(high_level_planner)
         self.high_plans: list[HighLevelPlan] = []
 
-    def reset(self, goals: Sequence[np.ndarray]) -> None:
+    def reset(self, goals: Sequence[Images]) -> None:
         if len(goals) != 1:
             raise ValueError(f"the hierarchical agent plans its own sub-goals toward one goal image; "
-                             f"got {len(goals)}")
+                             f"got {len(goals)} goals (plan flat for sub-goal images)")
         super().reset(goals)
         self._final_goal = self._goal_latents[0]
         self._subgoal: torch.Tensor | None = None
@@ -322,17 +344,11 @@ def make_agent(world_model: WorldModel, planner: PlannerSettings, config: AgentC
         log.warning("agent.subgoal_steps=%d, but a sub-goal is one high-level step (%d env steps) ahead",
                     config.subgoal_steps, high_level.env_steps)
     high_level_planner = build_planner(config.hierarchy.planner, high_level.macro_dim, world_model.readout,
-                                       bounds=high_level.macro_bounds)
+                                       bounds=high_level.macro_bounds, cameras=world_model.cameras,
+                                       tokens_per_view=world_model.tokens_per_view)
     action_dim = world_model.planned_action_dim(config.action_repeat)
-    return HierarchicalAgent(world_model, build_planner(planner, action_dim, world_model.readout), config,
+    return HierarchicalAgent(world_model, model_planner(world_model, planner, action_dim), config,
                              high_level, high_level_planner)
-
-
-def _camera_frame(observation: dict[str, Any], camera: str) -> np.ndarray:
-    images = observation.get("images", {})
-    if camera not in images:
-        raise KeyError(f"the world model needs camera {camera!r}; the observation has {sorted(images)}")
-    return np.asarray(images[camera])
 
 
 @dataclass

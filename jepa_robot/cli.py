@@ -46,7 +46,7 @@ def _inspect(config) -> int:
     from jepa_robot.data.dataset import open_dataset
 
     _, spec = open_dataset(
-        config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key,
+        config.dataset, image_keys=config.image_keys, action_key=config.action_key, state_key=config.state_key,
         announce=lambda line: print(f"{line}\nchecking it with lerobot...", flush=True),
     )
     print(spec.describe())

@@ -34,7 +34,7 @@ import os
 import platform
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +61,7 @@ from jepa_robot.config import ConfigError
 from jepa_robot.config.planning import REFERENCES, EvalConfig, PlanConfig
 from jepa_robot.errors import JepaRobotError, RunDirectoryError
 from jepa_robot.files import atomic_file, portable_path, remove_temporaries, run_lock, write_json_atomic
-from jepa_robot.world_model.model import WorldModel, resolve_checkpoint
+from jepa_robot.world_model.model import IMAGE_KEY_PREFIX, WorldModel, read_checkpoint_config, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +155,14 @@ def run_reference(task: str, seed: int, kind: str, goals: str = "protocol") -> d
             "steps": result.steps, "seconds": time.perf_counter() - started}
 
 
-def goal_frames(env: MetaWorldGoalEnv, seed: int, camera: str, subgoals: bool,
+def goal_frames(env: MetaWorldGoalEnv, seed: int, cameras: Sequence[str], subgoals: bool,
                 source: str = "protocol"):
-    """The goal frame(s) for ``seed`` (with ``subgoals``, the expert's phase-change frames
-    first); resets ``env`` to ``seed``. Raises ``GoalNotReachedError`` where the expert
-    cannot solve the task from this seed."""
+    """The goal images for ``seed``, each a mapping camera -> frame for ``cameras`` (with
+    ``subgoals``, the expert's phase-change images first); resets ``env`` to ``seed``.
+    Raises ``GoalNotReachedError`` where the expert cannot solve the task from this seed."""
     goal, observation, _ = make_goal_images(env, seed, source=source)
-    frames = [g[camera] for g in goal.subgoals] if subgoals else []
-    return frames + [goal.goal[camera]], observation, goal
+    images = [*goal.subgoals, goal.goal] if subgoals else [goal.goal]
+    return [{camera: image[camera] for camera in cameras} for image in images], observation, goal
 
 
 def goal_names(count: int, phases: list[str]) -> list[str]:
@@ -185,17 +185,19 @@ class EpisodeRecording:
     task: str
     seed: int
     budget: int
-    goals: list[np.ndarray]
+    goals: list[dict[str, np.ndarray]]
+    """Each goal image, per camera (the model's cameras, in its order)."""
     goal_names: list[str]
     target_pixel: tuple[float, float] | None
-    """The task's target in the camera frame (pixels of the model's frame), or None."""
-    frames: list[np.ndarray] = field(default_factory=list)
+    """The task's target in the first camera's frame (pixels of the model's frame), or None."""
+    frames: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Per env step, every camera's frame."""
     goal_indices: list[int] = field(default_factory=list)
     target_distances: list[float | None] = field(default_factory=list)
     replans: list[Replan] = field(default_factory=list)
     success: bool = False
 
-    def add(self, frame: np.ndarray, goal_index: int, target_distance: float | None) -> None:
+    def add(self, frame: dict[str, np.ndarray], goal_index: int, target_distance: float | None) -> None:
         self.frames.append(frame)
         self.goal_indices.append(goal_index)
         self.target_distances.append(target_distance)
@@ -251,35 +253,45 @@ def energy_plot(replans: list[Replan], steps: int, height: int,
 
 def episode_video_frames(recording: EpisodeRecording, caption_frames: int | None = None) -> Iterator[np.ndarray]:
     """The video's frames: a header (task, seed, step, distance to the target), panel
-    labels, then camera (the target ringed) | active goal | energy so far, and a footer;
-    the last frame is held for ``caption_frames`` (default ``CAPTION_SECONDS``) with the
-    success or failure caption."""
+    labels, then every camera (the target ringed in the first) | the active goal's views |
+    energy so far, and a footer; the last frame is held for ``caption_frames`` (default
+    ``CAPTION_SECONDS``) with the success or failure caption."""
     if caption_frames is None:
         caption_frames = int(round(CAPTION_SECONDS * VIDEO_FPS))
-    factor = max(1, VIDEO_PIXELS // recording.frames[0].shape[0])
-    panel = recording.frames[0].shape[0] * factor
-    goals = [upscale(g, factor) for g in recording.goals]
+    cameras = list(recording.frames[0])
+    side = recording.frames[0][cameras[0]].shape[0]
+    factor = max(1, VIDEO_PIXELS // side)
+    panel, gap = side * factor, 4
+    views_width = len(cameras) * panel + (len(cameras) - 1) * gap  # one camera row: views side by side
+
+    def views(images: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [upscale(images[camera], factor) for camera in cameras]
+
+    goals = [side_by_side(views(g), gap=gap) for g in recording.goals]
     plot_width = int(1.6 * panel)
     plot, (x_start, x_end), (top, bottom) = energy_plot(recording.replans, recording.budget, panel, plot_width)
-    gap = 4
-    width = 2 * panel + plot_width + 2 * gap
+    width = 2 * views_width + plot_width + 2 * gap
     bar, font = max(20, panel // 10), max(12, panel // 16)
     label_bar = lambda texts: text_bar(width, bar, texts, font_size=font)  # noqa: E731
     which = "fingers" if recording.task == "reach" else "object"
-    plot_x = 2 * (panel + gap)
-    base_labels = [(6, "camera (the model's input)", (0, 0, 0)),
+    plot_x = 2 * (views_width + gap)
+    seen = "camera" if len(cameras) == 1 else " | ".join(cameras)
+    base_labels = [(6, f"{seen} (the model's input)", (0, 0, 0)),
                    (plot_x + 6, "plan energy", (31, 119, 180)),
                    (plot_x + 6 + 9 * font, "goal distance", (255, 127, 14))]
     if len(goals) > 1:
         base_labels.append((plot_x + 6 + 19 * font, "- - goal switch", (110, 110, 110)))
-    footer = label_bar([(6, "yellow ring: the task's target (drawn for the video; never shown to the model)",
+    ringed = "" if len(cameras) == 1 else f" in the {cameras[0]} view"
+    footer = label_bar([(6, f"yellow ring: the task's target{ringed} (drawn for the video; never shown to the model)",
                          (90, 90, 90))])
     labels: dict[int, np.ndarray] = {}  # one label row per goal: text drawing is the costly part
     last = len(recording.frames) - 1
     for index, frame in enumerate(recording.frames):
-        camera = upscale(frame, factor)
+        seen_now = views(frame)
         if recording.target_pixel is not None:
-            camera = draw_target(camera, *(factor * v for v in recording.target_pixel), radius=max(4, panel // 32))
+            seen_now[0] = draw_target(seen_now[0], *(factor * v for v in recording.target_pixel),
+                                      radius=max(4, panel // 32))
+        camera = side_by_side(seen_now, gap=gap)
         goal_index = recording.goal_indices[index]
         step_plot = plot.copy()
         # hide the plot right of this frame's step: it has not happened yet
@@ -292,7 +304,7 @@ def episode_video_frames(recording: EpisodeRecording, caption_frames: int | None
              (0, 0, 0))])
         if goal_index not in labels:
             labels[goal_index] = label_bar(
-                [*base_labels, (panel + gap + 6, f"goal ({recording.goal_names[goal_index]})", (0, 0, 0))])
+                [*base_labels, (views_width + gap + 6, f"goal ({recording.goal_names[goal_index]})", (0, 0, 0))])
         panels = side_by_side([camera, goals[goal_index], step_plot], gap=gap)
         yield stack_vertically([header, labels[goal_index], panels, footer])
         if index < last:
@@ -377,7 +389,7 @@ class EpisodeTrace:
         return {"true": list(STATE_AND_OBJECT_NAMES),
                 "read": list(readout.config.state_names) if readout is not None else []}
 
-    def add(self, step: int, env: MetaWorldGoalEnv, frame: np.ndarray, agent: MPCAgent) -> None:
+    def add(self, step: int, env: MetaWorldGoalEnv, images: dict[str, np.ndarray], agent: MPCAgent) -> None:
         if (step + 1) % self.frameskip or not agent.replans:
             return
         replan = agent.replans[-1]
@@ -387,7 +399,7 @@ class EpisodeTrace:
         readout = self.world_model.readout
         if readout is not None:
             with torch.no_grad():
-                read = readout(self.world_model.encode(frame[None]))[0]
+                read = readout(self.world_model.encode_image(images))
             row["read"] = [round(float(v), 4) for v in read]
         self.rows.append(row)
 
@@ -409,7 +421,7 @@ class ModelRunner:
     def env(self, task: str) -> MetaWorldGoalEnv:
         if task not in self.envs:
             size = self.world_model.image_size
-            self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=(self.world_model.camera,),
+            self.envs[task] = MetaWorldGoalEnv(task, image_size=size, cameras=self.world_model.cameras,
                                                camera_offset=self.camera_offset)
         return self.envs[task]
 
@@ -419,18 +431,22 @@ class ModelRunner:
                 self.world_model, self.planner_settings.for_task(task), self.agent_config)
         return self.agents[task]
 
-    def run(self, task: str, seed: int, record_video: bool = False, goals: list[np.ndarray] | None = None,
+    def run(self, task: str, seed: int, record_video: bool = False, goals: list[dict[str, np.ndarray]] | None = None,
             steps: int | None = None, trace: bool = False,
             on_env_step: Callable[[], None] | None = None) -> tuple[dict[str, Any], EpisodeRecording | None]:
         """One episode from ``seed`` toward the protocol's goal frames (or ``goals``): its
-        report record and, with ``record_video``, what its video shows. ``on_env_step()``
-        is called after every env step (progress)."""
+        report record and, with ``record_video``, what its video shows; each goal is a
+        mapping camera -> frame. ``on_env_step()`` is called after every env step (progress)."""
         started = time.perf_counter()
-        env, camera = self.env(task), self.world_model.camera
+        env, cameras = self.env(task), self.world_model.cameras
+
+        def seen(obs: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {camera: obs["images"][camera] for camera in cameras}
+
         goal = None
         if goals is None:
             try:
-                goals, observation, goal = goal_frames(env, seed, camera, self.subgoals,
+                goals, observation, goal = goal_frames(env, seed, cameras, self.subgoals,
                                                       self.goal_source)
             except GoalNotReachedError as error:  # reported and skipped, never replaced
                 log.warning("%s seed %d skipped: %s", task, seed, error)
@@ -448,16 +464,16 @@ class ModelRunner:
             phases = goal.subgoal_phases if goal is not None and self.subgoals else []
             recording = EpisodeRecording(
                 task, seed, steps, list(goals), goal_names(len(goals), phases),
-                project_to_camera(env, target, camera, self.world_model.image_size))
-            recording.add(observation["images"][camera], agent.goal_index,
+                project_to_camera(env, target, cameras[0], self.world_model.image_size))
+            recording.add(seen(observation), agent.goal_index,
                           float(np.linalg.norm(env.task_point() - target)))
         tracer = EpisodeTrace(self.world_model, self.world_model.frameskip) if trace else None
 
         def on_step(step: int, obs: dict[str, Any], _action: np.ndarray, info: dict[str, Any]) -> None:
             if recording is not None:
-                recording.add(obs["images"][camera], agent.goal_index, info.get("goal_distance_m"))
+                recording.add(seen(obs), agent.goal_index, info.get("goal_distance_m"))
             if tracer is not None:
-                tracer.add(step, env, obs["images"][camera], agent)
+                tracer.add(step, env, seen(obs), agent)
             if on_env_step is not None:
                 on_env_step()
 
@@ -803,9 +819,11 @@ def build_report(config: EvalConfig, records: list[dict[str, Any]], seconds: flo
             entry["references"][kind]["seeds"] = sorted(r["seed"] for r in ref if r["success"])
         entry["episodes"] = model
         tasks[task] = entry
+    checkpoint = resolve_checkpoint(config.checkpoint)
     return {
         "format": REPORT_FORMAT,
-        "checkpoint": portable_path(resolve_checkpoint(config.checkpoint)),
+        "checkpoint": portable_path(checkpoint),
+        "cameras": [key.removeprefix(IMAGE_KEY_PREFIX) for key in read_checkpoint_config(checkpoint)["data"]["image_keys"]],
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
         "protocol": protocol_summary(config),
         "machine": {
@@ -941,9 +959,7 @@ def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
     runner = ModelRunner(config.checkpoint, config.planner, config.agent, config.subgoals,
                          camera_offset=config.camera_offset)
     try:
-        goals = [load_image(path) for path in config.goal] or None
-        if goals is not None:
-            goals = [resize_to(g, runner.world_model.image_size) for g in goals]
+        goals = goal_images(config.goal, runner.world_model.cameras, runner.world_model.image_size) or None
         video = Path(config.video or f"runs/plan/{config.task}-{config.seed}.mp4")
         record, recording = runner.run(config.task, config.seed, record_video=True, goals=goals,
                                        steps=config.steps)
@@ -953,6 +969,17 @@ def plan_episode(config: PlanConfig) -> tuple[dict[str, Any], Path]:
     finally:
         runner.close()
     return record, written
+
+
+def goal_images(files: Sequence[str], cameras: Sequence[str], size: int) -> list[dict[str, np.ndarray]]:
+    """Goal images from files, ``len(cameras)`` files per goal (each goal's views in the
+    model's camera order), cropped square and resized to ``size``."""
+    if len(files) % len(cameras):
+        raise ValueError(f"the world model sees {len(cameras)} cameras {list(cameras)}: give their "
+                         f"goal images in that order, {len(cameras)} files per goal; got {len(files)} files")
+    frames = [resize_to(load_image(path), size) for path in files]
+    return [dict(zip(cameras, frames[start: start + len(cameras)], strict=True))
+            for start in range(0, len(frames), len(cameras))]
 
 
 def load_image(path: str) -> np.ndarray:

@@ -79,16 +79,26 @@ def record_ros(config: RecordRosConfig) -> RecordingSummary:
     )
 
 
-def camera_goal_files(files: list[str], camera: str, cameras: list[str]) -> list[str]:
-    """The reset service's goal images that ``camera`` sees. The sim bridge writes one
-    file per camera, named ``..._<camera>.png``; a file named after another of the
-    robot's cameras is dropped, and one that names none is kept."""
-
-    def named_camera(path: str) -> str | None:
+def camera_goal_files(files: list[str], cameras: list[str], robot_cameras: list[str]) -> list[dict[str, str]]:
+    """The reset service's goal images, one mapping camera -> file per goal, for the world
+    model's ``cameras``. The sim bridge writes one file per goal and camera, named
+    ``<goal>_<camera>.png`` (sub-goals first); files of the same ``<goal>`` make one goal,
+    views of the robot's other cameras are dropped, and a file that names none of
+    ``robot_cameras`` is a goal of its own (for a one-camera model)."""
+    goals: dict[str, dict[str, str]] = {}
+    for path in files:
         stem = Path(path).stem
-        return next((c for c in cameras if stem.endswith(f"_{c}")), None)
-
-    return [path for path in files if named_camera(path) in (camera, None)]
+        camera = next((c for c in robot_cameras if stem.endswith(f"_{c}")), None)
+        if camera is None:
+            if len(cameras) == 1:
+                goals[stem] = {cameras[0]: path}
+            continue
+        if camera in cameras:
+            goals.setdefault(stem.removesuffix(f"_{camera}"), {})[camera] = path
+    incomplete = [name for name, views in goals.items() if set(views) != set(cameras)]
+    if incomplete:
+        raise ValueError(f"goal images {incomplete} lack a view of the world model's cameras {cameras}")
+    return list(goals.values())
 
 
 def run_robot(config: RunRobotConfig) -> dict:
@@ -103,7 +113,7 @@ def run_robot(config: RunRobotConfig) -> dict:
 
     from envs.ros.arm import RosArmEnv
     from jepa_robot.agent import HierarchicalAgent, make_agent, run_episode
-    from jepa_robot.evaluation import load_image, resize_to, summarise
+    from jepa_robot.evaluation import goal_images, load_image, resize_to, summarise
     from jepa_robot.world_model.model import WorldModel
 
     world_model = WorldModel.load(config.checkpoint, device=config.agent.device)
@@ -114,11 +124,11 @@ def run_robot(config: RunRobotConfig) -> dict:
     if len(robot.action_names) != world_model.env_action_dim:
         raise ValueError(f"robot.action_layout={robot.action_layout!r} gives {len(robot.action_names)}-D "
                          f"actions; the world model was trained on {world_model.env_action_dim}-D")
-    if world_model.camera not in [camera.name for camera in robot.cameras]:
-        raise ValueError(
-            f"the world model sees camera {world_model.camera!r}; robot.cameras has "
-            f"{[camera.name for camera in robot.cameras]}"
-        )
+    robot_cameras = [camera.name for camera in robot.cameras]
+    missing = [camera for camera in world_model.cameras if camera not in robot_cameras]
+    if missing:
+        raise ValueError(f"the world model sees cameras {list(world_model.cameras)}; robot.cameras has "
+                         f"{robot_cameras} (no topic for {missing})")
     if robot.image_size != world_model.image_size:
         raise ValueError(f"robot.image_size={robot.image_size}, the world model takes "
                          f"{world_model.image_size} px frames")
@@ -126,13 +136,18 @@ def run_robot(config: RunRobotConfig) -> dict:
     with RosArmEnv(robot) as env:
         options = None if config.goal else {"goal_dir": config.goal_dir}
         observation, info = env.reset(seed=config.seed, options=options)
-        goal_files = list(config.goal) or camera_goal_files(
-            list(info.get("goal_images") or []), world_model.camera, [camera.name for camera in robot.cameras]
-        )
-        if not goal_files:
+        cameras = list(world_model.cameras)
+        if config.goal:
+            goals = goal_images(config.goal, cameras, world_model.image_size)
+            goal_files = list(config.goal)
+        else:
+            grouped = camera_goal_files(list(info.get("goal_images") or []), cameras, robot_cameras)
+            goals = [{camera: resize_to(load_image(path), world_model.image_size) for camera, path in views.items()}
+                     for views in grouped]
+            goal_files = [views[camera] for views in grouped for camera in cameras]
+        if not goals:
             raise ValueError("no goal images: give goal=[FILE, ...] (this robot's reset service wrote none)")
-        size = world_model.image_size
-        agent.reset([resize_to(load_image(path), size) for path in goal_files])
+        agent.reset(goals)
         clipped = 0
 
         def on_step(_step, _observation, _action, step_info) -> None:

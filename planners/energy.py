@@ -47,12 +47,18 @@ class GoalDistance:
     """``final``: only the last predicted step counts; ``all``: sum over steps."""
     step_weights: tuple[float, ...] | None = None
     """With ``steps="all"``, one weight per step (``H`` of them); ``None`` weighs all 1."""
+    token_weights: tuple[float, ...] | None = None
+    """One weight per latent token (the first latent dimension; for a world model over
+    several cameras, each view's tokens in turn): the distance is the weighted mean of the
+    per-token means. ``None`` weighs every element alike."""
 
     def __post_init__(self) -> None:
         if self.steps not in STEP_MODES:
             raise ValueError(f"steps={self.steps!r}; valid: {list(STEP_MODES)}")
         if self.step_weights is not None and self.steps != "all":
             raise ValueError("step_weights only apply with steps='all'")
+        if self.token_weights is not None and (min(self.token_weights) < 0 or sum(self.token_weights) <= 0):
+            raise ValueError(f"token_weights must be >= 0 with a positive sum, got {self.token_weights}")
 
     def elementwise(self, difference: Tensor) -> Tensor:
         raise NotImplementedError
@@ -60,7 +66,14 @@ class GoalDistance:
     def per_step(self, predicted: Tensor, goal: Tensor) -> Tensor:
         """Distance of every predicted step to the goal, ``[B, H]``."""
         goal = goal.unsqueeze(1) if goal_is_batched(predicted, goal) else goal
-        return self.elementwise(predicted - goal).flatten(2).mean(-1)
+        distance = self.elementwise(predicted - goal)
+        if self.token_weights is None:
+            return distance.flatten(2).mean(-1)
+        if predicted.dim() < 4 or predicted.shape[2] != len(self.token_weights):
+            raise ValueError(f"{len(self.token_weights)} token_weights for predicted latents "
+                             f"{tuple(predicted.shape)} = [B, H, tokens, ...]")
+        weights = distance.new_tensor(self.token_weights)
+        return (distance.flatten(3).mean(-1) * weights).sum(-1) / weights.sum()
 
     def __call__(self, predicted: Tensor, goal: Tensor) -> Tensor:
         if self.steps == "final":  # only the last step is scored, so only it is read
@@ -105,6 +118,8 @@ class ReadoutDistance(GoalDistance):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.token_weights is not None:
+            raise ValueError("token_weights do not apply to the readout energy (it reads every token)")
         if self.readout is None:
             raise ValueError("the readout energy needs a readout function (latent -> features)")
 

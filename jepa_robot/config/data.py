@@ -124,8 +124,8 @@ class InspectConfig:
 
     dataset: str = MISSING
     """Local dataset directory, or a hub repo id (needs the network)."""
-    image_key: str | None = None
-    """Camera key to use; ``null`` picks the first image key."""
+    image_keys: list[str] | None = None
+    """Camera keys a world model would read; ``null``: every camera."""
     action_key: str = "action"
     state_key: str | None = "observation.state"
     """Proprio key; ``null`` if the dataset has none."""

@@ -52,6 +52,12 @@ class PlannerSettings:
     """readout only: ``energy_weights`` for one Meta-World task (eval, demo, plan), in place
     of the shared ones; the goal image is still the only goal. Say which parts of the
     state a task's goal is about: reach the hand's position, pick-place also the object's."""
+    energy_views: dict[str, Any] = field(default_factory=dict)
+    """l1 or l2 on a world model over several cameras: a weight per camera's view in the
+    energy (a camera not named weighs 1; 0 leaves its view out), e.g. ``{wrist: 2}``;
+    empty: every token alike."""
+    task_energy_views: dict[str, Any] = field(default_factory=dict)
+    """``energy_views`` for one Meta-World task (eval, demo, plan), in place of the shared ones."""
     bounds: ActionBounds = field(default_factory=ActionBounds)
     """Action bounds in env action units (``planners.ActionBounds``)."""
 
@@ -84,7 +90,27 @@ class PlannerSettings:
             raise ConfigError(f"{self.KEY}.task_energy_weights: unknown tasks {unknown}; valid: {sorted(TASKS)}")
         if self.energy_steps not in ("final", "all"):
             raise ConfigError(f"{self.KEY}.energy_steps={self.energy_steps!r} must be final or all")
+        self._check_views()
         self._check_options(planner_config_class(self.name))
+
+    def _check_views(self) -> None:
+        def weights(key: str, views: Any) -> dict[str, float]:
+            try:
+                checked = {str(camera): float(weight) for camera, weight in dict(views).items()}
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{key}={views}: a weight (number) per camera ({error})") from error
+            if any(w < 0 for w in checked.values()):
+                raise ConfigError(f"{key}={checked}: weights must be >= 0")
+            return checked
+
+        self.energy_views = weights(f"{self.KEY}.energy_views", self.energy_views)
+        self.task_energy_views = {str(task): weights(f"{self.KEY}.task_energy_views.{task}", views)
+                                  for task, views in dict(self.task_energy_views).items()}
+        if (self.energy_views or self.task_energy_views) and self.energy == "readout":
+            raise ConfigError(f"{self.KEY}.energy_views apply to the l1 and l2 energies; the readout reads every view")
+        unknown = sorted(set(self.task_energy_views) - set(TASKS))
+        if unknown:
+            raise ConfigError(f"{self.KEY}.task_energy_views: unknown tasks {unknown}; valid: {sorted(TASKS)}")
 
     def _check_options(self, config_class: type) -> None:
         """``options`` are fields of the planner's config dataclass with values it accepts:
@@ -104,10 +130,14 @@ class PlannerSettings:
             raise ConfigError(f"{self.KEY}.options for {self.name!r}: {error}") from error
 
     def for_task(self, task: str) -> PlannerSettings:
-        """These settings with the task's own ``task_energy_weights``, if it has any."""
-        if task not in self.task_energy_weights:
-            return self
-        return replace(self, energy_weights=list(self.task_energy_weights[task]))
+        """These settings with the task's own ``task_energy_weights`` and ``task_energy_views``,
+        where it has them."""
+        settings = self
+        if task in self.task_energy_weights:
+            settings = replace(settings, energy_weights=list(self.task_energy_weights[task]))
+        if task in self.task_energy_views:
+            settings = replace(settings, energy_views=dict(self.task_energy_views[task]))
+        return settings
 
 
 SUBGOAL_SWITCHES = ("schedule", "distance")
@@ -144,8 +174,9 @@ class HierarchySettings:
         if self.planner.bounds != ActionBounds():
             raise ConfigError("agent.hierarchy.planner.bounds: the high-level planner searches "
                               "macro-actions within the range its checkpoint records; remove the bounds")
-        if self.planner.task_energy_weights:
-            raise ConfigError("agent.hierarchy.planner.task_energy_weights is not supported; use energy_weights")
+        if self.planner.task_energy_weights or self.planner.task_energy_views:
+            raise ConfigError("agent.hierarchy.planner.task_energy_weights and task_energy_views are not "
+                              "supported; use energy_weights and energy_views")
 
 
 @dataclass
@@ -285,7 +316,9 @@ class PlanConfig:
     task: str = "reach"
     seed: int = EVAL_SEED_START
     goal: list[str] = field(default_factory=list)
-    """Goal image file(s) (PNG/JPEG, sub-goals first); empty: the protocol's goal for the seed."""
+    """Goal image file(s) (PNG/JPEG, sub-goals first); empty: the protocol's goal for the seed.
+    A model over several cameras takes each goal's views in its camera order (``goal=[final_
+    oblique.png,final_wrist.png]``)."""
     subgoals: bool = False
     steps: int | None = None
     """Env steps; null: the protocol budget of the task."""
@@ -308,7 +341,7 @@ class PlanConfig:
                               f"(nothing at or above {SEED_LIMIT} is used)")
         if self.goal and self.subgoals:
             raise ConfigError("give goal image files or subgoals=true, not both")
-        refuse_subgoal_images(self.agent, self.subgoals or len(self.goal) > 1)
+        refuse_subgoal_images(self.agent, self.subgoals)
         check_camera("camera_offset", self.camera_offset)
 
 

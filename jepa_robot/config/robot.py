@@ -10,7 +10,7 @@ from envs.metaworld.tasks import CAMERA_NAMES, EVAL_SEED_START, TASKS
 from envs.ros.access import DEFAULT_MAX_MESSAGE_BYTES, check_origin_patterns
 from envs.ros.config import RosArmConfig as RobotConfig
 from jepa_robot.config import ConfigError
-from jepa_robot.config.planning import AgentConfig, PlannerSettings, refuse_subgoal_images
+from jepa_robot.config.planning import AgentConfig, PlannerSettings
 
 ROS_ACTION_SOURCES = ("command", "measured")
 
@@ -135,8 +135,9 @@ class RunRobotConfig:
     """Where ``planner`` and ``agent`` came from (the checkpoint's planning.json, a config
     group, dotted overrides): noted when the config is composed, not an input."""
     goal: list[str] = field(default_factory=list)
-    """Goal image file(s), sub-goals first. Empty: the goal images the robot's reset
-    service writes for ``seed`` (the sim bridge does)."""
+    """Goal image file(s), sub-goals first; a model over several cameras takes each goal's
+    views in its camera order. Empty: the goal images the robot's reset service writes for
+    ``seed`` (the sim bridge does)."""
     goal_dir: str = "runs/run-robot/goals"
     """Where the reset service is asked to write goal images when ``goal`` is empty (the
     sim bridge's: a name or relative path inside its ``goal_root``)."""
@@ -150,7 +151,6 @@ class RunRobotConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps} must be >= 1")
-        refuse_subgoal_images(self.agent, len(self.goal) > 1)
 
 
 # --- V-JEPA 2-AC import

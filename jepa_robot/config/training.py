@@ -66,7 +66,10 @@ class TrainConfig:
 
     dataset: str = MISSING
     """Local dataset directory or hub repo id."""
-    image_key: str | None = None
+    image_keys: list[str] | None = None
+    """The camera views the model sees, in token order (``observation.images.<camera>``,
+    all of one frame size); ``null``: every camera in the dataset. Each view is encoded
+    by the same frozen encoder; a time step's tokens are each view's in turn."""
     action_key: str = "action"
     state_key: str | None = "observation.state"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -246,8 +249,9 @@ class PretrainEncoderConfig:
 
     datasets: list[str] = field(default_factory=list)
     """One or more LeRobot v3 datasets (local directories or hub repo ids) whose frames are used."""
-    image_key: str | None = None
-    """Camera key in every dataset; ``null`` picks each dataset's first image key."""
+    image_keys: list[str] | None = None
+    """Camera keys whose video the encoder learns from, in every dataset; ``null``: every
+    camera of each dataset (each view's frames are clips of their own)."""
     action_key: str = "action"
     """Action key the datasets are checked for (not used for training)."""
     probe_key: str | None = "observation.state"
@@ -344,7 +348,7 @@ class FitReadoutConfig:
     checkpoint: str = MISSING
     """World-model checkpoint directory, or a built-in name (``default``)."""
     dataset: str = MISSING
-    """LeRobot v3 dataset recorded with the checkpoint's camera (a local directory or hub id)."""
+    """LeRobot v3 dataset recorded with the checkpoint's cameras (a local directory or hub id)."""
     state_keys: list[str] | None = None
     """Float columns the readout predicts, concatenated. null: ``observation.state``, plus
     ``observation.environment_state`` (simulated recordings: the object's xyz) when present."""

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,21 +36,27 @@ class DatasetSpec:
     fps: int
     episodes: int
     frames: int
-    image_key: str
+    image_keys: tuple[str, ...]
+    """The camera views a world model reads, in order (``observation.images.<camera>``)."""
     image_shape: tuple[int, int, int]
-    """(height, width, channels)."""
+    """(height, width, channels), the same for every view."""
     action_key: str
     action_dim: int
     state_key: str | None
     state_dim: int | None
     robot_type: str | None
 
+    @property
+    def image_key(self) -> str:
+        """The first view's key (the only one of a one-camera dataset)."""
+        return self.image_keys[0]
+
     def describe(self) -> str:
         state = f"{self.state_key} ({self.state_dim}-D)" if self.state_key else "none"
         return (
             f"dataset   {self.repo_id} at {self.root}\n"
             f"episodes  {self.episodes} ({self.frames} frames at {self.fps} fps, robot {self.robot_type})\n"
-            f"images    {self.image_key} {self.image_shape[0]}x{self.image_shape[1]}x{self.image_shape[2]}\n"
+            f"images    {', '.join(self.image_keys)} {self.image_shape[0]}x{self.image_shape[1]}x{self.image_shape[2]}\n"
             f"actions   {self.action_key} ({self.action_dim}-D)\n"
             f"state     {state}"
         )
@@ -78,7 +84,7 @@ def local_repo_id(root: Path) -> str:
 
 def open_dataset(
     source: str,
-    image_key: str | None = None,
+    image_keys: str | Sequence[str] | None = None,
     action_key: str = ACTION_KEY,
     state_key: str | None = STATE_KEY,
     video_backend: str = "pyav",
@@ -87,7 +93,9 @@ def open_dataset(
 ):
     """Open a LeRobot v3 dataset from a local directory or a hub repo id.
 
-    Returns ``(LeRobotDataset, DatasetSpec)``. ``dataset_kwargs`` go to
+    Returns ``(LeRobotDataset, DatasetSpec)``. ``image_keys``: the camera views to read
+    (one key or several, all of one frame size); None reads every camera the dataset has.
+    ``dataset_kwargs`` go to
     ``LeRobotDataset`` (for example ``delta_timestamps`` or ``episodes``).
     ``announce(line)`` gets a local dataset's one-line summary (``describe_info``) once
     its metadata has been checked, before lerobot, which takes seconds to import, loads it.
@@ -118,7 +126,7 @@ def open_dataset(
                 f"{type(error).__name__}: {error}"
             ) from error
 
-    spec = check_dataset(dataset, image_key=image_key, action_key=action_key, state_key=state_key)
+    spec = check_dataset(dataset, image_keys=image_keys, action_key=action_key, state_key=state_key)
     return dataset, spec
 
 
@@ -241,23 +249,36 @@ def check_videos(dataset) -> None:
                     ) from error
 
 
-def check_dataset(dataset, image_key: str | None, action_key: str, state_key: str | None) -> DatasetSpec:
-    """Check a loaded ``LeRobotDataset`` for the keys a world model needs."""
+def check_dataset(dataset, image_keys: str | Sequence[str] | None, action_key: str,
+                  state_key: str | None) -> DatasetSpec:
+    """Check a loaded ``LeRobotDataset`` for the keys a world model needs; ``image_keys``
+    None means every camera (``observation.images.*`` keys first)."""
     meta = dataset.meta
     features: dict[str, dict] = meta.features
     where = f"dataset {meta.repo_id} at {meta.root}"
-    image_keys = [k for k, spec in features.items() if spec.get("dtype") in ("image", "video")]
-    if not image_keys:
+    available = [k for k, spec in features.items() if spec.get("dtype") in ("image", "video")]
+    if not available:
         raise DatasetError(f"{where} has no image or video key; a world model needs camera frames (features: {sorted(features)})")
-    if image_key is None:
-        preferred = [k for k in image_keys if k.startswith(IMAGE_KEY_PREFIX)]
-        image_key = (preferred or image_keys)[0]
-    elif image_key not in image_keys:
-        raise DatasetError(f"{where} has no image key {image_key!r}; image keys: {image_keys}")
-    shape = tuple(int(s) for s in features[image_key]["shape"])
-    if len(shape) != 3 or 3 not in (shape[0], shape[-1]):
-        raise DatasetError(f"{where}: {image_key} has shape {shape}, expected (height, width, 3)")
-    image_shape = shape if shape[-1] == 3 else (shape[1], shape[2], shape[0])
+    if image_keys is None:
+        preferred = [k for k in available if k.startswith(IMAGE_KEY_PREFIX)]
+        keys = preferred or available
+    else:
+        keys = [image_keys] if isinstance(image_keys, str) else list(image_keys)
+        if not keys or len(set(keys)) != len(keys):
+            raise DatasetError(f"image keys {keys} must name at least one camera, each once")
+        missing = [k for k in keys if k not in available]
+        if missing:
+            raise DatasetError(f"{where} has no image key {', '.join(map(repr, missing))}; image keys: {available}")
+    shapes = {}
+    for key in keys:
+        shape = tuple(int(s) for s in features[key]["shape"])
+        if len(shape) != 3 or 3 not in (shape[0], shape[-1]):
+            raise DatasetError(f"{where}: {key} has shape {shape}, expected (height, width, 3)")
+        shapes[key] = shape if shape[-1] == 3 else (shape[1], shape[2], shape[0])
+    image_shape = shapes[keys[0]]
+    if any(shape != image_shape for shape in shapes.values()):
+        raise DatasetError(f"{where}: the cameras {keys} have frames of different sizes {shapes}; one "
+                           "encoder reads every view, so choose views of one size (image_keys=[...])")
 
     def vector_dim(key: str, role: str) -> int:
         if key not in features:
@@ -280,7 +301,7 @@ def check_dataset(dataset, image_key: str | None, action_key: str, state_key: st
         fps=int(meta.fps),
         episodes=int(meta.total_episodes),
         frames=int(meta.total_frames),
-        image_key=image_key,
+        image_keys=tuple(keys),
         image_shape=image_shape,  # type: ignore[arg-type]
         action_key=action_key,
         action_dim=action_dim,

@@ -92,14 +92,17 @@ def build_latent_cache(
     cache_root: str | Path,
     batch_size: int = 64,
     progress: bool = True,
+    image_key: str | None = None,
 ) -> LatentCache:
-    """Encode every frame of ``dataset[spec.image_key]`` with ``encoder`` (cached).
+    """Encode every frame of one camera, ``dataset[image_key]`` (default: the spec's first
+    view), with ``encoder`` (cached; one cache per camera).
 
     Reuses a complete matching cache, resumes a partial one, else starts afresh.
     """
+    image_key = image_key or spec.image_key
     reference = encoder.reference()
     fingerprint = dataset_fingerprint(spec.root)
-    directory = Path(cache_root) / cache_key(fingerprint, reference, spec.image_key)
+    directory = Path(cache_root) / cache_key(fingerprint, reference, image_key)
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path, latents_path = directory / MANIFEST, directory / LATENTS
     bounds = episode_bounds(dataset)
@@ -108,7 +111,7 @@ def build_latent_cache(
         "version": CACHE_VERSION,
         "dataset_root": str(spec.root),
         "dataset_fingerprint": fingerprint,
-        "image_key": spec.image_key,
+        "image_key": image_key,
         "encoder": reference,
         "shape": list(shape),
         "dtype": "float16",
@@ -140,14 +143,14 @@ def build_latent_cache(
     bar = tqdm(
         total=spec.frames,
         initial=bounds[first_episode][0] if first_episode < len(bounds) else spec.frames,
-        desc="encode frames",
+        desc=f"encode {image_key.removeprefix('observation.images.')}",
         unit="frame",
         disable=not progress,
     )
     with torch.inference_mode():
         for episode in range(first_episode, len(bounds)):
             start, end = bounds[episode]
-            frames = episode_frames(dataset, spec.image_key, episode)
+            frames = episode_frames(dataset, image_key, episode)
             encoded = encoder.encode(frames, batch_size=batch_size)
             latents[start:end] = encoded.to(torch.float16).cpu().numpy()
             latents.flush()  # data before the manifest that counts it
@@ -159,6 +162,20 @@ def build_latent_cache(
     write_json_atomic(manifest_path, manifest, sort_keys=True)
     del latents
     return LatentCache(directory, np.load(latents_path, mmap_mode="r"), manifest)
+
+
+def build_latent_caches(dataset, spec: DatasetSpec, encoder, cache_root: str | Path, batch_size: int = 64,
+                        progress: bool = True) -> list[LatentCache]:
+    """:func:`build_latent_cache` for every view of ``spec``, in its order."""
+    return [build_latent_cache(dataset, spec, encoder, cache_root, batch_size, progress, key)
+            for key in spec.image_keys]
+
+
+def view_latents(caches: list[LatentCache], indices: np.ndarray | slice) -> np.ndarray:
+    """The latents of frames ``indices`` with every view's tokens in turn: ``[..., V * N, D]``
+    (float16, as cached), the layout a multi-view predictor reads."""
+    parts = [np.asarray(cache.latents[indices]) for cache in caches]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-2)
 
 
 def load_latent_cache(directory: str | Path) -> LatentCache:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from jepa_robot.data.dataset import DatasetError, open_dataset
-from jepa_robot.data.latent_cache import build_latent_cache
+from jepa_robot.data.latent_cache import build_latent_caches, view_latents
 from jepa_robot.files import atomic_directory, portable_path
 from jepa_robot.world_model.checkpoint import CheckpointError
 from jepa_robot.world_model.model import IMAGE_KEY_PREFIX, WorldModel, resolve_checkpoint
@@ -41,20 +41,22 @@ def fit_checkpoint_readout(config) -> dict[str, Any]:
         raise CheckpointError(f"out_dir={config.out_dir} exists; name a new directory "
                               "(or out_dir=null to write into the checkpoint)")
     world_model = WorldModel.load(source, with_readout=False)  # a broken old one is replaced
-    dataset, spec = open_dataset(config.dataset, image_key=IMAGE_KEY_PREFIX + world_model.camera, state_key=None)
+    dataset, spec = open_dataset(config.dataset, image_keys=[IMAGE_KEY_PREFIX + c for c in world_model.cameras],
+                                 state_key=None)
     side = world_model.image_size
     if tuple(spec.image_shape) != (side, side, 3):
-        raise DatasetError(f"{config.dataset}: {spec.image_key} frames are {tuple(spec.image_shape)}; the "
-                           f"world model {source} was trained on {side} x {side} frames")
+        raise DatasetError(f"{config.dataset}: {', '.join(spec.image_keys)} frames are {tuple(spec.image_shape)}; "
+                           f"the world model {source} was trained on {side} x {side} frames")
     keys, names, states = readout_targets(dataset, config.state_keys)
     episodes = np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).reshape(-1)
-    cache = build_latent_cache(dataset, spec, world_model.encoder, config.cache_dir,
-                               progress=config.progress)
-    if cache.num_frames != len(states):
-        raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
-                           f"{config.dataset} {len(states)}")
+    caches = build_latent_caches(dataset, spec, world_model.encoder, config.cache_dir,
+                                 progress=config.progress)
+    for cache in caches:
+        if cache.num_frames != len(states):
+            raise DatasetError(f"latent cache {cache.directory} has {cache.num_frames} frames, "
+                               f"{config.dataset} {len(states)}")
     readout, metrics = fit_readout(
-        cache.latents, states, episodes, holdout=config.holdout, epochs=config.epochs,
+        view_latents(caches, slice(None)), states, episodes, holdout=config.holdout, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, hidden=config.hidden, state_names=names,
         seed=config.seed, progress=config.progress,
     )

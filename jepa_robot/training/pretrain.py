@@ -33,6 +33,7 @@ and ``pretrain_curves.png``. A run holds the directory's lock while it runs
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -173,10 +174,10 @@ def build_frame_cache(sources: list[tuple[Any, Any]], directory: Path, size: int
 
 def load_corpus(config: PretrainEncoderConfig, cache_dir: Path) -> Corpus:
     """Open the datasets, decode their frames into the cache, split episodes, read probe targets."""
-    sources = []
+    sources = []  # one per dataset and camera view: each view's video is clips of its own
     for path in config.datasets:
-        dataset, spec = open_dataset(path, image_key=config.image_key, action_key=config.action_key, state_key=None)
-        sources.append((dataset, spec))
+        dataset, spec = open_dataset(path, image_keys=config.image_keys, action_key=config.action_key, state_key=None)
+        sources += [(dataset, dataclasses.replace(spec, image_keys=(key,))) for key in spec.image_keys]
     size = round(config.encoder.crop_size * config.resize_ratio)
     frames = build_frame_cache(sources, cache_dir, size, config.progress)
 

@@ -21,6 +21,7 @@ trains with DDP.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 from jepa_robot.config import ConfigError
 from jepa_robot.config.training import TrainConfig
 from jepa_robot.data.dataset import DatasetError, episode_bounds, episode_vectors, open_dataset
+from jepa_robot.data.latent_cache import view_latents
 from jepa_robot.errors import RunDirectoryError, TrainingDivergedError, TrainingStateError
 from jepa_robot.files import atomic_file, portable_path, recover_directory, remove_temporaries, run_lock
 from jepa_robot.training.state import (
@@ -88,21 +90,22 @@ class WindowSampler:
 
 
 class LatentSource:
-    """Frame latents by global index: from the memory-mapped cache, or by decoding
-    and encoding the frames on the fly."""
+    """Frame latents by global index, every view's tokens in turn: from the memory-mapped
+    caches (one per view), or by decoding and encoding the frames on the fly."""
 
-    def __init__(self, dataset, image_key: str, encoder, cache=None, batch_size: int = 64) -> None:
-        self.dataset, self.image_key, self.encoder, self.cache = dataset, image_key, encoder, cache
+    def __init__(self, dataset, image_keys: tuple[str, ...], encoder, caches=None, batch_size: int = 64) -> None:
+        self.dataset, self.image_keys, self.encoder, self.caches = dataset, image_keys, encoder, caches
         self.batch_size = batch_size
 
     def __call__(self, indices: np.ndarray) -> torch.Tensor:
-        """[B, T] indices -> float32 [B, T, N, D]."""
-        if self.cache is not None:
-            return torch.from_numpy(np.asarray(self.cache.latents[indices.reshape(-1)], dtype=np.float32)).view(
-                *indices.shape, *self.cache.latents.shape[1:]
-            )
-        frames = torch.stack([self.dataset[int(i)][self.image_key] for i in indices.reshape(-1)])
-        latents = self.encoder.encode(frames, batch_size=self.batch_size).cpu()
+        """[B, T] indices -> float32 [B, T, V * N, D]."""
+        if self.caches is not None:
+            latents = torch.from_numpy(view_latents(self.caches, indices.reshape(-1)).astype(np.float32))
+        else:
+            items = [self.dataset[int(i)] for i in indices.reshape(-1)]
+            latents = torch.cat([self.encoder.encode(torch.stack([item[key] for item in items]),
+                                                     batch_size=self.batch_size).cpu()
+                                 for key in self.image_keys], dim=1)
         return latents.view(*indices.shape, *latents.shape[1:])
 
 
@@ -273,7 +276,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, context: DistributedContext, device: torch.device, out_dir: Path) -> TrainResult:
-    from jepa_robot.data.latent_cache import build_latent_cache
+    from jepa_robot.data.latent_cache import build_latent_caches
     from jepa_robot.world_model.encoders import load_encoder
 
     checkpoint_dir = out_dir / "checkpoint"
@@ -286,7 +289,7 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
         raise RunDirectoryError(f"{out_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
 
     dataset, spec = open_dataset(
-        config.dataset, image_key=config.image_key, action_key=config.action_key, state_key=config.state_key
+        config.dataset, image_keys=config.image_keys, action_key=config.action_key, state_key=config.state_key
     )
     encoder = load_encoder(
         config.encoder.name,
@@ -304,13 +307,14 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
                 f"{out_dir} was trained with another encoder ({previous.get('source')}); use a new out_dir"
             )
 
-    cache = None
+    caches = None
     if config.use_cache:
         if context.is_main:
-            cache = build_latent_cache(dataset, spec, encoder, config.cache_dir, config.encoder.batch_size, config.progress)
+            caches = build_latent_caches(dataset, spec, encoder, config.cache_dir, config.encoder.batch_size,
+                                         config.progress)
         context.barrier()
         if not context.is_main:
-            cache = build_latent_cache(dataset, spec, encoder, config.cache_dir, config.encoder.batch_size, False)
+            caches = build_latent_caches(dataset, spec, encoder, config.cache_dir, config.encoder.batch_size, False)
 
     actions = episode_vectors(dataset, spec.action_key)
     states = episode_vectors(dataset, spec.state_key) if spec.state_key else None
@@ -335,7 +339,7 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
             f"no training window fits: episodes must have at least window*frameskip*macro_steps = "
             f"{config.window * skip} frames"
         )
-    source = LatentSource(dataset, spec.image_key, encoder, cache, config.encoder.batch_size)
+    source = LatentSource(dataset, spec.image_keys, encoder, caches, config.encoder.batch_size)
     normalised_actions = normalise(actions, stats["action"])
     normalised_states = None if states is None else normalise(states, stats["state"])
     train_data = WindowData(train_sampler, source, normalised_actions, normalised_states)
@@ -350,7 +354,8 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
              if config.macro_steps > 1 else None)
     predictor_config = PredictorConfig(
         latent_dim=encoder.embed_dim,
-        num_tokens=encoder.num_tokens,
+        num_tokens=encoder.num_tokens * len(spec.image_keys),
+        views=len(spec.image_keys),
         action_dim=spec.action_dim * skip if macro is None else macro.dim,
         state_dim=spec.state_dim or 0,
         **{**asdict(config.predictor), "predict_state": states is not None},
@@ -374,14 +379,21 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
     )
     rng = np.random.default_rng([config.seed, context.rank])
     layout = {
-        "image_shape": list(spec.image_shape), "action_key": spec.action_key, "state_key": spec.state_key,
+        "image_keys": list(spec.image_keys), "image_shape": list(spec.image_shape),
+        "action_key": spec.action_key, "state_key": spec.state_key,
         "frameskip": config.frameskip,
         **({"macro": macro.to_dict()} if macro is not None else {}),
     }
     step = 0
     if saved is not None:  # everything comes from the training state, which is whole at every step it was written
-        _refuse_mismatch(out_dir, "predictor configuration", saved.field("predictor"), predictor_config.to_dict())
-        _refuse_mismatch(out_dir, "data layout", saved.field("data_layout"), layout)
+        saved_predictor = saved.field("predictor")
+        with contextlib.suppress(ValueError, TypeError):  # fields added since the run began take their defaults
+            saved_predictor = PredictorConfig.from_dict(saved_predictor).to_dict()
+        _refuse_mismatch(out_dir, "predictor configuration", saved_predictor, predictor_config.to_dict())
+        saved_layout = saved.field("data_layout")
+        if isinstance(saved_layout, dict) and "image_keys" not in saved_layout:  # a run from before views: one camera
+            saved_layout = {**saved_layout, "image_keys": layout["image_keys"][:1]}
+        _refuse_mismatch(out_dir, "data layout", saved_layout, layout)
         saved.load_module(predictor, "predictor")
         saved.load_optimizer(optimizer)
         restore_torch_rng(saved, device)
@@ -402,7 +414,7 @@ def _train(config: TrainConfig, context: DistributedContext, device: torch.devic
     data_config = {
         "dataset": portable_path(spec.root),
         "repo_id": spec.repo_id,
-        "image_key": spec.image_key,
+        "image_keys": list(spec.image_keys),
         "action_key": spec.action_key,
         "state_key": spec.state_key,
         "action_names": dataset.meta.features[spec.action_key].get("names"),

@@ -67,9 +67,11 @@ BUILTIN_CHECKPOINTS: dict[str, Path] = {
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "predictor": ("latent_dim", "num_tokens", "action_dim", "state_dim"),
     "encoder": ("source",),
-    "data": ("image_key", "image_shape", "frameskip"),
+    "data": ("image_keys", "image_shape", "frameskip"),
 }
-"""The fields of ``config.json`` every reader of a checkpoint relies on, by section."""
+"""The fields of ``config.json`` every reader of a checkpoint relies on, by section.
+``data.image_keys`` lists the camera views in token order; a checkpoint written before
+views has a single ``data.image_key``, read as ``image_keys=[image_key]``."""
 
 
 class CheckpointError(JepaRobotError, ValueError):
@@ -183,12 +185,21 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a checkpoint: {CONFIG} is missing")
     config = read_format_json(path, FORMAT)
+    data = config.get("data")
+    if isinstance(data, dict) and "image_keys" not in data and isinstance(data.get("image_key"), str):
+        data["image_keys"] = [data.pop("image_key")]  # one camera, saved before views
     for section, names in REQUIRED_FIELDS.items():
         if not isinstance(config.get(section), dict):
             raise CheckpointError(f"{path}: the field {section!r} is missing or not an object")
         for name in names:
             if name not in config[section]:
                 raise CheckpointError(f"{path}: the field '{section}.{name}' is missing")
+    keys = config["data"]["image_keys"]
+    if not (isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys)):
+        raise CheckpointError(f"{path}: data.image_keys must be a non-empty list of camera keys, got {keys!r}")
+    views = config["predictor"].get("views", 1)
+    if views != len(keys):
+        raise CheckpointError(f"{path}: the predictor reads {views} view(s), data.image_keys names {len(keys)}")
     return config
 
 

@@ -5,7 +5,8 @@ encoder reference (refusing one whose weights or preprocessing changed), the
 predictor, the optional state readout, and the action/state normalisation the
 predictor was trained with. The agent uses four verbs:
 
-- ``encode(frames)``: uint8 frames -> latents;
+- ``encode(frames)``: uint8 frames -> latents (a model over several camera views takes
+  a mapping camera -> frames and returns every view's tokens in turn);
 - ``context(latents, states, past_actions)``: what the predictor conditions on;
 - ``rollout(context, actions)``: candidate plans -> predicted latents;
 - ``env_actions(planned)``: one planned step -> the env actions that carry it out.
@@ -25,6 +26,7 @@ fewer dimensions to search, the way V-JEPA 2-AC and DINO-WM plan at a coarse rat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,9 @@ from jepa_robot.world_model.readout import load_readout
 log = logging.getLogger(__name__)
 
 IMAGE_KEY_PREFIX = "observation.images."
+
+Images = np.ndarray | Tensor | Mapping[str, np.ndarray | Tensor]
+"""Frames of one camera (a one-view model) or a mapping camera -> frames."""
 
 NEXT_STATE_FUNCTIONS = {"jepa_robot.vjepa2_ac:droid_next_state": "jepa_robot.world_model.vjepa2_ac:droid_next_state"}
 """State-update functions a checkpoint may name in ``data.next_state`` (a model without
@@ -109,8 +114,8 @@ class WorldModel:
         data = checkpoint.config["data"]
         self.frameskip = int(data["frameskip"])
         """Env steps per predictor step."""
-        self.camera: str = data["image_key"].removeprefix(IMAGE_KEY_PREFIX)
-        """The camera the model was trained on (``observation.images.<camera>``)."""
+        self.cameras: tuple[str, ...] = tuple(key.removeprefix(IMAGE_KEY_PREFIX) for key in data["image_keys"])
+        """The cameras the model sees (``observation.images.<camera>``), in token order."""
         self._image_shape = tuple(int(v) for v in data["image_shape"])
         self.image_size = self._image_shape[0]
         """Side of the square frames the model takes (``env.image_size``, ``robot.image_size``)."""
@@ -187,18 +192,54 @@ class WorldModel:
         """Size of one planned action per predictor step."""
         return self.env_action_dim if action_repeat else self.env_action_dim * self.frameskip
 
-    def check_frame(self, frame: np.ndarray) -> None:
-        """Refuse a frame of another size than the model was trained on."""
-        if tuple(frame.shape) != self._image_shape:
-            raise ValueError(
-                f"the model was trained on {self._image_shape} frames from camera {self.camera!r}; "
-                f"got {tuple(frame.shape)}"
-            )
+    @property
+    def views(self) -> int:
+        """Camera views per time step."""
+        return len(self.cameras)
+
+    @property
+    def tokens_per_view(self) -> int:
+        """Latent tokens of one camera's frame (a latent holds ``views`` times as many)."""
+        return self._predictor.config.num_tokens // self.views
+
+    def frames_by_view(self, images: Images, check_size: bool = True) -> list[np.ndarray | Tensor]:
+        """Frames ``[..., H, W, 3]`` per camera, in the model's order: ``images`` is a mapping
+        camera -> frames (extra cameras are ignored), or, for a one-view model, the frames
+        themselves. ``check_size`` refuses frames of another size than the model's."""
+        if isinstance(images, Mapping):
+            missing = [camera for camera in self.cameras if camera not in images]
+            if missing:
+                raise ValueError(f"the world model sees cameras {list(self.cameras)}; no frames from "
+                                 f"{missing} (given: {sorted(images)})")
+            views = [images[camera] for camera in self.cameras]
+        elif self.views == 1:
+            views = [images]
+        else:
+            raise ValueError(f"the world model sees {self.views} cameras {list(self.cameras)}: give a "
+                             "mapping camera -> frames, not one camera's frames")
+        for camera, frames in zip(self.cameras, views, strict=True):
+            if check_size and tuple(frames.shape[-3:]) != self._image_shape:
+                raise ValueError(f"the model was trained on {self._image_shape} frames from camera "
+                                 f"{camera!r}; got {tuple(frames.shape[-3:])}")
+        return views
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray | Tensor) -> Tensor:
-        """uint8 frames ``[B, H, W, 3]`` -> latents ``[B, N, D]`` on the model's device."""
-        return self.encoder.encode(frames).to(self.device, torch.float32)
+    def encode(self, frames: Images) -> Tensor:
+        """uint8 frames ``[B, H, W, 3]`` (per camera: see :meth:`frames_by_view`; of any size
+        the encoder prepares) -> latents ``[B, V * N, D]`` on the model's device, every view's
+        tokens in turn."""
+        return torch.cat([self.encoder.encode(view).to(self.device, torch.float32)
+                          for view in self.frames_by_view(frames, check_size=False)], dim=1)
+
+    def encode_image(self, image: Images) -> Tensor:
+        """One observation or goal: a frame ``[H, W, 3]`` per camera -> latent ``[V * N, D]``."""
+        views = self.frames_by_view(image)
+        return self.encode({camera: np.asarray(view)[None] for camera, view in zip(self.cameras, views,
+                                                                                   strict=True)})[0]
+
+    def encode_observation(self, observation: Mapping[str, Any]) -> Tensor:
+        """An env or robot observation (``{"images": {camera: frame}, ...}``) -> its latent."""
+        return self.encode_image(observation.get("images", {}))
 
     def context(self, latents: Tensor, states: np.ndarray | Tensor | None,
                 past_actions: Tensor | None, action_repeat: bool) -> Context:
@@ -282,7 +323,7 @@ class HighLevelModel:
         self.device = low_level.device
         self._predictor = checkpoint.predictor
         data, low_data = checkpoint.config["data"], low_level.checkpoint.config["data"]
-        for key in ("image_key", "image_shape", "frameskip", "state_key"):
+        for key in ("image_keys", "image_shape", "frameskip", "state_key"):
             if data.get(key) != low_data.get(key):
                 raise CheckpointError(f"{directory} was trained with data.{key}={data.get(key)!r}; the "
                                       f"low-level checkpoint with {low_data.get(key)!r}")

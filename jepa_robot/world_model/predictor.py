@@ -8,7 +8,8 @@ Layout (kept close to Meta's ``VisionTransformerPredictorAC`` in facebookresearc
 ``src/models/ac_predictor.py``, so that a later converter can load its weights):
 
 * every time step is a block of ``K = 1 + (state_dim > 0) + num_tokens`` tokens,
-  ``[action token, state token, frame tokens]``; the input projections are
+  ``[action token, state token, frame tokens]``; with several camera views the frame
+  tokens are each view's patch tokens in turn (``views`` of them, ``grid x grid`` each); the input projections are
   ``action_encoder`` (A -> hidden), ``state_encoder`` (S -> hidden) and
   ``predictor_embed`` (D -> hidden);
 * ``predictor_blocks``: pre-norm transformer blocks (``norm1``, ``attn.qkv`` fused with
@@ -27,7 +28,9 @@ Positions are rotary (RoPE) inside attention, as in the reference's
 ``2 * ((head_dim // 3) // 2)`` channels (time, row, column), any remainder is left
 unrotated; frame tokens rotate by ``(t, row, col)``, action and state tokens only by
 ``t`` (their spatial positions are 0, i.e. no rotation, exactly like the reference,
-which rotates only their time channels). Frequencies per part of width ``d`` are
+which rotates only their time channels). Several views sit one below the other, as one
+tall image: view ``v``'s rows are ``v * grid .. v * grid + grid - 1``, so every token
+has its own position and no parameter is added (one view is exactly the layout above). Frequencies per part of width ``d`` are
 ``10000 ** (-i / (d / 2))``, ``i < d / 2``, and channel pairs ``(2i, 2i+1)`` rotate
 together.
 
@@ -104,7 +107,8 @@ class PredictorConfig(PredictorArchitecture):
     latent_dim: int
     """Encoder token width D (192 tiny, 1024 ViT-L, 1408 ViT-g)."""
     num_tokens: int
-    """Frame tokens per time step N (64 for an 8x8 grid, 256 for 16x16)."""
+    """Frame tokens per time step N, every view's together (64 for one 8x8 grid, 256 for
+    16x16, 32 for two views of 4x4)."""
     action_dim: int
     """Action width A (4 for Meta-World, 7 for DROID)."""
     state_dim: int
@@ -112,7 +116,11 @@ class PredictorConfig(PredictorArchitecture):
     max_steps: int = 32
     """Longest sequence of time steps (context + predicted) the model accepts."""
     grid: int | None = None
-    """Frame tokens form a grid x grid image; None means isqrt(num_tokens) (then resolved)."""
+    """Each view's tokens form a grid x grid image; None means isqrt(num_tokens / views)
+    (then resolved)."""
+    views: int = 1
+    """Camera views per time step; their tokens follow one another (``grid * grid`` each).
+    Configs saved before this field existed load with 1."""
     rope_reference_quirk: bool = False
     """Apply RoPE with facebookresearch/vjepa2's frequency duplication (``repeat`` instead
     of ``repeat_interleave``), as Meta's published V-JEPA 2-AC weights need; False is the
@@ -120,26 +128,31 @@ class PredictorConfig(PredictorArchitecture):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("latent_dim", "num_tokens", "action_dim", "max_steps"):
+        for name in ("latent_dim", "num_tokens", "action_dim", "max_steps", "views"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("state_dim", self.state_dim, minimum=0)
         if not isinstance(self.rope_reference_quirk, bool):
             raise ValueError(f"PredictorConfig.rope_reference_quirk must be a bool, got {self.rope_reference_quirk!r}")
+        if self.num_tokens % self.views:
+            raise ValueError(f"PredictorConfig.num_tokens={self.num_tokens} is not a multiple of "
+                             f"views={self.views} (every view has the same number of tokens)")
+        per_view = self.num_tokens // self.views
         if self.grid is None:
-            side = math.isqrt(self.num_tokens)
-            if side * side != self.num_tokens:
+            side = math.isqrt(per_view)
+            if side * side != per_view:
                 raise ValueError(
-                    f"PredictorConfig.num_tokens={self.num_tokens} is not a perfect square; "
-                    "frame tokens must form a grid x grid image (set grid explicitly only if "
-                    "grid * grid == num_tokens)"
+                    f"PredictorConfig.num_tokens={self.num_tokens} over {self.views} view(s) is "
+                    f"{per_view} tokens per view, not a perfect square; each view's tokens must "
+                    "form a grid x grid image (set grid explicitly only if views * grid * grid == "
+                    "num_tokens)"
                 )
             self.grid = side
         else:
             check_int("grid", self.grid, minimum=1)
-            if self.grid * self.grid != self.num_tokens:
+            if self.grid * self.grid != per_view:
                 raise ValueError(
                     f"PredictorConfig.grid={self.grid} does not match num_tokens="
-                    f"{self.num_tokens} (need grid * grid == num_tokens)"
+                    f"{self.num_tokens} over {self.views} view(s) (need views * grid * grid == num_tokens)"
                 )
 
     # derived quantities (never written back into the stored fields)
@@ -419,7 +432,7 @@ class ACPredictor(nn.Module):
     def _token_positions(self, steps: int) -> Tensor:
         """(time, row, col) of every token of ``steps`` blocks: ``[steps * K, 3]``."""
         c = self.config
-        rows = torch.arange(c.num_tokens) // c.grid
+        rows = torch.arange(c.num_tokens) // c.grid  # view v's rows follow view v - 1's
         cols = torch.arange(c.num_tokens) % c.grid
         spatial = torch.cat(
             (torch.zeros(c.num_conditioning_tokens, 2, dtype=torch.long),

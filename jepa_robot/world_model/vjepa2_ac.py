@@ -657,7 +657,7 @@ def convert_vjepa2_ac(
         data = {
             "dataset": "DROID (Meta's V-JEPA 2-AC training data; not a local dataset)",
             "repo_id": None,
-            "image_key": DROID_IMAGE_KEY,
+            "image_keys": [DROID_IMAGE_KEY],
             "action_key": "action",
             "state_key": "observation.state",
             "action_names": DROID_ACTION_NAMES if arch.action_dim == 7 else None,

@@ -58,7 +58,7 @@ def test_record_and_train_writes_a_loadable_world_model(tmp_path):
     assert all(math.isfinite(v) for v in result["val_loss_per_step"] + result["val_baseline_per_step"])
 
     world_model = WorldModel.load(result["checkpoint"])
-    assert world_model.camera == "oblique" and world_model.image_size == 64
+    assert world_model.cameras == ("oblique",) and world_model.image_size == 64
     assert world_model.frameskip == 5 and world_model.env_action_dim == 4
     latents = world_model.encode(np.zeros((1, 64, 64, 3), np.uint8))
     assert tuple(latents.shape) == (1, 16, 192)  # the shipped encoder, pooled to 4 x 4

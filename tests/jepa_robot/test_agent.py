@@ -34,7 +34,7 @@ def observation(value: int = 100, state=(0.0, 0.6, 0.2, 0.5)) -> dict:
 
 
 def test_world_model_loads_its_encoder_and_maps_actions(world_model):
-    assert world_model.camera == "oblique" and world_model.frameskip == 2 and world_model.image_size == 32
+    assert world_model.cameras == ("oblique",) and world_model.frameskip == 2 and world_model.image_size == 32
     assert world_model.env_action_dim == 4 and world_model.state_dim == 4
     planned = torch.tensor([[0.5, -0.5, 0.25, 1.0]])
     assert world_model.env_actions(planned[0], action_repeat=True).tolist() == [[0.5, -0.5, 0.25, 1.0]] * 2
@@ -52,7 +52,9 @@ def test_world_model_loads_its_encoder_and_maps_actions(world_model):
     with pytest.raises(ValueError, match="takes 4-D states"):
         world_model.context(latents[:1], None, None, action_repeat=True)
     with pytest.raises(ValueError, match="trained on"):
-        world_model.check_frame(np.zeros((64, 64, 3), np.uint8))
+        world_model.encode_image(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"sees cameras \['oblique'\]; no frames from \['oblique'\]"):
+        world_model.encode_observation({"images": {"wrist": np.zeros((32, 32, 3), np.uint8)}})
 
 
 def test_agent_replans_every_predictor_step_within_bounds(world_model):
@@ -134,7 +136,7 @@ def test_mismatches_are_refused(world_model):
     with pytest.raises(RuntimeError, match="reset"):
         agent.act(observation())
     agent.reset([frame()])
-    with pytest.raises(KeyError, match="camera 'oblique'"):
+    with pytest.raises(ValueError, match=r"no frames from \['oblique'\] \(given: \['front'\]\)"):
         agent.act({"images": {"front": frame()}, "state": np.zeros(4, np.float32)})
     with pytest.raises(ValueError, match="4-D states"):
         agent.act({"images": {"oblique": frame()}, "state": np.zeros(7, np.float32)})
@@ -157,7 +159,7 @@ class PointMass:
 class PositionModel:
     """A world model whose latent is the position itself: the agent's loop, with known dynamics."""
 
-    camera, frameskip, state_dim, env_action_dim = "oblique", 1, 2, 2
+    cameras, tokens_per_view, frameskip, state_dim, env_action_dim = ("oblique",), 1, 1, 2, 2
     device = torch.device("cpu")
     readout = None
 
@@ -167,14 +169,12 @@ class PositionModel:
     def planned_action_dim(self, action_repeat):
         return 2
 
-    def check_frame(self, frame):
-        pass
+    def encode_image(self, image):  # the goal frame encodes to the origin
+        assert image[0, 0, 0] == 7
+        return torch.zeros(1, 2)
 
-    def encode(self, frames):
-        # goal frames encode to the origin; observation frames to the current position
-        if frames.shape[0] == 1 and frames[0, 0, 0, 0] == 7:
-            return torch.zeros(1, 1, 2)
-        return torch.tensor(self.env.position, dtype=torch.float32).reshape(1, 1, 2)
+    def encode_observation(self, observation):  # an observation to the current position
+        return torch.tensor(self.env.position, dtype=torch.float32).reshape(1, 2)
 
     def context(self, latents, states, past_actions, action_repeat):
         return Context(latents, torch.as_tensor(states), past_actions)

@@ -127,14 +127,14 @@ def test_episode_trace_puts_the_readout_beside_the_simulator_every_predictor_ste
     from jepa_robot.agent import Replan
 
     model = SimpleNamespace(
-        encode=lambda frames: torch.full((len(frames), 7, 1), float(frames.mean())),
+        encode_image=lambda images: torch.full((7, 1), float(images["oblique"].mean())),
         readout=lambda latents: latents[..., 0],  # [1, 7]: the frame's mean, 7 times
     )
     env = SimpleNamespace(state=lambda: np.array([0.1, 0.6, 0.2, 1.0]),
                           object_position=lambda: np.array([0.0, 0.7, 0.02]))
     agent = SimpleNamespace(replans=[])
     trace = EpisodeTrace(model, frameskip=5)
-    frame = np.full((8, 8, 3), 3, np.uint8)
+    frame = {"oblique": np.full((8, 8, 3), 3, np.uint8)}
     trace.add(4, env, frame, agent)  # nothing planned yet: no row
     agent.replans.append(Replan(step=0, seconds=0.1, plan_seconds=0.1, energy=0.25, iterations=3,
                                 goal_index=1, goal_distance=0.5))
@@ -190,12 +190,13 @@ def test_goal_frames_put_the_task_subgoals_first(task, phases):
     from jepa_robot.evaluation import goal_frames
 
     env = MetaWorldGoalEnv(task, image_size=32)
-    frames, _, goal = goal_frames(env, 100000, "oblique", subgoals=True)
+    frames, _, goal = goal_frames(env, 100000, ["oblique"], subgoals=True)
     assert goal.subgoal_phases == phases and len(frames) == len(phases) + 1
     for frame, subgoal in zip(frames[:-1], goal.subgoals, strict=True):
-        np.testing.assert_array_equal(frame, subgoal["oblique"])
-    frames, _, _ = goal_frames(env, 100000, "oblique", subgoals=False)
-    assert len(frames) == 1 and np.array_equal(frames[0], goal.goal["oblique"])
+        assert list(frame) == ["oblique"]
+        np.testing.assert_array_equal(frame["oblique"], subgoal["oblique"])
+    frames, _, _ = goal_frames(env, 100000, ["oblique"], subgoals=False)
+    assert len(frames) == 1 and np.array_equal(frames[0]["oblique"], goal.goal["oblique"])
     env.close()
 
 
@@ -356,14 +357,17 @@ def test_videos_alternate_successes_and_failures_whatever_order_episodes_end_in(
             assert candidates.get(task, seed).seed == seed
 
 
-def _recording(success: bool, steps: int = 10):
+def _recording(success: bool, steps: int = 10, cameras: tuple[str, ...] = ("oblique",)):
     from jepa_robot.agent import Replan
     from jepa_robot.evaluation import EpisodeRecording, goal_names
 
-    goals = [np.full((32, 32, 3), value, np.uint8) for value in (40, 200)]
+    def views(value: int) -> dict[str, np.ndarray]:  # each camera a shade of its own
+        return {camera: np.full((32, 32, 3), value + 10 * index, np.uint8) for index, camera in enumerate(cameras)}
+
+    goals = [views(value) for value in (40, 200)]
     recording = EpisodeRecording("push", 100000, steps, goals, goal_names(2, ["contact"]), target_pixel=(8.0, 20.0))
     for step in range(steps + 1):
-        recording.add(np.full((32, 32, 3), 90, np.uint8), int(step >= 5), 0.10 - 0.005 * step)
+        recording.add(views(90), int(step >= 5), 0.10 - 0.005 * step)
     recording.replans = [Replan(step=s, seconds=0.1, plan_seconds=0.1, energy=1.0 - 0.05 * s, iterations=2,
                                 goal_index=int(s >= 5), goal_distance=0.5) for s in range(0, steps, 2)]
     recording.success = success
@@ -397,6 +401,21 @@ def test_an_episode_video_labels_its_panels_marks_the_target_and_ends_on_its_out
     caption = frames[-1][-bar:].reshape(-1, 3).mean(0)
     assert (caption[1] > caption[0]) == success  # green for a success, red for a failure
     assert not np.array_equal(frames[-1][-bar:], frames[-5][-bar:])
+
+
+def test_an_episode_video_shows_every_camera_and_every_view_of_the_goal():
+    from jepa_robot.evaluation import episode_video_frames
+
+    one = next(episode_video_frames(_recording(True), caption_frames=1))
+    two = list(episode_video_frames(_recording(True, cameras=("oblique", "wrist")), caption_frames=1))
+    panel, gap = VIDEO_PIXELS, 4
+    assert two[0].shape[1] == one.shape[1] + 2 * (panel + gap)  # a second view in the camera and goal panels
+    bar = (two[0].shape[0] - panel) // 3
+    row = two[0][2 * bar + 100]
+    # camera panels: oblique (90), wrist (100); then the goal's oblique (40) and wrist (50)
+    assert (row[100] == 90).all() and (row[panel + gap + 100] == 100).all()
+    assert (row[2 * (panel + gap) + 100] == 40).all() and (row[3 * (panel + gap) + 100] == 50).all()
+    assert (two[8][2 * bar + 100, 3 * (panel + gap) + 100] == 210).all()  # the final goal's wrist view
 
 
 def test_the_table_says_which_references_did_not_run():

@@ -97,6 +97,14 @@ def test_reset_service_goals_are_the_models_camera_in_agent_order(tmp_path):
     goal = GoalImages(seed=7, goal=views, goal_state=np.zeros(4, np.float32), subgoals=[views, views],
                       subgoal_phases=["grasp", "lift"])
     files = _write_goal_images(tmp_path, goal) + [str(tmp_path / "mine.png")]
-    kept = [Path(p).name for p in camera_goal_files(files, "workspace", ["oblique", "workspace"])]
-    assert kept == ["subgoal_7_0_grasp_workspace.png", "subgoal_7_1_lift_workspace.png",
-                    "goal_7_workspace.png", "mine.png"]
+    kept = [{c: Path(p).name for c, p in views.items()}
+            for views in camera_goal_files(files, ["workspace"], ["oblique", "workspace"])]
+    assert kept == [{"workspace": "subgoal_7_0_grasp_workspace.png"}, {"workspace": "subgoal_7_1_lift_workspace.png"},
+                    {"workspace": "goal_7_workspace.png"}, {"workspace": "mine.png"}]
+    # a model over both cameras: one goal per stem with both views; a file naming no camera is no goal
+    both = camera_goal_files(files, ["oblique", "workspace"], ["oblique", "workspace"])
+    assert [{c: Path(p).name for c, p in views.items()} for views in both][-1] == {
+        "oblique": "goal_7_oblique.png", "workspace": "goal_7_workspace.png"}
+    assert len(both) == 3
+    with pytest.raises(ValueError, match="lack a view"):
+        camera_goal_files(files[:-2], ["oblique", "workspace"], ["oblique", "workspace"])

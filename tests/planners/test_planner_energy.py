@@ -55,6 +55,21 @@ def test_bad_goal_shapes_and_options_are_refused(predicted):
         L2Energy(step_weights=(1.0, 1.0))
 
 
+def test_token_weights_weigh_each_token_mean():
+    """Two views of two tokens each: weights per token give a weighted mean of token means."""
+    predicted = torch.tensor([[[[1.0, 1.0], [3.0, 3.0], [0.0, 0.0], [8.0, 8.0]]]])  # [B=1, H=1, 4 tokens, D=2]
+    goal = torch.zeros(4, 2)
+    assert torch.equal(L1Energy()(predicted, goal), torch.tensor([3.0]))
+    assert torch.equal(L1Energy(token_weights=(1, 1, 0, 0))(predicted, goal), torch.tensor([2.0]))  # first view
+    assert torch.equal(L1Energy(token_weights=(1, 1, 3, 3))(predicted, goal), torch.tensor([(4 + 24) / 8]))
+    with pytest.raises(ValueError, match="3 token_weights"):
+        L1Energy(token_weights=(1, 1, 1))(predicted, goal)
+    with pytest.raises(ValueError, match="positive sum"):
+        L1Energy(token_weights=(0, 0, 0, 0))
+    with pytest.raises(ValueError, match="readout energy"):
+        make_energy("readout", readout=lambda z: z.flatten(-2), token_weights=(1, 1, 1, 1))
+
+
 def test_make_energy_by_name():
     assert isinstance(make_energy("l1"), L1Energy)
     assert make_energy("l2", steps="all").steps == "all"

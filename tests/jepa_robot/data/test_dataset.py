@@ -65,7 +65,7 @@ def test_missing_image_key_is_named(tmp_path):
         open_dataset(str(root))
     with pytest.raises(DatasetError, match="no image key 'observation.images.wrist'"):
         make_dataset(tmp_path / "ds2", {"observation.images.cam": IMAGE, "action": VECTOR})
-        open_dataset(str(tmp_path / "ds2"), image_key="observation.images.wrist", state_key=None)
+        open_dataset(str(tmp_path / "ds2"), image_keys=["observation.images.wrist"], state_key=None)
 
 
 def test_non_vector_action_is_refused(tmp_path):

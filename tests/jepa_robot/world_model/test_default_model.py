@@ -43,7 +43,7 @@ def test_default_model_loads_by_name_with_its_packaged_encoder(world_model):
     reference = world_model.encoder.reference()
     # the checkpoint points at the packaged encoder, and load() checked its weights hash
     assert Path(reference["source"]).resolve() == (MODEL_DIR / "encoder").resolve()
-    assert world_model.camera == "oblique" and world_model.image_size == 64
+    assert world_model.cameras == ("oblique",) and world_model.image_size == 64
     assert world_model.env_action_dim == 4 and world_model.state_dim == 4
 
 

@@ -85,7 +85,9 @@ def test_config_roundtrip_through_json():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (dict(num_tokens=15), r"num_tokens=15 is not a perfect square"),
+        (dict(num_tokens=15), r"num_tokens=15 over 1 view\(s\) is 15 tokens per view, not a perfect square"),
+        (dict(num_tokens=15, views=2), r"num_tokens=15 is not a multiple of views=2"),
+        (dict(num_tokens=32, views=2, grid=2), r"grid=2 does not match num_tokens=32 over 2 view"),
         (dict(num_tokens=16, grid=3), r"grid=3 does not match num_tokens=16"),
         (dict(hidden_dim=66, heads=4), r"hidden_dim=66 is not divisible by heads=4"),
         (dict(hidden_dim=20, heads=4), r"head width .* 5 is too small"),
@@ -314,6 +316,23 @@ def test_action_and_state_tokens_rotate_in_time_only():
     assert torch.all(block1[:2, 1:] == 0)  # action, state: no spatial position
     assert block1[2:, 1:].tolist()[:5] == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0]]
     assert block1[-1, 1:].tolist() == [3, 3]
+
+
+def test_views_stack_as_one_tall_image():
+    """Two views of 2x2 tokens: the second view's rows follow the first's, so every token has
+    its own (row, col); the weights are those of a one-view predictor of the same widths."""
+    two = make_model(num_tokens=8, views=2)
+    assert two.config.grid == 2
+    k_per_step = two.config.tokens_per_step
+    frame = two._token_positions(2)[k_per_step + 2: 2 * k_per_step, 1:].tolist()
+    assert frame == [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1], [3, 0], [3, 1]]
+    one = make_model(num_tokens=4)
+    assert {k: v.shape for k, v in two.state_dict().items()} == {k: v.shape for k, v in one.state_dict().items()}
+    latents, actions, states = sequence()
+    predicted, _ = two(latents[:, :, :8], actions, states)
+    assert predicted.shape == (2, 5, 8, D)
+    with pytest.raises(ValueError, match="N=8 tokens"):
+        two(latents, actions, states)
 
 
 def test_residual_latents_predict_the_change():

@@ -503,7 +503,7 @@ def test_the_mpc_agent_plans_with_the_import_and_the_paper_planner(imported):
     g = torch.Generator().manual_seed(3)
     frames = torch.randint(0, 256, (2, size, size, 3), generator=g, dtype=torch.uint8).numpy()
     agent.reset([frames[1]])
-    observation = {"images": {world.camera: frames[0]},
+    observation = {"images": {world.cameras[0]: frames[0]},
                    "state": np.array([0.5, 0.0, 0.3, 3.1, 0.0, 0.2, 0.0], np.float32)}
     action = agent.act(observation)
     assert action.shape == (7,) and np.all(action[3:6] == 0)
