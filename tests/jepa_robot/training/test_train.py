@@ -293,3 +293,24 @@ def test_train_with_bf16_autocast_on_gpu(small_dataset, tiny_encoder_dir, tmp_pa
     assert result.steps == 10 and all(np.isfinite(result.val_loss_per_step))
     checkpoint = load_checkpoint(result.checkpoint)
     assert all(t.dtype == torch.float32 for t in checkpoint.predictor.state_dict().values())
+
+
+def test_a_run_saved_before_views_resumes(straight_run, small_dataset, tiny_encoder_dir, tmp_path):
+    """A training state written before models had views (no ``views`` in its predictor
+    config, no ``image_keys`` in its data layout) resumes as the one-camera run it was."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    straight, cache = straight_run
+    run = tmp_path / "run"
+    shutil.copytree(straight.checkpoint.parent, run)
+    state = run / "training_state.safetensors"
+    with safe_open(str(state), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    (key, document), = metadata.items()
+    info = json.loads(document)
+    del info["predictor"]["views"], info["data_layout"]["image_keys"]
+    save_file(tensors, str(state), metadata={key: json.dumps(info)})
+    resumed = train(tiny_train_config(small_dataset[0], tiny_encoder_dir, run, cache, "steps=32"))
+    assert resumed.resumed_from == 30 and resumed.steps == 32
