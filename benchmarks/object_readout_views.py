@@ -38,8 +38,8 @@ from envs.metaworld.tasks import EPISODE_BUDGET
 from jepa_robot.data.dataset import open_dataset
 from jepa_robot.data.latent_cache import build_latent_caches, view_latents
 from jepa_robot.files import write_json_atomic
-from jepa_robot.world_model.encoders import load_encoder, load_encoder_from_reference
-from jepa_robot.world_model.model import encoder_reference_for, read_checkpoint_config, resolve_checkpoint
+from jepa_robot.world_model.encoders import load_encoder
+from jepa_robot.world_model.model import WorldModel
 from jepa_robot.world_model.readout import fit_readout, readout_targets
 
 CAMERA_SETS = {"oblique": ("oblique",), "oblique+wrist": ("oblique", "wrist")}
@@ -53,8 +53,7 @@ def encoder_of(name: str, pool_grid: int):
     """A checkpoint's encoder (a built-in name or a directory with ``stats.json``), or an
     encoder directory pooled to ``pool_grid``."""
     if name == "default" or Path(name, "stats.json").is_file():
-        directory = resolve_checkpoint(name)
-        return load_encoder_from_reference(encoder_reference_for(directory, read_checkpoint_config(directory)))
+        return WorldModel.load(name, with_readout=False).encoder
     return load_encoder(name, pool_grid=pool_grid, resize_ratio=1.0)
 
 

@@ -150,7 +150,7 @@ class MPCAgent:
         frame or, for a world model over several cameras, a mapping camera -> frame."""
         if len(goals) == 0:
             raise ValueError("reset() needs at least one goal frame")
-        self._goal_latents = torch.stack([self.world_model.encode_image(goal) for goal in goals])
+        self._goal_latents = self.world_model.encode_images(goals)
         self.planner.reset()
         self.replans = []
         self._history = _History()

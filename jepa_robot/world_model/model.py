@@ -26,7 +26,7 @@ fewer dimensions to search, the way V-JEPA 2-AC and DINO-WM plan at a coarse rat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,15 +227,26 @@ class WorldModel:
     def encode(self, frames: Images) -> Tensor:
         """uint8 frames ``[B, H, W, 3]`` (per camera: see :meth:`frames_by_view`; of any size
         the encoder prepares) -> latents ``[B, V * N, D]`` on the model's device, every view's
-        tokens in turn."""
-        return torch.cat([self.encoder.encode(view).to(self.device, torch.float32)
-                          for view in self.frames_by_view(frames, check_size=False)], dim=1)
+        tokens in turn. Views of one size go through the encoder in one batch."""
+        views = self.frames_by_view(frames, check_size=False)
+        if len(views) > 1 and len({tuple(view.shape) for view in views}) == 1:
+            batch = views[0].shape[0]
+            together = (torch.cat([torch.as_tensor(view) for view in views]) if any(isinstance(v, Tensor) for v in views)
+                        else np.concatenate(views))
+            latents = self.encoder.encode(together).to(self.device, torch.float32)  # [V * B, N, D]
+            return latents.unflatten(0, (len(views), batch)).transpose(0, 1).flatten(1, 2)
+        return torch.cat([self.encoder.encode(view).to(self.device, torch.float32) for view in views], dim=1)
+
+    def encode_images(self, images: Sequence[Images]) -> Tensor:
+        """Observations or goals, each a frame ``[H, W, 3]`` per camera (checked against the
+        model's frame size) -> latents ``[G, V * N, D]``, encoded together."""
+        per_image = [self.frames_by_view(image) for image in images]
+        return self.encode({camera: np.stack([np.asarray(views[index]) for views in per_image])
+                            for index, camera in enumerate(self.cameras)})
 
     def encode_image(self, image: Images) -> Tensor:
         """One observation or goal: a frame ``[H, W, 3]`` per camera -> latent ``[V * N, D]``."""
-        views = self.frames_by_view(image)
-        return self.encode({camera: np.asarray(view)[None] for camera, view in zip(self.cameras, views,
-                                                                                   strict=True)})[0]
+        return self.encode_images([image])[0]
 
     def encode_observation(self, observation: Mapping[str, Any]) -> Tensor:
         """An env or robot observation (``{"images": {camera: frame}, ...}``) -> its latent."""

@@ -97,7 +97,12 @@ def test_the_world_model_takes_every_camera_and_plans_toward_both_views(two_view
     frames = {camera: np.full((32, 32, 3), 60 + 40 * i, np.uint8) for i, camera in enumerate(CAMERAS)}
     latent = world_model.encode_image(frames)
     assert latent.shape == (8, world_model.encoder.embed_dim)
-    torch.testing.assert_close(latent[4:], world_model.encoder.encode(frames["wrist"][None])[0])  # wrist second
+    # both views go through the encoder in one batch; the oblique view's tokens come first
+    torch.testing.assert_close(latent[:4], world_model.encoder.encode(frames["oblique"][None])[0])
+    torch.testing.assert_close(latent[4:], world_model.encoder.encode(frames["wrist"][None])[0])
+    two_goals = world_model.encode_images([frames, {c: f[::-1].copy() for c, f in frames.items()}])
+    assert two_goals.shape == (2, 8, world_model.encoder.embed_dim)
+    torch.testing.assert_close(two_goals[0], latent)
     with pytest.raises(ValueError, match="sees 2 cameras"):
         world_model.encode_image(frames["oblique"])
     with pytest.raises(ValueError, match=r"no frames from \['wrist'\]"):
